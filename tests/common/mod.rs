@@ -1,0 +1,190 @@
+//! Shared helpers of the integration tests: running the venv's Python (the official `sam2`
+//! package) with pinned threads, and a fixture cache under `.cache/<name>-<hash>/` keyed by the
+//! contents of the generating scripts and their arguments, regenerated when missing.
+//!
+//! Use from a test file with `mod common;`. Generation is atomic: a fixture is written into a
+//! temporary directory next to its final place and renamed into it, so an interrupted or
+//! concurrent run never sees a half-written fixture.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python that has the official `sam2` package: `$DENSAM_VENV_PYTHON`, else `.venv/bin/python`.
+pub fn venv_python() -> PathBuf {
+    match std::env::var_os("DENSAM_VENV_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => repo_root().join(".venv/bin/python"),
+    }
+}
+
+/// Threads the Python reference runs may use (`DENSAM_TEST_THREADS`, default 1).
+pub fn test_threads() -> usize {
+    std::env::var("DENSAM_TEST_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
+}
+
+/// A `Command` running `script` (relative to the repository root, or absolute) with the venv
+/// Python, OpenMP/MKL/torch threads pinned to [`test_threads`], run from the repository root.
+pub fn python_command(script: &str) -> Command {
+    let root = repo_root();
+    let n = test_threads().to_string();
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(root.join(script))
+        .current_dir(&root)
+        .env("OMP_NUM_THREADS", &n)
+        .env("MKL_NUM_THREADS", &n)
+        .env("DENSAM_TORCH_THREADS", &n)
+        .env("PYTHONHASHSEED", "0")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
+/// Runs `script args...` with the venv Python; panics with its output if it fails.
+pub fn run_python(script: &str, args: &[String]) {
+    let out = python_command(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", venv_python().display()));
+    if !out.status.success() {
+        panic!(
+            "{script} {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// 64-bit FNV-1a: a hash that is stable across Rust versions and platforms.
+fn fnv1a(data: &[u8], mut h: u64) -> u64 {
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The cache key of a fixture: the contents of its generator scripts and its arguments.
+pub fn fixture_hash(scripts: &[&str], args: &[String]) -> String {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for s in scripts {
+        let path = repo_root().join(s);
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        h = fnv1a(s.as_bytes(), h);
+        h = fnv1a(&(data.len() as u64).to_le_bytes(), h);
+        h = fnv1a(&data, h);
+    }
+    for a in args {
+        h = fnv1a(&(a.len() as u64).to_le_bytes(), h);
+        h = fnv1a(a.as_bytes(), h);
+    }
+    format!("{h:016x}")
+}
+
+/// The fixture cache directory (`$DENSAM_TEST_CACHE`, else `<repo>/.cache`).
+pub fn cache_root() -> PathBuf {
+    match std::env::var_os("DENSAM_TEST_CACHE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => repo_root().join(".cache"),
+    }
+}
+
+static GENERATING: Mutex<()> = Mutex::new(());
+
+/// The directory `.cache/<name>-<hash>/`, where the hash covers `scripts` (their contents) and
+/// `args`. When it is missing, `generate(tmp_dir)` fills a fresh temporary directory, which is
+/// then renamed into place.
+pub fn fixture_dir(name: &str, scripts: &[&str], args: &[String], generate: impl FnOnce(&Path)) -> PathBuf {
+    let root = cache_root();
+    let dir = root.join(format!("{name}-{}", fixture_hash(scripts, args)));
+    if dir.is_dir() {
+        return dir;
+    }
+    // One generation at a time in this process; other processes are handled by the rename.
+    let _guard = GENERATING.lock().unwrap_or_else(|e| e.into_inner());
+    if dir.is_dir() {
+        return dir;
+    }
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let tmp = root.join(format!(".tmp-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("cannot create {}: {e}", tmp.display()));
+    generate(&tmp);
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        // Another process won the race: keep its copy.
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !dir.is_dir() {
+            panic!("cannot move {} to {}: {e}", tmp.display(), dir.display());
+        }
+    }
+    dir
+}
+
+/// A fixture made by one Python script called as `script args... --out <dir>`.
+pub fn python_fixture(name: &str, script: &str, extra_scripts: &[&str], args: &[String]) -> PathBuf {
+    let mut scripts = vec![script];
+    scripts.extend_from_slice(extra_scripts);
+    fixture_dir(name, &scripts, args, |tmp| {
+        let mut a = args.to_vec();
+        a.push("--out".into());
+        a.push(tmp.display().to_string());
+        run_python(script, &a);
+    })
+}
+
+pub const MAKE_CHECKPOINT: &str = "tools/parity/make_checkpoint.py";
+
+/// A seeded random official checkpoint (`model.pt`, `model.safetensors`, `meta.json`) made by
+/// `tools/parity/make_checkpoint.py`. `size`: tiny|small|base_plus|large, `version`: 2.0|2.1.
+pub fn checkpoint(size: &str, version: &str, image_size: i64, seed: u64) -> PathBuf {
+    let args: Vec<String> = [
+        "--size",
+        size,
+        "--version",
+        version,
+        "--image-size",
+        &image_size.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    python_fixture(&format!("ckpt-{size}-{version}-{image_size}-s{seed}"), MAKE_CHECKPOINT, &[], &args)
+}
+
+/// Reads every tensor of a safetensors file (e.g. a reference dump) into a map.
+pub fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+/// Max |a - b| over all elements (both converted to f64 on the CPU); panics on a shape mismatch.
+pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shape mismatch");
+    let a = a.to_device(tch::Device::Cpu).to_kind(tch::Kind::Double);
+    let b = b.to_device(tch::Device::Cpu).to_kind(tch::Kind::Double);
+    (a - b).abs().max().double_value(&[])
+}
+
+/// Asserts `max |a - b| <= tol`, naming the tensor; returns the error for reporting.
+pub fn assert_close(name: &str, got: &tch::Tensor, want: &tch::Tensor, tol: f64) -> f64 {
+    assert_eq!(got.size(), want.size(), "{name}: shape {:?} != reference {:?}", got.size(), want.size());
+    let err = max_abs_diff(got, want);
+    eprintln!("{name}: max abs err {err:.3e} (tol {tol:.0e})");
+    assert!(err <= tol, "{name}: max abs err {err:.3e} > {tol:.0e}");
+    err
+}
