@@ -80,7 +80,8 @@ pub fn fixture_hash(scripts: &[&str], args: &[String]) -> String {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for s in scripts {
         let path = repo_root().join(s);
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let data =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         h = fnv1a(s.as_bytes(), h);
         h = fnv1a(&(data.len() as u64).to_le_bytes(), h);
         h = fnv1a(&data, h);
@@ -105,7 +106,12 @@ static GENERATING: Mutex<()> = Mutex::new(());
 /// The directory `.cache/<name>-<hash>/`, where the hash covers `scripts` (their contents) and
 /// `args`. When it is missing, `generate(tmp_dir)` fills a fresh temporary directory, which is
 /// then renamed into place.
-pub fn fixture_dir(name: &str, scripts: &[&str], args: &[String], generate: impl FnOnce(&Path)) -> PathBuf {
+pub fn fixture_dir(
+    name: &str,
+    scripts: &[&str],
+    args: &[String],
+    generate: impl FnOnce(&Path),
+) -> PathBuf {
     let root = cache_root();
     let dir = root.join(format!("{name}-{}", fixture_hash(scripts, args)));
     if dir.is_dir() {
@@ -116,10 +122,15 @@ pub fn fixture_dir(name: &str, scripts: &[&str], args: &[String], generate: impl
     if dir.is_dir() {
         return dir;
     }
-    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    std::fs::create_dir_all(&root)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let tmp = root.join(format!(".tmp-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("cannot create {}: {e}", tmp.display()));
+    std::fs::create_dir_all(&tmp)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", tmp.display()));
     generate(&tmp);
     if let Err(e) = std::fs::rename(&tmp, &dir) {
         // Another process won the race: keep its copy.
@@ -132,7 +143,12 @@ pub fn fixture_dir(name: &str, scripts: &[&str], args: &[String], generate: impl
 }
 
 /// A fixture made by one Python script called as `script args... --out <dir>`.
-pub fn python_fixture(name: &str, script: &str, extra_scripts: &[&str], args: &[String]) -> PathBuf {
+pub fn python_fixture(
+    name: &str,
+    script: &str,
+    extra_scripts: &[&str],
+    args: &[String],
+) -> PathBuf {
     let mut scripts = vec![script];
     scripts.extend_from_slice(extra_scripts);
     fixture_dir(name, &scripts, args, |tmp| {
@@ -161,7 +177,12 @@ pub fn checkpoint(size: &str, version: &str, image_size: i64, seed: u64) -> Path
     .iter()
     .map(|s| s.to_string())
     .collect();
-    python_fixture(&format!("ckpt-{size}-{version}-{image_size}-s{seed}"), MAKE_CHECKPOINT, &[], &args)
+    python_fixture(
+        &format!("ckpt-{size}-{version}-{image_size}-s{seed}"),
+        MAKE_CHECKPOINT,
+        &[],
+        &args,
+    )
 }
 
 /// Reads every tensor of a safetensors file (e.g. a reference dump) into a map.
@@ -182,7 +203,13 @@ pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
 
 /// Asserts `max |a - b| <= tol`, naming the tensor; returns the error for reporting.
 pub fn assert_close(name: &str, got: &tch::Tensor, want: &tch::Tensor, tol: f64) -> f64 {
-    assert_eq!(got.size(), want.size(), "{name}: shape {:?} != reference {:?}", got.size(), want.size());
+    assert_eq!(
+        got.size(),
+        want.size(),
+        "{name}: shape {:?} != reference {:?}",
+        got.size(),
+        want.size()
+    );
     let err = max_abs_diff(got, want);
     eprintln!("{name}: max abs err {err:.3e} (tol {tol:.0e})");
     assert!(err <= tol, "{name}: max abs err {err:.3e} > {tol:.0e}");
