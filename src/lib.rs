@@ -1,0 +1,12 @@
+//! densam: dense SAM 2 / SAM 2.1 video annotations for videos of any length.
+//!
+//! The crate is organised by stage of the data flow (see DESIGN.md): `video` yields frames,
+//! `model` holds the SAM 2 modules, `tracker` turns frames and prompts into per-object results
+//! in bounded memory, `output` writes them. `model` knows nothing of videos or files; `tracker`
+//! knows nothing of file formats.
+
+pub mod model;
+pub mod output;
+pub mod video;
+pub mod prompts;
+pub mod tracker;

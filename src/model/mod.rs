@@ -1,0 +1,18 @@
+//! SAM 2 / SAM 2.1 in tch, one file per module of the official implementation
+//! (see reference/sam2-inference-spec.md, whose section names the files follow).
+//!
+//! Every module is a plain struct built from a [`weights::Weights`] path named exactly as in the
+//! official checkpoint, so loading is by name and strict. Forwards take and return tensors on
+//! the model's device; shapes are given in each forward's doc comment.
+
+pub mod config;
+pub mod layers;
+pub mod weights;
+pub mod position_encoding;
+pub mod fill_holes;
+pub mod mask_decoder;
+pub mod memory_attention;
+pub mod memory_encoder;
+pub mod prompt_encoder;
+pub mod sam2;
+pub mod two_way_transformer;

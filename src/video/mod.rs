@@ -1,0 +1,1 @@
+//! Video input (filled by the video work).
