@@ -47,12 +47,22 @@ pub struct ConvCfg {
 
 impl Default for ConvCfg {
     fn default() -> Self {
-        ConvCfg { stride: 1, padding: 0, groups: 1 }
+        ConvCfg {
+            stride: 1,
+            padding: 0,
+            groups: 1,
+        }
     }
 }
 
 impl Conv2d {
-    pub fn new(w: &Weights, in_ch: i64, out_ch: i64, kernel: i64, cfg: ConvCfg) -> Result<Self, WeightsError> {
+    pub fn new(
+        w: &Weights,
+        in_ch: i64,
+        out_ch: i64,
+        kernel: i64,
+        cfg: ConvCfg,
+    ) -> Result<Self, WeightsError> {
         Ok(Conv2d {
             weight: w.get("weight", &[out_ch, in_ch / cfg.groups, kernel, kernel])?,
             bias: Some(w.get("bias", &[out_ch])?),
@@ -84,7 +94,13 @@ pub struct ConvTranspose2d {
 }
 
 impl ConvTranspose2d {
-    pub fn new(w: &Weights, in_ch: i64, out_ch: i64, kernel: i64, stride: i64) -> Result<Self, WeightsError> {
+    pub fn new(
+        w: &Weights,
+        in_ch: i64,
+        out_ch: i64,
+        kernel: i64,
+        stride: i64,
+    ) -> Result<Self, WeightsError> {
         Ok(ConvTranspose2d {
             weight: w.get("weight", &[in_ch, out_ch, kernel, kernel])?,
             bias: Some(w.get("bias", &[out_ch])?),
@@ -127,7 +143,13 @@ impl LayerNorm {
 
     /// `[..., dim] -> [..., dim]`
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, false)
+        x.layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            false,
+        )
     }
 }
 
@@ -182,7 +204,10 @@ impl Mlp {
             let d_out = if i + 1 == num_layers { output } else { hidden };
             layers.push(Linear::new(&w.pp("layers").pp(i), d_in, d_out)?);
         }
-        Ok(Mlp { layers, sigmoid_output })
+        Ok(Mlp {
+            layers,
+            sigmoid_output,
+        })
     }
 
     /// `[..., input] -> [..., output]`

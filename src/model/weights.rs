@@ -50,11 +50,19 @@ pub struct Weights {
 impl Weights {
     /// Wraps a state dict. Tensors are moved to `device` and converted to float32
     /// (integer buffers are kept as they are).
-    pub fn new(source_name: impl Into<String>, tensors: BTreeMap<String, Tensor>, device: Device) -> Self {
+    pub fn new(
+        source_name: impl Into<String>,
+        tensors: BTreeMap<String, Tensor>,
+        device: Device,
+    ) -> Self {
         let tensors = tensors
             .into_iter()
             .map(|(k, t)| {
-                let t = if t.is_floating_point() { t.to_kind(Kind::Float) } else { t };
+                let t = if t.is_floating_point() {
+                    t.to_kind(Kind::Float)
+                } else {
+                    t
+                };
                 (k, t.to_device(device))
             })
             .collect();
@@ -74,7 +82,11 @@ impl Weights {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
-        Ok(Self::new(path.display().to_string(), list.into_iter().collect(), device))
+        Ok(Self::new(
+            path.display().to_string(),
+            list.into_iter().collect(),
+            device,
+        ))
     }
 
     /// A view with `name` appended to the prefix (`w.pp("sam_mask_decoder").pp("iou_token")`).
@@ -84,7 +96,10 @@ impl Weights {
         } else {
             format!("{}.{}", self.prefix, name)
         };
-        Weights { inner: self.inner.clone(), prefix }
+        Weights {
+            inner: self.inner.clone(),
+            prefix,
+        }
     }
 
     fn full(&self, name: &str) -> String {
@@ -108,10 +123,14 @@ impl Weights {
     /// The tensor under `name`, checked against `shape`, and recorded as used.
     pub fn get(&self, name: &str, shape: &[i64]) -> Result<Tensor, WeightsError> {
         let key = self.full(name);
-        let t = self.inner.tensors.get(&key).ok_or_else(|| WeightsError::Missing {
-            source_name: self.inner.source_name.clone(),
-            key: key.clone(),
-        })?;
+        let t = self
+            .inner
+            .tensors
+            .get(&key)
+            .ok_or_else(|| WeightsError::Missing {
+                source_name: self.inner.source_name.clone(),
+                key: key.clone(),
+            })?;
         if t.size() != shape {
             return Err(WeightsError::Shape {
                 source_name: self.inner.source_name.clone(),
