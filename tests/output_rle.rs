@@ -2,11 +2,18 @@
 //! area and box of generated masks must be byte-identical / equal, and pycocotools must decode
 //! our strings back to the same masks.
 
-mod common;
-
 use densam::output::Rle;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::Command;
+
+/// The venv Python with pycocotools: `$DENSAM_VENV_PYTHON`, else `.venv/bin/python`.
+fn venv_python() -> PathBuf {
+    match std::env::var_os("DENSAM_VENV_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    }
+}
 
 const PY: &str = r#"
 import json, sys
@@ -116,7 +123,7 @@ fn rle_matches_pycocotools() {
         serde_json::to_vec(&specs).unwrap(),
     )
     .unwrap();
-    let out = Command::new(common::venv_python())
+    let out = Command::new(venv_python())
         .arg("-c")
         .arg(PY)
         .arg(dir.path())

@@ -1,6 +1,10 @@
 //! Outputs: COCO RLE masks (`rle`), the JSONL result lines of `densam annotate` and their
 //! streaming writer and reader (`jsonl`), and the exporters built on them.
 
+pub mod jsonl;
 pub mod rle;
 
+pub use jsonl::{
+    Counts, FrameRecord, JsonlReader, JsonlWriter, ObjectRecord, OutputError, Segmentation,
+};
 pub use rle::{Rle, RleError};
