@@ -3,16 +3,87 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "densam", version, about = "Dense SAM 2 annotations for videos of any length")]
+#[command(
+    name = "densam",
+    version,
+    about = "Dense SAM 2 annotations for videos of any length"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Track prompted objects through a video: dense per-frame masks as JSONL.
+    Annotate(densam::tracker::annotate::AnnotateArgs),
+    /// Describe a video (file, frame directory or image) as JSON: size, exact frame count, fps,
+    /// duration, codec, VFR, first/last pts.
+    Probe {
+        video: std::path::PathBuf,
+        /// Also decode every frame and report the decoded count (a double check of the index).
+        #[arg(long)]
+        decode_count: bool,
+    },
+    /// Write frame N of a video as an RGB PNG, or as the S×S model input (uint8, before
+    /// normalisation).
+    Extract {
+        video: std::path::PathBuf,
+        /// Frame number (presentation order, from 0).
+        #[arg(long)]
+        frame: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Write the model input (Pillow bicubic resize to S×S) instead of the frame.
+        #[arg(long)]
+        model_input: bool,
+        /// Model input size S.
+        #[arg(long, default_value_t = densam::video::DEFAULT_IMAGE_SIZE, requires = "model_input")]
+        image_size: usize,
+    },
+    /// Decode benchmark (scripts/bench-decode): index pass, decode-only and per-frame costs.
+    #[command(hide = true)]
+    BenchDecode {
+        video: std::path::PathBuf,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = densam::video::DEFAULT_IMAGE_SIZE)]
+        image_size: usize,
+        #[arg(long, default_value_t = 30)]
+        resize_frames: usize,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Annotate(args) => {
+            densam::tracker::annotate::run(&args)?;
+        }
+        Command::Probe {
+            video,
+            decode_count,
+        } => {
+            println!("{}", densam::video::probe_json(&video, decode_count)?);
+        }
+        Command::Extract {
+            video,
+            frame,
+            out,
+            model_input,
+            image_size,
+        } => {
+            densam::video::extract(&video, frame, &out, model_input.then_some(image_size))?;
+        }
+        Command::BenchDecode {
+            video,
+            threads,
+            image_size,
+            resize_frames,
+        } => {
+            let report = densam::video::bench_decode(&video, threads, image_size, resize_frames)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
 }
