@@ -13,6 +13,14 @@ Writes, under --out:
   meta.json          size, version, image size, seed, number of tensors
 
 Usage: make_checkpoint.py --size tiny --version 2.1 --image-size 256 --seed 0 --out DIR
+
+`--variant` writes a deliberately broken `model.pt` instead (for the loader's error tests):
+  missing-key     `image_encoder.trunk.blocks.1.proj.weight` removed
+  wrong-shape     `image_encoder.neck.convs.0.conv.bias` has 255 elements
+  unexpected-key  an extra `image_encoder.trunk.extra.weight`
+  no-model-key    `torch.save({"state_dict": ...})`
+  not-sam2        `{"model": {"fc.weight": ...}}`, a state dict of something else
+  legacy          the pre-zip `torch.save` format
 """
 
 import argparse
@@ -131,6 +139,26 @@ def save_safetensors(state: dict, path: str) -> None:
             f.write(b)
 
 
+def write_broken(state: dict, variant: str, path: str) -> None:
+    from collections import OrderedDict
+
+    sd = OrderedDict(state)
+    if variant == "missing-key":
+        del sd["image_encoder.trunk.blocks.1.proj.weight"]
+    elif variant == "wrong-shape":
+        sd["image_encoder.neck.convs.0.conv.bias"] = torch.zeros(255)
+    elif variant == "unexpected-key":
+        sd["image_encoder.trunk.extra.weight"] = torch.zeros(3)
+    if variant == "no-model-key":
+        torch.save({"state_dict": sd}, path)
+    elif variant == "not-sam2":
+        torch.save({"model": OrderedDict(fc=torch.zeros(2, 3))}, path)
+    elif variant == "legacy":
+        torch.save({"model": OrderedDict(fc=torch.zeros(2, 3))}, path, _use_new_zipfile_serialization=False)
+    else:
+        torch.save({"model": sd}, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
@@ -138,6 +166,11 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--variant",
+        default="ok",
+        choices=["ok", "missing-key", "wrong-shape", "unexpected-key", "no-model-key", "not-sam2", "legacy"],
+    )
     args = ap.parse_args()
     if args.image_size % 64 or not 256 <= args.image_size <= 1024:
         sys.exit("--image-size must be a multiple of 64 in 256..=1024")
@@ -149,6 +182,9 @@ def main() -> None:
     model.load_state_dict(state, strict=True)
 
     os.makedirs(args.out, exist_ok=True)
+    if args.variant != "ok":
+        write_broken(state, args.variant, os.path.join(args.out, "model.pt"))
+        return
     torch.save({"model": model.state_dict()}, os.path.join(args.out, "model.pt"))
     save_safetensors(state, os.path.join(args.out, "model.safetensors"))
     with open(os.path.join(args.out, "meta.json"), "w") as f:
