@@ -2,6 +2,7 @@
 //! streaming writer and reader (`jsonl`), and the exporters built on them.
 
 pub mod jsonl;
+pub mod png_io;
 pub mod rle;
 
 pub use jsonl::{
