@@ -1,0 +1,591 @@
+//! `Sam2Model`: the whole SAM 2 / 2.1 model as the tracker uses it (official
+//! `modeling/sam2_base.py`, spec §3.6, §3.7, §4.4): image encoding, the SAM heads wrapper
+//! (`_forward_sam_heads`, NO_OBJ_SCORE masking, object pointer and its no-object gating), the
+//! mask-as-output path, memory conditioning of tracked frames, and the memory encoder wrapper
+//! (with the bf16 rounding of stored memories).
+//!
+//! Everything is per object batch `B`: objects sharing one frame's features are stacked along
+//! dim 0. All tensors are f32 on the model's device.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use super::checkpoint;
+use super::config::{D_MODEL, MEM_DIM, NO_OBJ_SCORE, NUM_MASKMEM, Sam2Config};
+use super::image_encoder::ImageEncoder;
+use super::layers::{Conv2d, ConvCfg, Linear, Mlp};
+use super::mask_decoder::MaskDecoder;
+use super::memory_attention::MemoryAttention;
+use super::memory_encoder::MemoryEncoder;
+use super::position_encoding::sine_pe_1d;
+use super::prompt_encoder::PromptEncoder;
+use super::weights::{Weights, WeightsError};
+
+/// Errors of [`Sam2Model`].
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("{0}")]
+    Checkpoint(String),
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+/// Backbone features of one frame (or B frames / B copies of one frame).
+#[derive(Debug)]
+pub struct BackboneOut {
+    /// `[B, 256, f, f]` L2, raw (no `no_mem_embed`), f = image_size / 16.
+    pub vision_feat: Tensor,
+    /// `[B, 256, f, f]` sine PE of L2.
+    pub vision_pos: Tensor,
+    /// `[B, 32, 4f, 4f]` `conv_s0(L0)`.
+    pub feat_s0: Tensor,
+    /// `[B, 64, 2f, 2f]` `conv_s1(L1)`.
+    pub feat_s1: Tensor,
+}
+
+impl BackboneOut {
+    /// The features of item `i` repeated `n` times along the batch (objects sharing a frame).
+    pub fn expand_item(&self, i: i64, n: i64) -> BackboneOut {
+        let e = |t: &Tensor| {
+            let s = t.narrow(0, i, 1);
+            let mut size = s.size();
+            size[0] = n;
+            s.expand(size.as_slice(), false)
+        };
+        BackboneOut {
+            vision_feat: e(&self.vision_feat),
+            vision_pos: e(&self.vision_pos),
+            feat_s0: e(&self.feat_s0),
+            feat_s1: e(&self.feat_s1),
+        }
+    }
+
+    pub fn batch_size(&self) -> i64 {
+        self.vision_feat.size()[0]
+    }
+}
+
+/// Point prompts (box corners included as labels 2/3, prepended).
+#[derive(Debug)]
+pub struct PointInputs {
+    /// `[B, N, 2]` (x, y) in model-input pixels (`x / W_video · S`).
+    pub coords: Tensor,
+    /// `[B, N]` int: 1 positive, 0 negative, 2/3 box corners.
+    pub labels: Tensor,
+}
+
+/// Result of one SAM step for B objects.
+#[derive(Debug)]
+pub struct StepOutput {
+    /// `[B, 1, r, r]` chosen mask logits (r = image_size / 4), before hole filling.
+    pub low_res_masks: Tensor,
+    /// `[B, 1, S, S]` bilinear upsample of `low_res_masks`.
+    pub high_res_masks: Tensor,
+    /// `[B, 1]` predicted IoU of the chosen mask.
+    pub ious: Tensor,
+    /// `[B, 256]`.
+    pub obj_ptr: Tensor,
+    /// `[B, 1]`.
+    pub object_score_logits: Tensor,
+}
+
+/// A stored spatial memory.
+#[derive(Debug)]
+pub struct MemoryEntry {
+    /// `[B, 64, f, f]`, already rounded through bf16, held as f32.
+    pub features: Tensor,
+    /// `[B, 64, f, f]`.
+    pub pos_enc: Tensor,
+    /// Index into `maskmem_tpos_enc`: conditioning frames 6, frame t−1 → 0, …, t−6 → 5.
+    pub tpos_index: i64,
+}
+
+/// A stored object pointer.
+#[derive(Debug)]
+pub struct PointerEntry {
+    /// `[B, 256]`.
+    pub ptr: Tensor,
+    /// Temporal offset (signed for 2.1, absolute for 2.0; spec §4.4 step 4).
+    pub pos: i64,
+}
+
+/// The assembled memory of a tracked frame (spec §4.4 step 5), batch first.
+#[derive(Debug)]
+pub struct AssembledMemory {
+    /// `[B, Nm, 64]`
+    pub memory: Tensor,
+    /// `[B, Nm, 64]`
+    pub memory_pos: Tensor,
+    /// Number of object-pointer tokens at the end of `memory` (4 per pointer).
+    pub num_obj_ptr_tokens: i64,
+}
+
+/// All outputs of `_forward_sam_heads`.
+#[derive(Debug)]
+pub struct HeadsOutput {
+    /// `[B, M, r, r]` (after NO_OBJ_SCORE masking).
+    pub low_res_multimasks: Tensor,
+    /// `[B, M]`.
+    pub ious_all: Tensor,
+    pub step: StepOutput,
+}
+
+/// The SAM 2 model.
+#[derive(Debug)]
+pub struct Sam2Model {
+    pub config: Sam2Config,
+    pub device: Device,
+    pub image_encoder: ImageEncoder,
+    pub prompt_encoder: PromptEncoder,
+    pub mask_decoder: MaskDecoder,
+    pub memory_encoder: MemoryEncoder,
+    pub memory_attention: MemoryAttention,
+    pub obj_ptr_proj: Mlp,
+    /// 2.1 only.
+    pub obj_ptr_tpos_proj: Option<Linear>,
+    pub mask_downsample: Conv2d,
+    /// `[7, 1, 1, 64]`.
+    pub maskmem_tpos_enc: Tensor,
+    /// `[1, 1, 256]`.
+    pub no_mem_embed: Tensor,
+    /// `[1, 256]`.
+    pub no_obj_ptr: Tensor,
+    /// `[1, 64]`, 2.1 only.
+    pub no_obj_embed_spatial: Option<Tensor>,
+    /// `[1, 256, f, f]` prompt-encoder dense PE (a constant).
+    dense_pe: Tensor,
+}
+
+impl Sam2Model {
+    /// Loads an official checkpoint (`.pt` zip as Meta publishes it, or `.safetensors`); size and
+    /// version are detected from the keys and shapes. `image_size`: multiple of 64 in 256..=1024.
+    pub fn load(path: &Path, device: Device, image_size: i64) -> Result<Self, ModelError> {
+        let (weights, config) = checkpoint::load(path, device, image_size)?;
+        Self::from_weights(&weights, config, device)
+    }
+
+    /// Builds the model from a state dict and a config; every key must be used.
+    pub fn from_weights(
+        w: &Weights,
+        config: Sam2Config,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let s = config.image_size;
+        if s % 64 != 0 || !(256..=1024).contains(&s) {
+            return Err(ModelError::Input(format!(
+                "image size {s} is not a multiple of 64 in 256..=1024"
+            )));
+        }
+        let f = config.feat_size();
+        let v21 = config.is_v2_1();
+        let image_encoder = ImageEncoder::new(&w.pp("image_encoder"), &config)?;
+        let prompt_encoder = PromptEncoder::new(&w.pp("sam_prompt_encoder"), s)?;
+        let dense_pe = prompt_encoder.dense_pe();
+        let model = Sam2Model {
+            image_encoder,
+            mask_decoder: MaskDecoder::new(&w.pp("sam_mask_decoder"))?,
+            memory_encoder: MemoryEncoder::new(&w.pp("memory_encoder"))?,
+            memory_attention: MemoryAttention::new(&w.pp("memory_attention"), f)?,
+            obj_ptr_proj: Mlp::new(&w.pp("obj_ptr_proj"), D_MODEL, D_MODEL, D_MODEL, 3, false)?,
+            obj_ptr_tpos_proj: if v21 {
+                Some(Linear::new(&w.pp("obj_ptr_tpos_proj"), D_MODEL, MEM_DIM)?)
+            } else {
+                None
+            },
+            mask_downsample: Conv2d::new(
+                &w.pp("mask_downsample"),
+                1,
+                1,
+                4,
+                ConvCfg {
+                    stride: 4,
+                    ..Default::default()
+                },
+            )?,
+            maskmem_tpos_enc: w.get("maskmem_tpos_enc", &[NUM_MASKMEM, 1, 1, MEM_DIM])?,
+            no_mem_embed: w.get("no_mem_embed", &[1, 1, D_MODEL])?,
+            no_obj_ptr: w.get("no_obj_ptr", &[1, D_MODEL])?,
+            no_obj_embed_spatial: if v21 {
+                Some(w.get("no_obj_embed_spatial", &[1, MEM_DIM])?)
+            } else {
+                None
+            },
+            prompt_encoder,
+            dense_pe,
+            config,
+            device,
+        };
+        // `no_mem_pos_enc` exists in every checkpoint but is unused (directly_add_no_mem_embed).
+        let _unused = w.get("no_mem_pos_enc", &[1, 1, D_MODEL])?;
+        w.check_all_used()?;
+        Ok(model)
+    }
+
+    /// `forward_image` + `_prepare_backbone_features`: `images [B, 3, S, S]` normalised.
+    pub fn encode_image(&self, images: &Tensor) -> BackboneOut {
+        let out = self.image_encoder.forward(images);
+        BackboneOut {
+            feat_s0: self.mask_decoder.conv_s0.forward(&out.fpn[0]),
+            feat_s1: self.mask_decoder.conv_s1.forward(&out.fpn[1]),
+            vision_feat: out.fpn[2].shallow_clone(),
+            vision_pos: out.pos,
+        }
+    }
+
+    /// `_forward_sam_heads` (spec §3.6). `backbone_features [B, 256, f, f]`; points `None` means
+    /// one padding point; `mask_inputs [B, 1, *, *]` is resized (antialiased bilinear) to 4f
+    /// when needed.
+    pub fn forward_sam_heads(
+        &self,
+        backbone_features: &Tensor,
+        feats: &BackboneOut,
+        points: Option<&PointInputs>,
+        mask_inputs: Option<&Tensor>,
+        multimask_output: bool,
+    ) -> HeadsOutput {
+        let b = backbone_features.size()[0];
+        let dev = backbone_features.device();
+        let (coords, labels) = match points {
+            Some(p) => (p.coords.to_kind(Kind::Float), p.labels.shallow_clone()),
+            None => (
+                Tensor::zeros([b, 1, 2], (Kind::Float, dev)),
+                Tensor::full([b, 1], -1, (Kind::Int, dev)),
+            ),
+        };
+        let mi = self.prompt_encoder.mask_input_size();
+        let mask_prompt = mask_inputs.map(|m| {
+            let s = m.size();
+            if s[2] != mi || s[3] != mi {
+                m.to_kind(Kind::Float)
+                    .internal_upsample_bilinear2d_aa([mi, mi], false, None, None)
+            } else {
+                m.shallow_clone()
+            }
+        });
+        let (sparse, dense) = self
+            .prompt_encoder
+            .forward(&coords, &labels, mask_prompt.as_ref());
+        let dec = self.mask_decoder.forward(
+            backbone_features,
+            &self.dense_pe,
+            &sparse,
+            &dense,
+            multimask_output,
+            &feats.feat_s0,
+            &feats.feat_s1,
+        );
+        let osl = dec.object_score_logits;
+        let is_obj = osl.gt(0.0); // [B, 1]
+        let no_obj = Tensor::full_like(&dec.masks, NO_OBJ_SCORE);
+        let low_multi = dec
+            .masks
+            .where_self(&is_obj.view([b, 1, 1, 1]), &no_obj)
+            .to_kind(Kind::Float);
+        let s = self.config.image_size;
+        let high_multi = low_multi.upsample_bilinear2d([s, s], false, None, None);
+        let (low, high, token, iou) = if multimask_output {
+            let best = dec.ious.argmax(-1, true); // [B, 1]
+            let pick = |t: &Tensor| {
+                let sz = t.size();
+                t.gather(
+                    1,
+                    &best.view([b, 1, 1, 1]).expand([b, 1, sz[2], sz[3]], false),
+                    false,
+                )
+            };
+            let token = if dec.sam_tokens.size()[1] > 1 {
+                dec.sam_tokens
+                    .gather(
+                        1,
+                        &best.view([b, 1, 1]).expand([b, 1, D_MODEL], false),
+                        false,
+                    )
+                    .squeeze_dim(1)
+            } else {
+                dec.sam_tokens.select(1, 0)
+            };
+            (
+                pick(&low_multi),
+                pick(&high_multi),
+                token,
+                dec.ious.gather(1, &best, false),
+            )
+        } else {
+            (
+                low_multi.shallow_clone(),
+                high_multi,
+                dec.sam_tokens.select(1, 0),
+                dec.ious.shallow_clone(),
+            )
+        };
+        let obj_ptr = self.obj_ptr_proj.forward(&token);
+        let lam = is_obj.to_kind(Kind::Float);
+        let obj_ptr = &lam * obj_ptr;
+        let obj_ptr = obj_ptr + (1.0 - &lam) * &self.no_obj_ptr;
+        HeadsOutput {
+            low_res_multimasks: low_multi,
+            ious_all: dec.ious,
+            step: StepOutput {
+                low_res_masks: low,
+                high_res_masks: high,
+                ious: iou,
+                obj_ptr,
+                object_score_logits: osl,
+            },
+        }
+    }
+
+    /// `multimask_output` of `_use_multimask`: 0 or 1 prompt points (box corners count).
+    pub fn use_multimask(points: Option<&PointInputs>) -> bool {
+        let n = points.map(|p| p.labels.size()[1]).unwrap_or(0);
+        n <= 1
+    }
+
+    /// `L2 + no_mem_embed` (initial conditioning frame): `[B, 256, f, f]`.
+    pub fn pix_without_memory(&self, feats: &BackboneOut) -> Tensor {
+        &feats.vision_feat + self.no_mem_embed.view([1, D_MODEL, 1, 1])
+    }
+
+    /// `add_new_points_or_box` on an initial conditioning frame: `pix = L2 + no_mem_embed`,
+    /// optional previous mask logits `[B, 1, r, r]` (already clamped to ±32 by the caller) as
+    /// the dense prompt; multimask iff 0 ≤ num_points ≤ 1.
+    pub fn prompt_frame(
+        &self,
+        feats: &BackboneOut,
+        points: Option<&PointInputs>,
+        mask_logits: Option<&Tensor>,
+    ) -> StepOutput {
+        let pix = self.pix_without_memory(feats);
+        self.forward_sam_heads(
+            &pix,
+            feats,
+            points,
+            mask_logits,
+            Self::use_multimask(points),
+        )
+        .step
+    }
+
+    /// A point/box correction on an already tracked frame (is_init_cond_frame false): memory
+    /// attention as in [`Self::track_frame`], then the heads with the prompt.
+    pub fn prompt_tracked_frame(
+        &self,
+        feats: &BackboneOut,
+        memories: &[MemoryEntry],
+        pointers: &[PointerEntry],
+        max_ptr: i64,
+        points: Option<&PointInputs>,
+        mask_logits: Option<&Tensor>,
+    ) -> StepOutput {
+        let pix = self.pix_with_memory(feats, memories, pointers, max_ptr);
+        self.forward_sam_heads(
+            &pix,
+            feats,
+            points,
+            mask_logits,
+            Self::use_multimask(points),
+        )
+        .step
+    }
+
+    /// `add_new_mask`: the mask-as-output path (spec §3.6); `mask01 [B, 1, S, S]` in {0, 1}.
+    pub fn mask_as_output(&self, feats: &BackboneOut, mask01: &Tensor) -> StepOutput {
+        let m = mask01.to_kind(Kind::Float);
+        let b = m.size()[0];
+        let high = &m * 20.0 + (-10.0);
+        let r = self.config.low_res_size();
+        let low = high.internal_upsample_bilinear2d_aa([r, r], false, None, None);
+        let ious = Tensor::ones([b, 1], (Kind::Float, m.device()));
+        let inner = self.forward_sam_heads(
+            &feats.vision_feat,
+            feats,
+            None,
+            Some(&self.mask_downsample.forward(&m)),
+            false,
+        );
+        let lam = m
+            .flatten(1, -1)
+            .gt(0.0)
+            .any_dim(1, true)
+            .to_kind(Kind::Float); // [B, 1]
+        let osl = &lam * 20.0 + (-10.0);
+        let obj_ptr = &lam * inner.step.obj_ptr;
+        let obj_ptr = obj_ptr + (1.0 - &lam) * &self.no_obj_ptr;
+        StepOutput {
+            low_res_masks: low,
+            high_res_masks: high,
+            ious,
+            obj_ptr,
+            object_score_logits: osl,
+        }
+    }
+
+    /// Spec §4.4 steps 3–5: spatial memories (flattened, pos + `maskmem_tpos_enc[tpos_index]`)
+    /// then object-pointer tokens (4 × 64 per pointer, 1-D sine temporal PE of
+    /// `pos / (max_ptr − 1)` through `obj_ptr_tpos_proj` for 2.1, zeros for 2.0). bf16 inputs are
+    /// upcast to f32. Returns `None` when there is neither a memory nor a pointer.
+    pub fn assemble_memory(
+        &self,
+        memories: &[MemoryEntry],
+        pointers: &[PointerEntry],
+        max_ptr: i64,
+    ) -> Option<AssembledMemory> {
+        let mut mem = Vec::new();
+        let mut pos = Vec::new();
+        for m in memories {
+            let f = m
+                .features
+                .to_kind(Kind::Float)
+                .flatten(2, -1)
+                .permute([0, 2, 1]);
+            let p = m
+                .pos_enc
+                .to_kind(Kind::Float)
+                .flatten(2, -1)
+                .permute([0, 2, 1]);
+            let t = self
+                .maskmem_tpos_enc
+                .get(m.tpos_index.clamp(0, NUM_MASKMEM - 1))
+                .view([1, 1, MEM_DIM]);
+            mem.push(f);
+            pos.push(p + t);
+        }
+        let mut num_ptr_tokens = 0;
+        if !pointers.is_empty() {
+            let ptrs = Tensor::stack(
+                &pointers
+                    .iter()
+                    .map(|p| p.ptr.to_kind(Kind::Float))
+                    .collect::<Vec<_>>(),
+                1,
+            ); // [B, P0, 256]
+            let b = ptrs.size()[0];
+            let p0 = pointers.len() as i64;
+            let dev = ptrs.device();
+            let tpos = match &self.obj_ptr_tpos_proj {
+                Some(proj) => {
+                    let pl: Vec<i64> = pointers.iter().map(|p| p.pos).collect();
+                    let t = Tensor::from_slice(&pl).to_device(dev) / ((max_ptr - 1) as f64);
+                    proj.forward(&sine_pe_1d(&t, D_MODEL)) // [P0, 64]
+                }
+                None => Tensor::zeros([p0, MEM_DIM], (Kind::Float, dev)),
+            };
+            let split = D_MODEL / MEM_DIM;
+            mem.push(ptrs.reshape([b, p0 * split, MEM_DIM]));
+            pos.push(
+                tpos.repeat_interleave_self_int(split, 0, None)
+                    .unsqueeze(0)
+                    .expand([b, -1, -1], false),
+            );
+            num_ptr_tokens = p0 * split;
+        }
+        if mem.is_empty() {
+            return None;
+        }
+        Some(AssembledMemory {
+            memory: Tensor::cat(&mem, 1),
+            memory_pos: Tensor::cat(&pos, 1),
+            num_obj_ptr_tokens: num_ptr_tokens,
+        })
+    }
+
+    /// Memory attention of the frame's L2 over an assembled memory: `pix_feat_with_mem [B, 256, f, f]`.
+    pub fn attend_memory(
+        &self,
+        feats: &BackboneOut,
+        mem: &AssembledMemory,
+        mask: Option<&Tensor>,
+    ) -> Tensor {
+        let s = feats.vision_feat.size();
+        let curr = feats.vision_feat.flatten(2, -1).permute([0, 2, 1]);
+        let curr_pos = feats.vision_pos.flatten(2, -1).permute([0, 2, 1]);
+        let out = self.memory_attention.forward(
+            &curr,
+            &curr_pos,
+            &mem.memory,
+            &mem.memory_pos,
+            mem.num_obj_ptr_tokens,
+            mask,
+        );
+        out.permute([0, 2, 1]).reshape([s[0], s[1], s[2], s[3]])
+    }
+
+    /// `_prepare_memory_conditioned_features` for a non-initial frame. Without any memory or
+    /// pointer (which the official code never produces) it falls back to `L2 + no_mem_embed`.
+    pub fn pix_with_memory(
+        &self,
+        feats: &BackboneOut,
+        memories: &[MemoryEntry],
+        pointers: &[PointerEntry],
+        max_ptr: i64,
+    ) -> Tensor {
+        match self.assemble_memory(memories, pointers, max_ptr) {
+            Some(mem) => self.attend_memory(feats, &mem, None),
+            None => self.pix_without_memory(feats),
+        }
+    }
+
+    /// A tracked (non-conditioning) frame: memory attention over `memories` + `pointers`, then
+    /// the heads with multimask (no prompt). `max_ptr = min(num_frames, 16)`.
+    pub fn track_frame(
+        &self,
+        feats: &BackboneOut,
+        memories: &[MemoryEntry],
+        pointers: &[PointerEntry],
+        max_ptr: i64,
+    ) -> StepOutput {
+        let pix = self.pix_with_memory(feats, memories, pointers, max_ptr);
+        self.forward_sam_heads(&pix, feats, None, None, true).step
+    }
+
+    /// `_encode_new_memory` (spec §3.7) on the raw L2 features: `high_res_masks [B, 1, S, S]`
+    /// binarised (`is_mask_from_pts`) or sigmoid, ×20 − 10, memory encoder, `no_obj_embed_spatial`
+    /// where `object_score_logits <= 0` (2.1), features rounded through bf16.
+    /// Returns `(features [B, 64, f, f], pos_enc [B, 64, f, f])`.
+    pub fn encode_memory(
+        &self,
+        feats: &BackboneOut,
+        high_res_masks: &Tensor,
+        object_score_logits: &Tensor,
+        is_mask_from_pts: bool,
+    ) -> (Tensor, Tensor) {
+        let (f, pos) = self.encode_memory_unrounded(
+            feats,
+            high_res_masks,
+            object_score_logits,
+            is_mask_from_pts,
+        );
+        (f.to_kind(Kind::BFloat16).to_kind(Kind::Float), pos)
+    }
+
+    /// [`Self::encode_memory`] without the bf16 rounding (for parity tests).
+    pub fn encode_memory_unrounded(
+        &self,
+        feats: &BackboneOut,
+        high_res_masks: &Tensor,
+        object_score_logits: &Tensor,
+        is_mask_from_pts: bool,
+    ) -> (Tensor, Tensor) {
+        let h = high_res_masks.to_kind(Kind::Float);
+        let m = if is_mask_from_pts {
+            h.gt(0.0).to_kind(Kind::Float)
+        } else {
+            h.sigmoid()
+        };
+        let m = m * 20.0 + (-10.0);
+        let (mut feat, pos) = self.memory_encoder.forward(&feats.vision_feat, &m);
+        if let Some(e) = &self.no_obj_embed_spatial {
+            let b = feat.size()[0];
+            let absent = 1.0
+                - object_score_logits
+                    .gt(0.0)
+                    .to_kind(Kind::Float)
+                    .view([b, 1, 1, 1]);
+            feat += absent * e.view([1, MEM_DIM, 1, 1]);
+        }
+        (feat, pos)
+    }
+}
