@@ -5,14 +5,18 @@
 //! official checkpoint, so loading is by name and strict. Forwards take and return tensors on
 //! the model's device; shapes are given in each forward's doc comment.
 
+pub mod checkpoint;
 pub mod config;
-pub mod layers;
-pub mod weights;
-pub mod position_encoding;
+pub mod device;
 pub mod fill_holes;
+pub mod hiera;
+pub mod image_encoder;
+pub mod layers;
 pub mod mask_decoder;
 pub mod memory_attention;
 pub mod memory_encoder;
+pub mod position_encoding;
 pub mod prompt_encoder;
 pub mod sam2;
 pub mod two_way_transformer;
+pub mod weights;
