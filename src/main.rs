@@ -17,6 +17,12 @@ struct Cli {
 enum Command {
     /// Track prompted objects through a video: dense per-frame masks as JSONL.
     Annotate(densam::tracker::annotate::AnnotateArgs),
+    /// Export a result to COCO instances JSON, DAVIS indexed PNGs or a CSV of boxes.
+    Export(densam::output::cli::ExportArgs),
+    /// Draw a result over its video (H.264 MP4 or PNGs) to check it by eye.
+    Render(densam::output::cli::RenderArgs),
+    /// Score a result against ground truth: J, F, J&F (DAVIS 2017) and box IoU.
+    Eval(densam::eval::cli::EvalArgs),
     /// Describe a video (file, frame directory or image) as JSON: size, exact frame count, fps,
     /// duration, codec, VFR, first/last pts.
     Probe {
@@ -60,6 +66,9 @@ fn main() -> anyhow::Result<()> {
         Command::Annotate(args) => {
             densam::tracker::annotate::run(&args)?;
         }
+        Command::Export(args) => densam::output::cli::run_export(&args)?,
+        Command::Render(args) => densam::output::cli::run_render(&args)?,
+        Command::Eval(args) => densam::eval::cli::run_eval(&args)?,
         Command::Probe {
             video,
             decode_count,

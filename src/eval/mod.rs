@@ -4,6 +4,7 @@
 //! overall, and box IoU at the annotated (e.g. held-out) frames. Results and ground truth are
 //! streamed side by side in frame order, so long videos do not have to fit in memory.
 
+pub mod cli;
 pub mod metrics;
 
 use crate::output::jsonl::{FrameRecord, JsonlReader, OutputError};

@@ -1,8 +1,11 @@
 //! Outputs: COCO RLE masks (`rle`), the JSONL result lines of `densam annotate` and their
 //! streaming writer and reader (`jsonl`), and the exporters built on them.
 
+pub mod cli;
+pub mod export;
 pub mod jsonl;
 pub mod png_io;
+pub mod render;
 pub mod rle;
 
 pub use jsonl::{

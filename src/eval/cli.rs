@@ -1,0 +1,74 @@
+//! The arguments and entry point of `densam eval` (main.rs only forwards to these).
+
+use crate::eval::{EvalError, EvalOptions, GtFormat, evaluate};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GtFormatArg {
+    /// `<frame_number>.png` object-index PNGs.
+    Davis,
+    /// `<mask_id>.png` masks with --mask-info and --assoc-info.
+    HdEpic,
+}
+
+/// `densam eval RESULT.jsonl --gt DIR --gt-format davis|hd-epic [--json]`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A densam result.
+    pub result: PathBuf,
+    /// Ground-truth folder.
+    #[arg(long)]
+    pub gt: PathBuf,
+    #[arg(long, value_enum, default_value = "davis")]
+    pub gt_format: GtFormatArg,
+    /// HD-EPIC mask_info.json (frame number and box of every mask id).
+    #[arg(long)]
+    pub mask_info: Option<PathBuf>,
+    /// HD-EPIC assoc_info.json (which masks belong to which object).
+    #[arg(long)]
+    pub assoc_info: Option<PathBuf>,
+    /// HD-EPIC video id (default: from `dense_annotations_<video_id>.jsonl`).
+    #[arg(long)]
+    pub video_id: Option<String>,
+    /// HD-EPIC: JSON list of the held-out mask ids to score (the others were prompts).
+    #[arg(long)]
+    pub hold_out: Option<PathBuf>,
+    /// DAVIS: JSON map object index -> result id (e.g. the objects.json of `export --format
+    /// davis`); default: the index is the id.
+    #[arg(long)]
+    pub id_map: Option<PathBuf>,
+    /// DAVIS: also score the first and last frames.
+    #[arg(long)]
+    pub all_frames: bool,
+    /// Boundary tolerance: fraction of the image diagonal, or pixels when >= 1.
+    #[arg(long, default_value_t = 0.008)]
+    pub bound_th: f64,
+    /// Print JSON (with per-frame values) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_eval(a: &EvalArgs) -> Result<(), EvalError> {
+    let format = match a.gt_format {
+        GtFormatArg::Davis => GtFormat::Davis,
+        GtFormatArg::HdEpic => GtFormat::HdEpic,
+    };
+    let mut o = EvalOptions::new(&a.gt, format);
+    o.mask_info = a.mask_info.clone();
+    o.assoc_info = a.assoc_info.clone();
+    o.video_id = a.video_id.clone();
+    o.hold_out = a.hold_out.clone();
+    o.id_map = a.id_map.clone();
+    o.all_frames = a.all_frames;
+    o.bound_th = a.bound_th;
+    let rep = evaluate(&a.result, &o)?;
+    if a.json {
+        let s = serde_json::to_string_pretty(&rep)
+            .map_err(|e| EvalError::Input(format!("cannot serialise the report: {e}")))?;
+        println!("{s}");
+    } else {
+        print!("{}", rep.table());
+    }
+    Ok(())
+}
