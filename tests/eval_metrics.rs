@@ -85,6 +85,18 @@ fn check_davis(name: &str, all_frames: bool) {
             close(s.recall, ro[key]["recall"].as_f64().unwrap(), &w);
             close(s.decay, ro[key]["decay"].as_f64().unwrap(), &w);
         }
+        let rb: Vec<f64> = ro["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(o.box_frames, rb.len(), "{name}/{}: box frames", o.gt_object);
+        close(
+            o.box_iou.unwrap(),
+            rb.iter().sum::<f64>() / rb.len() as f64,
+            &format!("{name} object {} box IoU", o.gt_object),
+        );
         jm += ro["Jstats"]["mean"].as_f64().unwrap();
         fm += ro["Fstats"]["mean"].as_f64().unwrap();
     }
@@ -92,6 +104,11 @@ fn check_davis(name: &str, all_frames: bool) {
     close(rep.j_mean.unwrap(), jm / n, "J mean");
     close(rep.f_mean.unwrap(), fm / n, "F mean");
     close(rep.jf_mean.unwrap(), (jm + fm) / (2.0 * n), "J&F");
+    close(
+        rep.box_iou_mean.unwrap(),
+        r["box_mean"].as_f64().unwrap(),
+        "box IoU mean",
+    );
     eprintln!("{}", rep.table());
     serde_json::to_string(&rep).unwrap();
 }

@@ -130,15 +130,30 @@ def davis_seq(name, n, h, w, n_obj, late=None, all_frames=False, frame_step=1):
     ev = frames if all_frames else frames[1:-1]
     all_k = sorted({int(v) for fr in ev for v in np.unique(per[fr][0]) if v not in (0, 255)})
     objs = {}
+    all_boxes = []
     for k in all_k:
-        J = []; F = []
+        J = []; F = []; B = []
         for fr in ev:
             lab, res = per[fr]
             g = lab == k
             r = res.get(k, np.zeros_like(g))
             J.append(float(iou(g, r))); F.append(float(f_measure(r, g)))
-        objs[str(k)] = {"J": J, "F": F, "Jstats": stats(J), "Fstats": stats(F)}
-    return {"frames": ev, "objects": objs}
+            if g.any():
+                B.append(box_iou(mask_box(g), mask_box(r)) if r.any() else 0.0)
+        all_boxes += B
+        objs[str(k)] = {"J": J, "F": F, "Jstats": stats(J), "Fstats": stats(F), "box": B}
+    return {"frames": ev, "objects": objs, "box_mean": float(np.mean(all_boxes))}
+
+
+def mask_box(m):
+    ys, xs = np.nonzero(m)
+    return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def box_iou(a, b):
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0])); ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 def hd_epic():

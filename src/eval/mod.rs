@@ -448,6 +448,7 @@ fn evaluate_davis(result: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalE
     let mut accs: BTreeMap<u8, Acc> = BTreeMap::new();
     let mut history: Vec<(u64, HashMap<String, u64>, u64)> = Vec::new();
     let mut labels: HashMap<String, String> = HashMap::new();
+    let mut boxes_all = Vec::new();
     for (frame, path) in &frames {
         let what = format!("ground truth {}", path.display());
         let gt = read_index_png(path)?;
@@ -484,15 +485,34 @@ fn evaluate_davis(result: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalE
             }
             accs.insert(k, acc);
         }
+        // Pixel-edge boxes of every index present.
+        let mut gt_boxes = [[usize::MAX, usize::MAX, 0, 0]; 256];
+        for (i, &v) in gt.data.iter().enumerate() {
+            let (y, x) = (i / d.width, i % d.width);
+            let b = &mut gt_boxes[v as usize];
+            *b = [b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1)];
+        }
         let empty = vec![0u8; d.height * d.width];
         for (&k, acc) in accs.iter_mut() {
             let gt_k: Vec<u8> = gt.data.iter().map(|&v| u8::from(v == k)).collect();
-            let res = masks.get(&id_of(k)).unwrap_or(&empty);
+            let id = id_of(k);
+            let res = masks.get(&id).unwrap_or(&empty);
             let j = region_j(&gt_k, res);
             let f = boundary_f(&gt_k, res, d, opts.bound_th);
             acc.per_frame.push((*frame, j, f));
+            if present.contains(&k) {
+                // Box IoU where the object has ground truth: its mask box against the result's.
+                let gb = gt_boxes[k as usize].map(|v| v as f64);
+                let rb = rec.objects.iter().find(|o| o.id == id);
+                let iou = rb.map_or(0.0, |o| box_iou(gb, o.bbox.map(f64::from)));
+                acc.boxes.push(iou);
+                boxes_all.push(iou);
+            }
         }
-        let areas = rec.objects.iter().map(|o| (o.id.clone(), o.area)).collect();
+        let areas = masks
+            .iter()
+            .map(|(id, m)| (id.clone(), m.iter().map(|&v| u64::from(v)).sum()))
+            .collect();
         history.push((*frame, areas, (d.height * d.width) as u64));
     }
     let gt_ids: BTreeSet<String> = accs.keys().map(|&k| id_of(k)).collect();
@@ -527,8 +547,8 @@ fn evaluate_davis(result: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalE
         f_recall: None,
         f_decay: None,
         jf_mean: None,
-        box_iou_mean: None,
-        box_count: 0,
+        box_iou_mean: mean(boxes_all.iter().copied()),
+        box_count: boxes_all.len(),
         unmatched_result_ids: unmatched,
     };
     rep.finish();
