@@ -1,0 +1,113 @@
+//! The `export`, `eval` and `render` subcommands through the binary: a DAVIS export scored
+//! against its own result gives J&F = 1, and bad input ends with a message naming file and
+//! line (exit status 1, no panic).
+
+use densam::output::png_io::write_rgb_png;
+use densam::output::{FrameRecord, JsonlWriter, ObjectRecord, Rle};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn densam(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_densam"));
+    for a in args {
+        c.arg(a);
+    }
+    c.output().expect("run densam")
+}
+
+fn write_result(path: &Path) {
+    let mut w = JsonlWriter::create(path).unwrap();
+    for n in 0..4u64 {
+        let m: Vec<u8> = (0..16u32)
+            .flat_map(|y| {
+                (0..24u32).map(move |x| u8::from(y > 2 && y < 9 && x > n as u32 && x < 12))
+            })
+            .collect();
+        let rle = Rle::encode_row_major(&m, 16, 24).unwrap();
+        let o = ObjectRecord::from_rle("obj", "thing", &rle, 1.0, 1.0).unwrap();
+        w.write_frame(&FrameRecord {
+            frame_number: n,
+            time_s: n as f64 / 30.0,
+            objects: vec![o],
+        })
+        .unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn export_then_eval_then_render() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("dense_annotations_clip.jsonl");
+    write_result(&res);
+    let out = tmp.path().join("davis");
+    let o = densam(&[&"export", &res, &"--format", &"davis", &"--out", &out]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gt = out.join("clip");
+    let o = densam(&[
+        &"eval",
+        &res,
+        &"--gt",
+        &gt,
+        &"--id-map",
+        &gt.join("objects.json"),
+        &"--all-frames",
+        &"--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["jf_mean"], 1.0);
+    assert_eq!(rep["objects"][0]["id"], "obj");
+    let o = densam(&[
+        &"eval",
+        &res,
+        &"--gt",
+        &gt,
+        &"--id-map",
+        &gt.join("objects.json"),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ALL"));
+    let csv = tmp.path().join("b.csv");
+    let o = densam(&[&"export", &res, &"--format", &"boxes-csv", &"--out", &csv]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 5);
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..4 {
+        write_rgb_png(
+            &frames.join(format!("{i:05}.png")),
+            24,
+            16,
+            &[7u8; 24 * 16 * 3],
+        )
+        .unwrap();
+    }
+    let png = tmp.path().join("png");
+    let o = densam(&[&"render", &res, &"--video", &frames, &"--png-dir", &png]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(png.join("00003.png").is_file());
+}
+
+#[test]
+fn bad_input_exits_with_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("bad.jsonl");
+    write_result(&res);
+    let mut text = std::fs::read_to_string(&res).unwrap();
+    text.push_str("{\"frame_number\": 9, \"objects\": [}\n");
+    std::fs::write(&res, text).unwrap();
+    let o = densam(&[
+        &"export",
+        &res,
+        &"--format",
+        &"coco",
+        &"--out",
+        &tmp.path().join("c.json"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("bad.jsonl:5") && !err.contains("panicked"),
+        "{err}"
+    );
+}
