@@ -199,4 +199,12 @@ fn encoder_speed_1408() {
     );
     assert!(area > 0);
     assert!(per < 0.1, "encoder too slow: {per} s");
+    let mask: Vec<u8> = logits.iter().map(|&v| u8::from(v > 0.0)).collect();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        assert_eq!(Rle::encode_row_major(&mask, h, w).unwrap().area(), area);
+    }
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    eprintln!("encode_row_major 1408x1408 disk: {:.2} ms", per * 1e3);
+    assert!(per < 0.1, "encoder too slow: {per} s");
 }

@@ -196,11 +196,37 @@ impl Rle {
         threshold: f32,
     ) -> Result<Self, RleError> {
         check_len(logits.len(), height, width)?;
-        let w = width as usize;
-        let on = |i: usize| logits[i] > threshold;
-        let mut b = boundaries_row_major(height as usize, w, on, |a, b| {
-            (0..w).all(|x| on(a + x) == on(b + x))
-        });
+        let (h, w) = (height as usize, width as usize);
+        let mut b = Vec::new();
+        if h > 0 && w > 0 {
+            // Threshold one row at a time into small buffers, then compare rows as bytes.
+            let row = |y: usize, out: &mut [u8]| {
+                for (o, &v) in out.iter_mut().zip(&logits[y * w..(y + 1) * w]) {
+                    *o = u8::from(v > threshold);
+                }
+            };
+            let (mut prev, mut cur) = (vec![0u8; w], vec![0u8; w]);
+            row(h - 1, &mut prev);
+            row(0, &mut cur);
+            for x in 0..w {
+                let before = if x == 0 { 0 } else { prev[x - 1] };
+                if cur[x] != before {
+                    b.push(x as u64 * h as u64);
+                }
+            }
+            for y in 1..h {
+                std::mem::swap(&mut prev, &mut cur);
+                row(y, &mut cur);
+                if cur == prev {
+                    continue;
+                }
+                for x in 0..w {
+                    if cur[x] != prev[x] {
+                        b.push(x as u64 * h as u64 + y as u64);
+                    }
+                }
+            }
+        }
         Ok(Self {
             height,
             width,
