@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use densam::model::config::{ModelSize, Sam2Config, Sam2Version};
 use densam::model::fill_holes::fill_holes;
 use densam::model::sam2::{
-    BackboneOut, MemoryEntry, PointInputs, PointerEntry, Sam2Model, StepOutput,
+    BackboneOut, MemoryEntry, ObjectMemory, PointInputs, PointerEntry, Sam2Model, StepOutput,
 };
 use densam::model::weights::Weights;
 use tch::{Device, Kind, Tensor};
@@ -381,6 +381,86 @@ fn check_bf16(
     assert_eq!(n_bad, 0, "{name}: values more than one bf16 step apart");
     rep.rows
         .push((name.to_string(), common::max_abs_diff(got, want)));
+}
+
+/// B objects with memory banks of different sizes on one frame, batched (padding + attention
+/// mask), against one call per object.
+#[test]
+fn batched_tracking_matches_per_object() {
+    let _g = tch::no_grad_guard();
+    tch::set_num_threads(1);
+    let (ckpt, r) = fixtures("2.1", 256);
+    let m = load_model(&ckpt, "2.1", 256);
+    let f3 = frame(&r, 3);
+    let max_ptr = 4;
+    // object k has the memory bank of tracked frame k+1 (1, 2, 3 spatial memories / pointers),
+    // plus one object with the largest bank again (no padding needed for it).
+    let banks: Vec<(Vec<MemoryEntry>, Vec<PointerEntry>)> = [1i64, 3, 2, 3]
+        .iter()
+        .map(|&t| {
+            let mut mems = vec![mem_entry(&r, "box", 6)];
+            for p in 1..t {
+                mems.push(mem_entry(&r, &format!("track{p}"), t - p - 1));
+            }
+            let mut ptrs = vec![PointerEntry {
+                ptr: r.get("box.obj_ptr").shallow_clone(),
+                pos: t,
+            }];
+            for d in 1..t {
+                ptrs.push(PointerEntry {
+                    ptr: r.get(&format!("track{}.obj_ptr", t - d)).shallow_clone(),
+                    pos: d,
+                });
+            }
+            (mems, ptrs)
+        })
+        .collect();
+    let objects: Vec<ObjectMemory> = banks
+        .iter()
+        .map(|(m, p)| ObjectMemory {
+            memories: m,
+            pointers: p,
+        })
+        .collect();
+    let n = objects.len() as i64;
+    let batched = m.track_frame_batched(&f3.expand_item(0, n), &objects, max_ptr);
+    let mut rep = Report::default();
+    for (i, (mems, ptrs)) in banks.iter().enumerate() {
+        let single = m.track_frame(&f3, mems, ptrs, max_ptr);
+        let i = i as i64;
+        let b = |t: &Tensor| t.narrow(0, i, 1);
+        rep.check(
+            &format!("obj{i}.low_res"),
+            &b(&batched.low_res_masks),
+            &single.low_res_masks,
+            TOL_LOGIT,
+        );
+        rep.check(
+            &format!("obj{i}.high_res"),
+            &b(&batched.high_res_masks),
+            &single.high_res_masks,
+            TOL_LOGIT,
+        );
+        rep.check(
+            &format!("obj{i}.ious"),
+            &b(&batched.ious),
+            &single.ious,
+            TOL_FEAT,
+        );
+        rep.check(
+            &format!("obj{i}.obj_ptr"),
+            &b(&batched.obj_ptr),
+            &single.obj_ptr,
+            TOL_FEAT,
+        );
+        rep.check(
+            &format!("obj{i}.osl"),
+            &b(&batched.object_score_logits),
+            &single.object_score_logits,
+            TOL_LOGIT,
+        );
+    }
+    rep.print("batched tracking vs per object");
 }
 
 #[test]

@@ -112,6 +112,13 @@ pub struct PointerEntry {
     pub pos: i64,
 }
 
+/// One object's memory bank for the batched tracking step (entries of batch size 1).
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectMemory<'a> {
+    pub memories: &'a [MemoryEntry],
+    pub pointers: &'a [PointerEntry],
+}
+
 /// The assembled memory of a tracked frame (spec §4.4 step 5), batch first.
 #[derive(Debug)]
 pub struct AssembledMemory {
@@ -538,6 +545,108 @@ impl Sam2Model {
         max_ptr: i64,
     ) -> StepOutput {
         let pix = self.pix_with_memory(feats, memories, pointers, max_ptr);
+        self.forward_sam_heads(&pix, feats, None, None, true).step
+    }
+
+    /// Batched memory assembly for B objects whose memory banks differ in size: object `i`
+    /// contributes `objects[i]` (entries of batch size 1). The spatial memories are padded with
+    /// zero frames to the largest count and the pointer tokens to the largest pointer count,
+    /// laid out `[spatial | spatial padding | pointers | pointer padding]`, so that RoPE (tiled
+    /// per memory frame) and the pointer exclusion are the same for every object. Returns the
+    /// memory and the boolean key mask `[B, 1, 1, Nm]` (true = attend), or `None` for the mask
+    /// when no object needs padding. `None` overall if some object has no memory at all.
+    pub fn assemble_memory_batched(
+        &self,
+        objects: &[ObjectMemory<'_>],
+        max_ptr: i64,
+    ) -> Option<(AssembledMemory, Option<Tensor>)> {
+        let hw = self.config.feat_size() * self.config.feat_size();
+        let split = D_MODEL / MEM_DIM;
+        let mut parts = Vec::with_capacity(objects.len());
+        for o in objects {
+            let m = self.assemble_memory(o.memories, o.pointers, max_ptr)?;
+            let n_ptr = m.num_obj_ptr_tokens;
+            let n_sp = m.memory.size()[1] - n_ptr;
+            parts.push((m, n_sp, n_ptr));
+        }
+        let max_sp = parts.iter().map(|p| p.1).max().unwrap_or(0);
+        let max_ptr_tok = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        debug_assert!(max_sp % hw == 0 && max_ptr_tok % split == 0);
+        let needs_mask = parts.iter().any(|p| p.1 != max_sp || p.2 != max_ptr_tok);
+        let dev = self.device;
+        let pad = |t: &Tensor, n: i64| -> Tensor {
+            if n == 0 {
+                t.shallow_clone()
+            } else {
+                let z = Tensor::zeros([1, n, MEM_DIM], (Kind::Float, t.device()));
+                Tensor::cat(&[t.shallow_clone(), z], 1)
+            }
+        };
+        let (mut mems, mut poss, mut masks) = (Vec::new(), Vec::new(), Vec::new());
+        for (m, n_sp, n_ptr) in &parts {
+            let sp_m = m.memory.narrow(1, 0, *n_sp);
+            let sp_p = m.memory_pos.narrow(1, 0, *n_sp);
+            let pt_m = m.memory.narrow(1, *n_sp, *n_ptr);
+            let pt_p = m.memory_pos.narrow(1, *n_sp, *n_ptr);
+            mems.push(Tensor::cat(
+                &[pad(&sp_m, max_sp - n_sp), pad(&pt_m, max_ptr_tok - n_ptr)],
+                1,
+            ));
+            poss.push(Tensor::cat(
+                &[pad(&sp_p, max_sp - n_sp), pad(&pt_p, max_ptr_tok - n_ptr)],
+                1,
+            ));
+            if needs_mask {
+                let valid = |n: i64, total: i64| {
+                    Tensor::cat(
+                        &[
+                            Tensor::ones([n], (Kind::Bool, dev)),
+                            Tensor::zeros([total - n], (Kind::Bool, dev)),
+                        ],
+                        0,
+                    )
+                };
+                masks.push(Tensor::cat(
+                    &[valid(*n_sp, max_sp), valid(*n_ptr, max_ptr_tok)],
+                    0,
+                ));
+            }
+        }
+        let mem = AssembledMemory {
+            memory: Tensor::cat(&mems, 0),
+            memory_pos: Tensor::cat(&poss, 0),
+            num_obj_ptr_tokens: max_ptr_tok,
+        };
+        let mask =
+            needs_mask.then(|| Tensor::stack(&masks, 0).view([objects.len() as i64, 1, 1, -1]));
+        Some((mem, mask))
+    }
+
+    /// [`Self::track_frame`] for B objects sharing one frame (`feats` of batch B, e.g.
+    /// [`BackboneOut::expand_item`]) whose memory banks may differ in size (padding + attention
+    /// mask, see [`Self::assemble_memory_batched`]). Equal to B separate calls up to the
+    /// summation order of the masked attention (~1e-7). An object without any memory gets the
+    /// `L2 + no_mem_embed` fallback of [`Self::pix_with_memory`], computed separately.
+    pub fn track_frame_batched(
+        &self,
+        feats: &BackboneOut,
+        objects: &[ObjectMemory<'_>],
+        max_ptr: i64,
+    ) -> StepOutput {
+        let pix = match self.assemble_memory_batched(objects, max_ptr) {
+            Some((mem, mask)) => self.attend_memory(feats, &mem, mask.as_ref()),
+            None => {
+                let per: Vec<Tensor> = objects
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| {
+                        let fi = feats.expand_item(i as i64, 1);
+                        self.pix_with_memory(&fi, o.memories, o.pointers, max_ptr)
+                    })
+                    .collect();
+                Tensor::cat(&per, 0)
+            }
+        };
         self.forward_sam_heads(&pix, feats, None, None, true).step
     }
 
