@@ -114,6 +114,10 @@ def davis_seq(name, n, h, w, n_obj, late=None, all_frames=False, frame_step=1):
         lab[rng.random((h, w)) < 0.002] = 255  # void pixels: background in the semi-supervised protocol
         if n_obj >= 2 and t in (5, 6):
             res.pop(2, None)  # object 2 missing in the result
+        if n_obj >= 1 and t == 3:
+            res[1] = np.zeros((h, w), bool); res[1][h - 9:, w - 13:] = True  # touches the corner
+        if n_obj >= 2 and t == 8:
+            res[2] = np.zeros((h, w), bool); res[2][:, :1] = True  # a one-pixel column on the edge
         if n_obj >= 1 and t == 7:
             res[1] = np.ones((h, w), bool)  # a full-frame result mask
         if late and t == 1:

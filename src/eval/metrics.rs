@@ -117,6 +117,28 @@ fn matched(a: &[u8], b_sums: &RowSums, d: Dims, half: &[usize]) -> u64 {
     n
 }
 
+/// The box `[y0, y1) x [x0, x1)` of the pixels set in either mask.
+fn union_box(a: &[u8], b: &[u8], d: Dims) -> Option<(usize, usize, usize, usize)> {
+    let (mut y0, mut x0, mut y1, mut x1) = (usize::MAX, usize::MAX, 0, 0);
+    for y in 0..d.height {
+        let ra = &a[y * d.width..(y + 1) * d.width];
+        let rb = &b[y * d.width..(y + 1) * d.width];
+        let first = ra.iter().zip(rb).position(|(&p, &q)| p != 0 || q != 0);
+        if let Some(f) = first {
+            let last = ra
+                .iter()
+                .zip(rb)
+                .rposition(|(&p, &q)| p != 0 || q != 0)
+                .unwrap_or(f);
+            y0 = y0.min(y);
+            y1 = y + 1;
+            x0 = x0.min(f);
+            x1 = x1.max(last + 1);
+        }
+    }
+    (y1 > 0).then_some((y0, x0, y1, x1))
+}
+
 /// Boundary F-measure of `res` (the result, "foreground") against `gt`, DAVIS `f_measure`.
 pub fn boundary_f(gt: &[u8], res: &[u8], d: Dims, bound_th: f64) -> f64 {
     if d.height == 0 || d.width == 0 {
@@ -137,8 +159,27 @@ pub fn boundary_f(gt: &[u8], res: &[u8], d: Dims, bound_th: f64) -> f64 {
             k
         })
         .collect();
-    let fg = seg2bmap(res, d);
-    let gtb = seg2bmap(gt, d);
+    // Work on the union box of both masks grown by one pixel (clipped to the image): the
+    // boundary maps are zero outside it and equal inside it (the margin row / column is
+    // background on both sides, so the last-row / last-column rules give the same result).
+    let Some((y0, x0, y1, x1)) = union_box(gt, res, d) else {
+        return 1.0; // both empty
+    };
+    let (y0, x0) = (y0.saturating_sub(1), x0.saturating_sub(1));
+    let (y1, x1) = ((y1 + 1).min(d.height), (x1 + 1).min(d.width));
+    let c = Dims {
+        height: y1 - y0,
+        width: x1 - x0,
+    };
+    let crop = |m: &[u8]| -> Vec<u8> {
+        (y0..y1)
+            .flat_map(|y| m[y * d.width + x0..y * d.width + x1].iter().copied())
+            .collect()
+    };
+    let (res_c, gt_c) = (crop(res), crop(gt));
+    let fg = seg2bmap(&res_c, c);
+    let gtb = seg2bmap(&gt_c, c);
+    let d = c;
     let n_fg: u64 = fg.iter().map(|&v| u64::from(v)).sum();
     let n_gt: u64 = gtb.iter().map(|&v| u64::from(v)).sum();
     let (precision, recall) = match (n_fg, n_gt) {
