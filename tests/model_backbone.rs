@@ -305,3 +305,81 @@ fn weights_from_state_dict_are_strict() {
     let w = Weights::new("memory", Default::default(), Device::Cpu);
     assert!(checkpoint::detect_config(&w).is_err());
 }
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Image-encoder time per frame, densam vs the official package, same weights, input and
+/// thread count (`DENSAM_TEST_THREADS`). Run by scripts/bench-image-encoder; settings:
+/// `DENSAM_BENCH_SIZE` (tiny), `DENSAM_BENCH_VERSION` (2.1), `DENSAM_BENCH_IMAGE_SIZE` (1024),
+/// `DENSAM_BENCH_ITERS` (5).
+#[test]
+#[ignore = "benchmark; run scripts/bench-image-encoder"]
+fn bench_image_encoder() {
+    let size = env_or("DENSAM_BENCH_SIZE", "tiny");
+    let version = env_or("DENSAM_BENCH_VERSION", "2.1");
+    let s: i64 = env_or("DENSAM_BENCH_IMAGE_SIZE", "1024")
+        .parse()
+        .expect("image size");
+    let iters: usize = env_or("DENSAM_BENCH_ITERS", "5")
+        .parse()
+        .expect("iterations");
+    let threads = common::test_threads();
+    tch::set_num_threads(threads as i32);
+    let ckpt = common::checkpoint(&size, &version, s, 0);
+
+    let out = common::python_command(DUMP_BACKBONE)
+        .args([
+            "--ckpt",
+            &ckpt.display().to_string(),
+            "--bench",
+            &iters.to_string(),
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let official: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("bench json");
+    let official_ms = official["median_ms_per_frame"].as_f64().expect("ms");
+
+    let (w, config) = checkpoint::load(&ckpt.join("model.pt"), Device::Cpu, s).unwrap();
+    let enc = ImageEncoder::new(&w.pp("image_encoder"), &config).unwrap();
+    let dec = w.pp("sam_mask_decoder");
+    let conv_s0 = Conv2d::new(&dec.pp("conv_s0"), 256, 32, 1, ConvCfg::default()).unwrap();
+    let conv_s1 = Conv2d::new(&dec.pp("conv_s1"), 256, 64, 1, ConvCfg::default()).unwrap();
+    let images = Tensor::randn([1, 3, s, s], (tch::Kind::Float, Device::Cpu));
+    let _guard = tch::no_grad_guard();
+    let _ = enc.forward_with(&images, &conv_s0, &conv_s1); // warm-up
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            let r = enc.forward_with(&images, &conv_s0, &conv_s1);
+            let _ = r.0.sum(tch::Kind::Float).double_value(&[]);
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let densam_ms = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "image_encoder",
+            "size": size,
+            "version": version,
+            "image_size": s,
+            "threads": threads,
+            "device": "cpu",
+            "densam_ms_per_frame": densam_ms,
+            "official_ms_per_frame": official_ms,
+            "ratio": densam_ms / official_ms,
+        })
+    );
+}

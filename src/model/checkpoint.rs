@@ -506,7 +506,7 @@ impl<'a> Unpickler<'a> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("odd number of dict items in pickle".into());
     }
     let mut out = Vec::with_capacity(items.len() / 2);
@@ -593,10 +593,10 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError>
             .map_err(|e| read_err(path, format!("{name}: {e}")))?;
         Ok(buf)
     };
-    if let Ok(bo) = read_entry(&mut zip, &format!("{prefix}byteorder")) {
-        if bo.trim_ascii() != b"little" {
-            return Err(not_ckpt(path, "big-endian checkpoints are not supported"));
-        }
+    if let Ok(bo) = read_entry(&mut zip, &format!("{prefix}byteorder"))
+        && bo.trim_ascii() != b"little"
+    {
+        return Err(not_ckpt(path, "big-endian checkpoints are not supported"));
     }
     let pkl = read_entry(&mut zip, &pkl_name)?;
     let root = Unpickler::new(&pkl)

@@ -13,6 +13,7 @@ normalised image batch and writes to <out>/backbone.safetensors:
                             1-D sine PE, axial RoPE applied to random q/k (with repeat + exclude)
 
 Usage: dump_backbone.py --ckpt DIR --seed N --batch B --out DIR
+       dump_backbone.py --ckpt DIR --bench N   (prints the official forward_image time per frame)
 """
 
 import argparse
@@ -26,13 +27,42 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_checkpoint import build, save_safetensors  # noqa: E402
 
 
+def bench(model, images, n: int, meta: dict) -> None:
+    import time
+
+    with torch.no_grad():
+        model.forward_image(images)  # warm-up
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            model.forward_image(images)
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    per_frame = times[len(times) // 2] / images.shape[0]
+    print(
+        json.dumps(
+            {
+                "impl": "official",
+                "size": meta["size"],
+                "version": meta["version"],
+                "image_size": meta["image_size"],
+                "threads": torch.get_num_threads(),
+                "median_ms_per_frame": per_frame * 1e3,
+            }
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", required=True, help="directory with model.pt and meta.json")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--bench", type=int, default=0, help="time N forward_image calls instead")
     args = ap.parse_args()
+    if not args.out and not args.bench:
+        ap.error("--out is required unless --bench is given")
     torch.set_num_threads(int(os.environ.get("DENSAM_TORCH_THREADS", "1")))
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -47,6 +77,9 @@ def main() -> None:
 
     g = torch.Generator().manual_seed(args.seed)
     images = torch.randn(args.batch, 3, S, S, generator=g)
+    if args.bench:
+        bench(model, images, args.bench, meta)
+        return
     out = {"images": images}
     with torch.no_grad():
         trunk = model.image_encoder.trunk(images)
