@@ -111,6 +111,8 @@ def davis_seq(name, n, h, w, n_obj, late=None, all_frames=False, frame_step=1):
             drift = 0.02 * t * (1 if n > 100 else 0)
             r = ellipse(h, w, cy + rng.normal() * 1.5 + drift * h / 10, cx + rng.normal() * 1.5, h * 0.15 * (1 + 0.1 * rng.normal()), w * 0.1)
             res[k] = r
+        if name == "short" and t == 0:
+            lab[:4, :4] = 9  # an object only on the (unscored) first frame
         lab[rng.random((h, w)) < 0.002] = 255  # void pixels: background in the semi-supervised protocol
         if n_obj >= 2 and t in (5, 6):
             res.pop(2, None)  # object 2 missing in the result
@@ -132,7 +134,7 @@ def davis_seq(name, n, h, w, n_obj, late=None, all_frames=False, frame_step=1):
         for l in lines:
             f.write(json.dumps(l) + "\n")
     ev = frames if all_frames else frames[1:-1]
-    all_k = sorted({int(v) for fr in ev for v in np.unique(per[fr][0]) if v not in (0, 255)})
+    all_k = sorted({int(v) for fr in [frames[0]] + ev for v in np.unique(per[fr][0]) if v not in (0, 255)})
     objs = {}
     all_boxes = []
     for k in all_k:
@@ -146,7 +148,7 @@ def davis_seq(name, n, h, w, n_obj, late=None, all_frames=False, frame_step=1):
                 B.append(box_iou(mask_box(g), mask_box(r)) if r.any() else 0.0)
         all_boxes += B
         objs[str(k)] = {"J": J, "F": F, "Jstats": stats(J), "Fstats": stats(F), "box": B}
-    return {"frames": ev, "objects": objs, "box_mean": float(np.mean(all_boxes))}
+    return {"frames": ev, "objects": objs, "box_mean": float(np.mean(all_boxes)) if all_boxes else None}
 
 
 def mask_box(m):

@@ -424,6 +424,13 @@ fn scores(gt_object: String, id: String, acc: Acc) -> ObjectScores {
 
 fn evaluate_davis(result: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalError> {
     let mut frames = list_gt_frames(&opts.gt)?;
+    // The objects of the first ground-truth frame are scored even where they are absent later
+    // (as the reference counts objects on the first frame, also when it is not scored).
+    let first_objects: BTreeSet<u8> = read_index_png(&frames[0].1)?
+        .data
+        .into_iter()
+        .filter(|&v| v != 0 && v != 255)
+        .collect();
     if !opts.all_frames {
         if frames.len() < 3 {
             return Err(input(format!(
@@ -445,7 +452,7 @@ fn evaluate_davis(result: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalE
     let mut cur = Cursor::open(result)?;
     // Objects seen so far (index -> scores), and for back-filling objects that appear late:
     // the area of every result mask on every scored frame and the frame's pixel count.
-    let mut accs: BTreeMap<u8, Acc> = BTreeMap::new();
+    let mut accs: BTreeMap<u8, Acc> = first_objects.iter().map(|&k| (k, Acc::default())).collect();
     let mut history: Vec<(u64, HashMap<String, u64>, u64)> = Vec::new();
     let mut labels: HashMap<String, String> = HashMap::new();
     let mut boxes_all = Vec::new();
