@@ -81,9 +81,15 @@ fn open_input(path: &Path) -> Result<(ff::format::context::Input, usize), VideoE
             path: path.to_path_buf(),
         });
     }
-    let input = ff::format::input(&path).map_err(|e| VideoError::NotAVideo {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+    let input = ff::format::input(&path).map_err(|e| match e {
+        // The container parsed but ended before any packet: a video without frames.
+        ff::Error::Eof => VideoError::NoFrames {
+            path: path.to_path_buf(),
+        },
+        e => VideoError::NotAVideo {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
     })?;
     let mut best: Option<(usize, i64)> = None;
     for st in input.streams() {
@@ -173,6 +179,7 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
     let mut pts = Vec::new();
     let mut keys: Vec<(i64, Option<i64>)> = Vec::new();
     let mut missing_pts = 0usize;
+    let mut discarded = 0usize;
     let mut demux_error = None;
     let mut packet = ff::Packet::empty();
     loop {
@@ -191,6 +198,7 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
         // SAFETY: the packet was just filled by av_read_frame.
         let flags = unsafe { (*packet.as_ptr()).flags };
         if flags & PKT_FLAG_DISCARD != 0 {
+            discarded += 1;
             continue;
         }
         match packet.pts() {
@@ -252,6 +260,12 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
         span
     };
     let vfr = is_vfr(&pts);
+    if demux_error.is_none() && nb_frames > (n + discarded) as i64 {
+        // mov/mp4 list every sample up front: fewer packets than samples is a truncated file.
+        demux_error = Some(format!(
+            "the container lists {nb_frames} frames but only {n} could be read (truncated file?)"
+        ));
+    }
     let (width, height) = if transform.swaps_axes() {
         (ch, cw)
     } else {
