@@ -151,6 +151,17 @@ fn backbone_tiny_21_512() {
 }
 
 #[test]
+fn backbone_small_20_320() {
+    backbone_case("small", "2.0", 320, 1, false);
+}
+
+/// Large: windows 16/8 (no padding at 256), 48 blocks, 2 heads.
+#[test]
+fn backbone_large_21_256() {
+    backbone_case("large", "2.1", 256, 1, false);
+}
+
+#[test]
 fn backbone_base_plus_21_1024() {
     backbone_case("base_plus", "2.1", 1024, 1, false);
 }
