@@ -537,3 +537,158 @@ fn fill_holes_matches_scipy() {
         assert_eq!(common::max_abs_diff(&fill_holes(&x, 0), &x), 0.0);
     }
 }
+
+const BENCH_PY: &str = r#"
+import json, os, sys, time, torch
+sys.path.insert(0, "tools/parity")
+from make_checkpoint import build
+ckpt, size, version, S, iters, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+torch.set_num_threads(threads)
+model = build(size, version, S)
+model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"], strict=True)
+g = torch.Generator().manual_seed(0)
+img = torch.randn(1, 3, S, S, generator=g)
+def timed(fn):
+    fn()
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return 1000 * ts[len(ts) // 2]
+with torch.inference_mode():
+    enc_ms = timed(lambda: model._prepare_backbone_features(model.forward_image(img)))
+    _, vf, vp, fs = model._prepare_backbone_features(model.forward_image(img))
+    f = S // 16
+    def entry():
+        return {"maskmem_features": torch.randn(1, 64, f, f, generator=g).to(torch.bfloat16),
+                "maskmem_pos_enc": [torch.randn(1, 64, f, f, generator=g)],
+                "obj_ptr": torch.randn(1, 256, generator=g), "object_score_logits": torch.ones(1, 1)}
+    # frame 20 of 32: the conditioning frame 0 + 6 previous frames as memories, 16 pointers
+    od = {"cond_frame_outputs": {0: entry()}, "non_cond_frame_outputs": {t: entry() for t in range(5, 20)}}
+    def step():
+        model.track_step(frame_idx=20, is_init_cond_frame=False, current_vision_feats=vf,
+                         current_vision_pos_embeds=vp, feat_sizes=fs, point_inputs=None, mask_inputs=None,
+                         output_dict=od, num_frames=32, track_in_reverse=False, run_mem_encoder=True)
+    track_ms = timed(step)
+    # breakdown: memory conditioning, heads, memory encoder
+    pix = model._prepare_memory_conditioned_features(20, False, vf[-1:], vp[-1:], fs[-1:], od, 32)
+    ma_ms = timed(lambda: model._prepare_memory_conditioned_features(20, False, vf[-1:], vp[-1:], fs[-1:], od, 32))
+    hr = [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s) for x, s in zip(vf[:-1], fs[:-1])]
+    heads_ms = timed(lambda: model._forward_sam_heads(pix, high_res_features=hr, multimask_output=True))
+    high = model._forward_sam_heads(pix, high_res_features=hr, multimask_output=True)[4]
+    me_ms = timed(lambda: model._encode_new_memory(vf, fs, high, torch.ones(1, 1), False))
+print(json.dumps({"image_encoder_ms": enc_ms, "track_step_ms": track_ms, "memory_attention_ms": ma_ms, "heads_ms": heads_ms, "memory_encoder_ms": me_ms}))
+"#;
+
+/// The benchmark behind scripts/bench-model (ignored; run by hand): image encoder per frame and
+/// one object's tracking step (memory attention over the cond frame + 6 memories and 16
+/// pointers, heads, memory encoder), densam vs the official package, same weights, input size
+/// and thread count. Prints one JSON line tagged `"bench"`.
+#[test]
+#[ignore]
+fn bench_model() {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let size = env("DENSAM_BENCH_SIZE", "tiny");
+    let version = env("DENSAM_BENCH_VERSION", "2.1");
+    let s: i64 = env("DENSAM_BENCH_IMAGE_SIZE", "1024")
+        .parse()
+        .expect("image size");
+    let iters: usize = env("DENSAM_BENCH_ITERS", "5").parse().expect("iters");
+    let threads = common::test_threads();
+    let _g = tch::no_grad_guard();
+    tch::set_num_threads(threads as i32);
+    let ckpt = common::checkpoint(&size, &version, s, 0);
+
+    let out = std::process::Command::new(common::venv_python())
+        .current_dir(common::repo_root())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .env("MKL_NUM_THREADS", threads.to_string())
+        .args([
+            "-c",
+            BENCH_PY,
+            &ckpt.join("model.pt").display().to_string(),
+            &size,
+            &version,
+        ])
+        .args([s.to_string(), iters.to_string(), threads.to_string()])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("{}");
+    let py: serde_json::Value = serde_json::from_str(line).expect("python json");
+
+    let m = Sam2Model::load(&ckpt.join("model.pt"), Device::Cpu, s).expect("model");
+    let timed = |f: &mut dyn FnMut()| -> f64 {
+        f();
+        let mut ts: Vec<f64> = (0..iters)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                f();
+                t0.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        ts.sort_by(f64::total_cmp);
+        ts[ts.len() / 2]
+    };
+    let img = Tensor::randn([1, 3, s, s], (Kind::Float, Device::Cpu));
+    let enc_ms = timed(&mut || {
+        let _ = m.encode_image(&img);
+    });
+    let feats = m.encode_image(&img);
+    let f = m.config.feat_size();
+    let rnd = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu));
+    let mem = |tpos_index| MemoryEntry {
+        features: rnd(&[1, 64, f, f])
+            .to_kind(Kind::BFloat16)
+            .to_kind(Kind::Float),
+        pos_enc: rnd(&[1, 64, f, f]),
+        tpos_index,
+    };
+    let mut memories = vec![mem(6)];
+    memories.extend((0..6).rev().map(mem));
+    let pointers: Vec<PointerEntry> = (0..16)
+        .map(|d| PointerEntry {
+            ptr: rnd(&[1, 256]),
+            pos: if d == 0 { 20 } else { d },
+        })
+        .collect();
+    let track_ms = timed(&mut || {
+        let o = m.track_frame(&feats, &memories, &pointers, 16);
+        let _ = m.encode_memory(&feats, &o.high_res_masks, &o.object_score_logits, false);
+    });
+    let mem = m.assemble_memory(&memories, &pointers, 16).expect("memory");
+    let ma_ms = timed(&mut || {
+        let mem = m.assemble_memory(&memories, &pointers, 16).expect("memory");
+        let _ = m.attend_memory(&feats, &mem, None);
+    });
+    let pix = m.attend_memory(&feats, &mem, None);
+    let heads_ms = timed(&mut || {
+        let _ = m.forward_sam_heads(&pix, &feats, None, None, true);
+    });
+    let o = m.forward_sam_heads(&pix, &feats, None, None, true).step;
+    let me_ms = timed(&mut || {
+        let _ = m.encode_memory(&feats, &o.high_res_masks, &o.object_score_logits, false);
+    });
+    let pe = py["image_encoder_ms"].as_f64().unwrap_or(f64::NAN);
+    let pt = py["track_step_ms"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "model", "size": size, "version": version, "image_size": s, "threads": threads,
+            "densam_image_encoder_ms": enc_ms, "official_image_encoder_ms": pe,
+            "image_encoder_ratio": enc_ms / pe,
+            "densam_track_step_ms": track_ms, "official_track_step_ms": pt,
+            "track_step_ratio": track_ms / pt,
+            "breakdown_ms": {
+                "memory_attention": [ma_ms, py["memory_attention_ms"]],
+                "heads": [heads_ms, py["heads_ms"]],
+                "memory_encoder": [me_ms, py["memory_encoder_ms"]],
+            },
+        })
+    );
+}
