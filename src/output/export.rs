@@ -212,6 +212,18 @@ fn paint(
     objs.sort_by_key(|(i, _)| *i);
     for (i, o) in objs {
         let rle = reader.decode(rec.frame_number, o)?;
+        if (rle.height, rle.width) != (plane.height, plane.width) {
+            return Err(OutputError::invalid(
+                reader.path(),
+                reader.line(),
+                rec.frame_number,
+                Some(&o.id),
+                format!(
+                    "mask size {}x{} differs from earlier masks ({}x{})",
+                    rle.height, rle.width, plane.height, plane.width
+                ),
+            ));
+        }
         let v = (i + 1) as u8;
         let h = rle.height as usize;
         let w = plane.width as usize;
