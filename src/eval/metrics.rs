@@ -217,6 +217,7 @@ fn nanmean(v: &[f64]) -> f64 {
     if n == 0 { f64::NAN } else { s / n as f64 }
 }
 
+/// The [`Stats`] of per-frame values (DAVIS `db_statistics`).
 pub fn statistics(values: &[f64]) -> Stats {
     let n = values.len();
     let mean = nanmean(values);
