@@ -66,12 +66,15 @@ impl Weights {
                 (k, t.to_device(device))
             })
             .collect();
+        // Tensor is Send but not Sync; a Weights is only used by the thread building a model.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let inner = Arc::new(Inner {
+            source_name: source_name.into(),
+            tensors,
+            used: Mutex::new(BTreeSet::new()),
+        });
         Weights {
-            inner: Arc::new(Inner {
-                source_name: source_name.into(),
-                tensors,
-                used: Mutex::new(BTreeSet::new()),
-            }),
+            inner,
             prefix: String::new(),
         }
     }
