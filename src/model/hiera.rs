@@ -202,6 +202,8 @@ pub struct Hiera {
     pub blocks: Vec<MultiScaleBlock>,
     /// Index of the last block of each stage.
     pub stage_ends: Vec<usize>,
+    /// [`Hiera::pos_embed_for`] of the expected patch grid (a constant), computed once.
+    cached_pos: Option<((i64, i64), Tensor)>,
 }
 
 impl Hiera {
@@ -271,7 +273,17 @@ impl Hiera {
             pos_embed_window,
             blocks,
             stage_ends,
+            cached_pos: None,
         })
+    }
+
+    /// Precomputes the positional embedding for `image_size` inputs (patch grid `S/4`); other
+    /// sizes still work, computing theirs on every call as the official code does.
+    pub fn with_image_size(mut self, image_size: i64) -> Self {
+        let g = image_size / 4;
+        let _guard = tch::no_grad_guard();
+        self.cached_pos = Some(((g, g), self.pos_embed_for(g, g)));
+        self
     }
 
     /// The positional embedding of an `h × w` patch grid, NHWC `[1, h, w, C]`.
@@ -287,7 +299,11 @@ impl Hiera {
     pub fn forward(&self, images: &Tensor) -> Vec<Tensor> {
         let x = self.patch_embed.forward(images).permute([0, 2, 3, 1]);
         let s = x.size();
-        let mut x = &x + self.pos_embed_for(s[1], s[2]).to_kind(x.kind());
+        let pos = match &self.cached_pos {
+            Some((hw, p)) if *hw == (s[1], s[2]) => p.shallow_clone(),
+            _ => self.pos_embed_for(s[1], s[2]),
+        };
+        let mut x = &x + pos.to_kind(x.kind());
         let mut outputs = Vec::with_capacity(self.stage_ends.len());
         for (i, blk) in self.blocks.iter().enumerate() {
             x = blk.forward(&x);

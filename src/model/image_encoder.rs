@@ -92,7 +92,7 @@ pub struct ImageEncoderOut {
 impl ImageEncoder {
     /// `w` is the `image_encoder` path; the image size comes from `config`.
     pub fn new(w: &Weights, config: &Sam2Config) -> Result<Self, WeightsError> {
-        let trunk = Hiera::new(&w.pp("trunk"), &config.hiera)?;
+        let trunk = Hiera::new(&w.pp("trunk"), &config.hiera)?.with_image_size(config.image_size);
         let neck = FpnNeck::new(&w.pp("neck"), &config.hiera)?;
         let f = config.feat_size();
         let pos_l2 = sine_pe_2d(D_MODEL, f, f, trunk.pos_embed.device());
