@@ -24,10 +24,9 @@ use std::path::PathBuf;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::model::config::MEM_DIM;
 use crate::model::fill_holes::fill_holes;
 use crate::model::sam2::{
-    AssembledMemory, BackboneOut, MemoryEntry, PointInputs, PointerEntry, Sam2Model, StepOutput,
+    BackboneOut, MemoryEntry, ObjectMemory, PointInputs, PointerEntry, Sam2Model, StepOutput,
 };
 use crate::prompts::{FramePrompt, PromptSet};
 
@@ -166,7 +165,11 @@ pub struct Tracker<'a> {
     mem_pos: Option<Tensor>,
     done: usize,
     total: usize,
+    observer: Option<Box<RawObserver<'a>>>,
 }
+
+/// Sees the raw outputs of every processed frame of every pass (processed index, outputs).
+pub type RawObserver<'a> = dyn FnMut(usize, &[RawOutput]) + 'a;
 
 impl<'a> Tracker<'a> {
     /// `prompts` validated against the video; `plan` built from its prompted frames.
@@ -208,7 +211,13 @@ impl<'a> Tracker<'a> {
             mem_pos: None,
             done: 0,
             total,
+            observer: None,
         })
+    }
+
+    /// Installs an observer of the raw per-frame outputs (for parity checks).
+    pub fn set_observer(&mut self, f: Box<RawObserver<'a>>) {
+        self.observer = Some(f);
     }
 
     pub fn plan(&self) -> &Plan {
@@ -454,6 +463,19 @@ impl<'a> Tracker<'a> {
         t: i64,
         reverse: bool,
     ) -> Result<Vec<RawOutput>, TrackError> {
+        let outs = self.step_inner(feats, t, reverse)?;
+        if let Some(f) = self.observer.as_mut() {
+            f(t as usize, &outs);
+        }
+        Ok(outs)
+    }
+
+    fn step_inner(
+        &mut self,
+        feats: &BackboneOut,
+        t: i64,
+        reverse: bool,
+    ) -> Result<Vec<RawOutput>, TrackError> {
         let n = self.banks.len();
         let mut outs: Vec<Option<RawOutput>> = (0..n).map(|_| None).collect();
         let mut to_track: Vec<usize> = Vec::new();
@@ -578,9 +600,9 @@ impl<'a> Tracker<'a> {
         Ok(self.finish_tracked(feats, t, &[o], out))
     }
 
-    /// Several objects in one batch: each object's memory assembled alone, then padded (spatial
-    /// memories and pointer tokens separately) with an attention mask, so that each object
-    /// attends to exactly its own memories.
+    /// Several objects in one batch: one memory-attention / heads / memory-encoder pass, each
+    /// object attending to exactly its own memories (padding + key mask in the model), equal
+    /// to one-by-one results within fp32 tolerance.
     fn track_batch(
         &mut self,
         feats: &BackboneOut,
@@ -588,59 +610,23 @@ impl<'a> Tracker<'a> {
         reverse: bool,
         objs: &[usize],
     ) -> Result<Vec<RawOutput>, TrackError> {
-        let hw = feats.vision_feat.size()[2] * feats.vision_feat.size()[3];
-        let mut parts: Vec<(Tensor, Tensor, i64, i64)> = Vec::new(); // mem, pos, n_spatial_tokens, n_ptr_tokens
+        let mut entries = Vec::with_capacity(objs.len());
+        let mut max_ptr = 0;
         for &o in objs {
-            let (mems, ptrs, max_ptr) = self.entries(o, t, reverse)?;
-            let a: AssembledMemory = self
-                .model
-                .assemble_memory(&mems, &ptrs, max_ptr)
-                .ok_or_else(|| TrackError::Invalid("object without memory".into()))?;
-            let total = a.memory.size()[1];
-            parts.push((
-                a.memory,
-                a.memory_pos,
-                total - a.num_obj_ptr_tokens,
-                a.num_obj_ptr_tokens,
-            ));
+            let (m, p, mp) = self.entries(o, t, reverse)?;
+            max_ptr = mp;
+            entries.push((m, p));
         }
-        let max_sp = parts.iter().map(|p| p.2).max().unwrap_or(0);
-        let max_pt = parts.iter().map(|p| p.3).max().unwrap_or(0);
-        debug_assert!(max_sp % hw == 0);
-        let dev = self.device();
-        let mut mems = Vec::new();
-        let mut poss = Vec::new();
-        let mut masks = Vec::new();
-        for (m, p, sp, pt) in &parts {
-            let pad = |x: &Tensor| -> Tensor {
-                let spatial = x.narrow(1, 0, *sp);
-                let ptr = x.narrow(1, *sp, *pt);
-                let z1 = Tensor::zeros([1, max_sp - sp, MEM_DIM], (Kind::Float, dev));
-                let z2 = Tensor::zeros([1, max_pt - pt, MEM_DIM], (Kind::Float, dev));
-                Tensor::cat(&[spatial, z1, ptr, z2], 1)
-            };
-            mems.push(pad(m));
-            poss.push(pad(p));
-            let ones = |k: i64| Tensor::ones([k], (Kind::Bool, dev));
-            let zeros = |k: i64| Tensor::zeros([k], (Kind::Bool, dev));
-            masks.push(Tensor::cat(
-                &[ones(*sp), zeros(max_sp - sp), ones(*pt), zeros(max_pt - pt)],
-                0,
-            ));
-        }
-        let b = objs.len() as i64;
-        let mem = AssembledMemory {
-            memory: Tensor::cat(&mems, 0),
-            memory_pos: Tensor::cat(&poss, 0),
-            num_obj_ptr_tokens: max_pt,
-        };
-        let mask = Tensor::stack(&masks, 0).view([b, 1, 1, -1]);
-        let fb = feats.expand_item(0, b);
-        let pix = self.model.attend_memory(&fb, &mem, Some(&mask));
-        let out = self
-            .model
-            .forward_sam_heads(&pix, &fb, None, None, true)
-            .step;
+        let views: Vec<ObjectMemory<'_>> = entries
+            .iter()
+            .map(|(m, p)| ObjectMemory {
+                memories: m,
+                pointers: p,
+            })
+            .collect();
+        let fb = feats.expand_item(0, objs.len() as i64);
+        let out = self.model.track_frame_batched(&fb, &views, max_ptr);
+        drop(views);
         Ok(self.finish_tracked(&fb, t, objs, out))
     }
 

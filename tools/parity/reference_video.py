@@ -14,7 +14,8 @@ fp32 CPU) on a generated lossless clip, with the prompts of a densam prompts fil
       `propagate_in_video` forward from the earliest prompt, then reverse=True, the last result
       kept per frame. fill_hole_area is 0 (the CUDA extension is absent on CPU, so the official
       package skips hole filling anyway). Writes the masks (logits > 0 at video resolution) of
-      the written frames as COCO RLE: {"frames": [{"frame_number", "objects": {id: rle}}]}.
+      the written frames as COCO RLE: {"frames": [{"frame_number", "objects": {id: rle}}]};
+      with --lowres-out, the stored low-res logits of every processed frame and object.
 
 The official code raises a dtype error when an object is tracked before its own first prompt
 without autocast (bf16 memories and no object pointer, spec §4.4); memory attention's memory
@@ -157,6 +158,17 @@ def run(args) -> None:
         for reverse in (False, True):
             for t, obj_ids, logits in pred.propagate_in_video(state, reverse=reverse):
                 results[t] = (list(obj_ids), (logits > 0).cpu().numpy())
+        if args.lowres_out:
+            # The stored low-res logits of every processed frame and object: [P, N, r, r] f32.
+            n_obj = len(state["obj_ids"])
+            r = args.image_size // 4
+            low = np.zeros((len(proc), n_obj, r, r), np.float32)
+            for i in range(n_obj):
+                od = state["output_dict_per_obj"][i]
+                for t in range(len(proc)):
+                    out = od["cond_frame_outputs"].get(t) or od["non_cond_frame_outputs"].get(t)
+                    low[t, i] = out["pred_masks"][0, 0].float().numpy()
+            low.astype("<f4").tofile(args.lowres_out)
     frames = []
     for t in sorted(results):
         f = proc[t]
@@ -191,6 +203,7 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--track-stride", type=int, default=1)
     r.add_argument("--frame-interval", type=int, default=1)
+    r.add_argument("--lowres-out", help="also write the low-res logits [P, N, r, r] as raw f32")
     args = ap.parse_args()
     if args.cmd == "make-clip":
         make_clip(args.out, args.frames, args.width, args.height)
