@@ -478,6 +478,12 @@ fn heads_parity_tiny_v2_1_512() {
     parity("2.1", 512);
 }
 
+/// The spec's shapes (64×64 features, 256² low-res masks, 4096-token RoPE tables).
+#[test]
+fn heads_parity_tiny_v2_1_1024() {
+    parity("2.1", 1024);
+}
+
 const FILL_HOLES_PY: &str = r#"
 import sys, numpy as np, scipy.ndimage as ndi
 rng = np.random.default_rng(int(sys.argv[1]))
