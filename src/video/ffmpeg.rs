@@ -147,7 +147,7 @@ fn display_transform(input: &ff::format::context::Input, stream_index: usize) ->
     Transform::Identity
 }
 
-const PKT_FLAG_DISCARD: i32 = ffi::AV_PKT_FLAG_DISCARD as i32;
+const PKT_FLAG_DISCARD: i32 = ffi::AV_PKT_FLAG_DISCARD;
 
 /// Builds the frame index with one demux pass (no decoding).
 pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {

@@ -168,7 +168,7 @@ impl VideoSource {
                 path: path.to_path_buf(),
             });
         }
-        if !(options.dir_fps > 0.0) {
+        if options.dir_fps.is_nan() || options.dir_fps <= 0.0 {
             return Err(VideoError::invalid(path, "the frame rate must be positive"));
         }
         let kind = if path.is_dir() {
@@ -346,6 +346,7 @@ impl VideoSource {
         threads: usize,
         k: usize,
     ) -> Result<(f64, usize), VideoError> {
+        let _ = (threads, k);
         match &self.kind {
             Kind::Dir(_) => Ok((0.0, 0)),
             #[cfg(feature = "ffmpeg")]
@@ -356,6 +357,7 @@ impl VideoSource {
     /// Decodes the whole video and counts the frames the decoder gives (double check of the
     /// index, `probe --decode-count`).
     pub fn count_decoded_frames(&self, threads: usize) -> Result<usize, VideoError> {
+        let _ = threads;
         match &self.kind {
             Kind::Dir(d) => Ok(d.files.len()),
             #[cfg(feature = "ffmpeg")]
