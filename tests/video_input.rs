@@ -14,7 +14,7 @@ use densam::video::{
 };
 
 /// Bump when the fixture commands change.
-const FIXTURE_VERSION: &str = "v3";
+const FIXTURE_VERSION: &str = "v4";
 
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
@@ -215,6 +215,94 @@ fn generate(dir: &Path) {
             &pattern,
         ]);
     }
+    // Colour: a BT.709-tagged limited-range file, a full-range (yuvj420p) file, 10-bit HEVC.
+    let src = testsrc("64x48", 25);
+    let out = p("bt709.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-frames:v",
+        "8",
+        "-vf",
+        "scale=out_color_matrix=bt709",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-colorspace",
+        "bt709",
+        "-color_primaries",
+        "bt709",
+        "-color_trc",
+        "bt709",
+        "-color_range",
+        "tv",
+        &out,
+    ]);
+    let out = p("fullrange.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-frames:v",
+        "8",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuvj420p",
+        &out,
+    ]);
+    let out = p("hevc10.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-frames:v",
+        "8",
+        "-c:v",
+        "libx265",
+        "-pix_fmt",
+        "yuv420p10le",
+        "-x265-params",
+        "log-level=error",
+        &out,
+    ]);
+    // RGB-coded (lossless FFV1 bgr0 and x264rgb) from the PNG frames.
+    let pngs = p("frames_png/%05d.png");
+    ffmpeg(&[
+        "-framerate",
+        "25",
+        "-i",
+        &pngs,
+        "-c:v",
+        "ffv1",
+        "-pix_fmt",
+        "bgr0",
+        &p("ffv1_rgb.mkv"),
+    ]);
+    ffmpeg(&[
+        "-framerate",
+        "25",
+        "-i",
+        &pngs,
+        "-c:v",
+        "libx264rgb",
+        "-qp",
+        "0",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "rgb24",
+        &p("x264rgb.mkv"),
+    ]);
     std::fs::create_dir_all(dir.join("empty_dir")).unwrap();
     std::fs::create_dir_all(dir.join("bad_names")).unwrap();
     std::fs::copy(
@@ -337,7 +425,17 @@ fn probe_cli_json() {
 
 #[test]
 fn sequential_equals_ffmpeg_cli() {
-    for name in ["h264_bf.mp4", "hevc.mkv", "vfr.mp4", "cut.mp4", "rot90.mp4"] {
+    let names = [
+        "h264_bf.mp4",
+        "hevc.mkv",
+        "vfr.mp4",
+        "cut.mp4",
+        "rot90.mp4",
+        "bt709.mp4",
+        "fullrange.mp4",
+        "hevc10.mkv",
+    ];
+    for name in names {
         let v = VideoSource::open(&f(name)).unwrap();
         let reference = ffmpeg_frames(&f(name), v.width(), v.height());
         let frames = stream_all(&v, Selection::All, ErrorPolicy::Stop);
@@ -877,4 +975,22 @@ fn truncated_and_corrupt_frames_skip_or_stop() {
     // Seeking past the bad frame works; reading it reports it.
     assert!(v.read_frame(15).is_ok());
     assert_eq!(err_of(v.read_frame(9)).frame(), Some(9));
+}
+
+#[test]
+fn rgb_coded_files_are_lossless() {
+    let frames = VideoSource::open(&f("frames_png")).unwrap();
+    for name in ["ffv1_rgb.mkv", "x264rgb.mkv"] {
+        let v = VideoSource::open(&f(name)).unwrap();
+        assert_eq!(v.frame_count(), 12, "{name}");
+        for r in stream_all(&v, Selection::All, ErrorPolicy::Stop) {
+            let fr = r.unwrap();
+            let png = frames.read_frame(fr.info.number).unwrap();
+            assert!(
+                fr.rgb == png.rgb,
+                "{name}: frame {} is not lossless",
+                fr.info.number
+            );
+        }
+    }
 }
