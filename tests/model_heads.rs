@@ -338,6 +338,25 @@ fn parity(version: &str, image_size: i64) {
         rep.check(&k("mem_pos"), &pos, r.get(&k("mem_pos")), TOL_FEAT);
     }
 
+    // A click correcting tracked frame 2.
+    {
+        let f2 = frame(&r, 2);
+        let memories = vec![mem_entry(&r, "box", 6), mem_entry(&r, "track1", 0)];
+        let pointers = vec![
+            PointerEntry {
+                ptr: r.get("box.obj_ptr").shallow_clone(),
+                pos: 2,
+            },
+            PointerEntry {
+                ptr: r.get("track1.obj_ptr").shallow_clone(),
+                pos: 1,
+            },
+        ];
+        let p = points(&r, "correct");
+        let out = m.prompt_tracked_frame(&f2, &memories, &pointers, max_ptr, Some(&p), None);
+        check_step(&mut rep, &r, "correct", &out);
+    }
+
     // Object judged absent (object-score head forced to −10), frame 1 tracked.
     m.mask_decoder.obj_score_head.layers[2].bias =
         Some(Tensor::full([1], -10.0, (Kind::Float, Device::Cpu)));

@@ -23,6 +23,7 @@ Steps (frame 0 is the conditioning frame):
   mask      add_new_mask (mask-as-output path) with a disc
   empty     add_new_mask with an empty mask (object absent: no_obj_ptr, no_obj_embed_spatial)
   track1..3 tracked frames 1..3 (memories of the cond frame + previous frames, pointers)
+  correct   a click on tracked frame 2 (memory of frames 0 and 1 + the prompt)
   absent    frame 1 tracked with the object-score head forced to "absent" (bias −10)
 
 Usage: dump_heads.py --ckpt DIR/model.pt --size tiny --version 2.1 --image-size 256 --out DIR
@@ -222,6 +223,15 @@ def main() -> None:
             put(f"{name}.mem_feat_bf16", o["maskmem_features"])
             put(f"{name}.mem_pos", o["maskmem_pos_enc"][-1])
             od["non_cond_frame_outputs"][t] = o
+
+        # a click correcting tracked frame 2 (memory attention + prompt, 1 point: multimask)
+        od2 = {"cond_frame_outputs": {0: cond0}, "non_cond_frame_outputs": {1: od["non_cond_frame_outputs"][1]}}
+        corr = [[400 * s, 600 * s]]
+        prompts["correct"] = (corr, [1])
+        o = step(2, False, corr, [1], od=od2)
+        put_heads("correct")
+        put_out("correct", o)
+        rec.pop("ma")
 
         # object judged absent on a tracked frame (NO_OBJ_SCORE, no_obj_ptr, no_obj_embed_spatial)
         bias = model.sam_mask_decoder.pred_obj_score_head.layers[2].bias
