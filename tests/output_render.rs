@@ -142,3 +142,26 @@ fn render_errors() {
         "{e}"
     );
 }
+
+#[cfg(feature = "ffmpeg")]
+#[test]
+fn mp4_writer_in_process_odd_size() {
+    use densam::output::mp4::Mp4Writer;
+    use densam::video::RgbFrame;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("odd.mp4");
+    let (w, h) = (33usize, 17usize);
+    let mut m = Mp4Writer::create(&path, w, h, 25.0, 0).unwrap();
+    for i in 0..5u8 {
+        let f = RgbFrame::new(w, h, vec![40 + 30 * i; w * h * 3]).unwrap();
+        m.write(&f).unwrap();
+    }
+    assert!(m.write(&RgbFrame::new(2, 2, vec![0; 12]).unwrap()).is_err());
+    m.finish().unwrap();
+    let src = densam::video::VideoSource::open(&path).unwrap();
+    assert_eq!(src.frame_count(), 5);
+    assert_eq!((src.width(), src.height()), (34, 18), "padded to even");
+    assert!((src.info().fps_avg - 25.0).abs() < 0.01);
+    let f = src.read_frame(4).unwrap();
+    assert!(f.rgb.data[0].abs_diff(160) <= 4, "{}", f.rgb.data[0]);
+}

@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod export;
 pub mod jsonl;
+#[cfg(feature = "ffmpeg")]
+pub mod mp4;
 pub mod png_io;
 pub mod render;
 pub mod rle;

@@ -1,7 +1,9 @@
 //! QA overlays of a result on its video: translucent masks in a colour stable per object id,
 //! boxes, labels, and the frame number and time, one overlay per written frame; as PNG files
-//! or an H.264 MP4 (raw RGB frames piped into the `ffmpeg` program with libx264). Frames come
-//! from the video module's stream, so memory does not grow with the video.
+//! or an H.264 MP4 (in-process through the FFmpeg libraries when built with the `ffmpeg`
+//! feature; otherwise, or when those libraries lack an H.264 encoder, raw RGB frames piped
+//! into the `ffmpeg` program). Frames come from the video module's stream, so memory does not
+//! grow with the video.
 
 use crate::output::jsonl::{FrameRecord, JsonlReader, ObjectRecord, OutputError};
 use crate::output::png_io::write_rgb_png;
@@ -333,6 +335,40 @@ impl WaitRef for Child {
     }
 }
 
+/// An MP4 being written: in-process, or through the `ffmpeg` program.
+enum VideoSink {
+    #[cfg(feature = "ffmpeg")]
+    Lib(crate::output::mp4::Mp4Writer),
+    Cli(Mp4Sink),
+}
+
+impl VideoSink {
+    fn start(path: &Path, w: usize, h: usize, fps: f64, crf: u32) -> Result<Self, OutputError> {
+        #[cfg(feature = "ffmpeg")]
+        match crate::output::mp4::Mp4Writer::create(path, w, h, fps, crf) {
+            Ok(m) => return Ok(Self::Lib(m)),
+            Err(e) => tracing::warn!("{e}; trying the ffmpeg program"),
+        }
+        Ok(Self::Cli(Mp4Sink::start(path, w, h, fps, crf)?))
+    }
+
+    fn write(&mut self, f: &RgbFrame) -> Result<(), OutputError> {
+        match self {
+            #[cfg(feature = "ffmpeg")]
+            Self::Lib(m) => m.write(f),
+            Self::Cli(c) => c.write(f),
+        }
+    }
+
+    fn finish(self) -> Result<(), OutputError> {
+        match self {
+            #[cfg(feature = "ffmpeg")]
+            Self::Lib(m) => m.finish(),
+            Self::Cli(c) => c.finish(),
+        }
+    }
+}
+
 /// What a render wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderSummary {
@@ -380,7 +416,13 @@ pub fn render(
             if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(d).map_err(|e| OutputError::io(d, e))?;
             }
-            Some(Mp4Sink::start(p, src.width(), src.height(), fps, opts.crf)?)
+            Some(VideoSink::start(
+                p,
+                src.width(),
+                src.height(),
+                fps,
+                opts.crf,
+            )?)
         }
         RenderTarget::PngDir(d) => {
             std::fs::create_dir_all(d).map_err(|e| OutputError::io(d, e))?;
