@@ -80,7 +80,7 @@ pub struct RenderArgs {
     /// The video (file, frame directory) the result was made from.
     #[arg(long)]
     pub video: PathBuf,
-    /// H.264 MP4 output (needs the `ffmpeg` program with libx264).
+    /// H.264 MP4 output (FFmpeg libraries in-process; the `ffmpeg` program as fallback).
     #[arg(long, conflicts_with = "png_dir", required_unless_present = "png_dir")]
     pub out: Option<PathBuf>,
     /// Write one PNG per frame into this folder instead.

@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 /// Where overlays go.
 #[derive(Debug, Clone)]
 pub enum RenderTarget {
-    /// An H.264 MP4 written by the `ffmpeg` program (`ffmpeg` is looked up on PATH).
+    /// An H.264 MP4 (odd frame sizes padded to even by repeating the last row / column).
     Mp4(PathBuf),
     /// `DIR/<frame:05d>.png`.
     PngDir(PathBuf),
