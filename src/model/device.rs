@@ -45,23 +45,37 @@ pub enum DeviceError {
     NoCuda(String),
 }
 
-/// Loads libtorch's CUDA library if it is not loaded yet; returns why CUDA is unusable, if so.
+/// Loads libtorch's CUDA library (once); returns why CUDA is unusable, if so.
+///
+/// The library must be loaded before libtorch is first asked about CUDA: libtorch looks its CUDA
+/// hooks up once and caches the answer.
 fn cuda_unusable_reason() -> Option<String> {
-    if !tch::Cuda::is_available() {
+    static LOAD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let load_error = LOAD.get_or_init(|| {
+        let mut errors = Vec::new();
         for name in ["libtorch_cuda.so", "libtorch_cuda_cpp.so"] {
             let c = CString::new(name).expect("static name");
             // SAFETY: dlopen with a valid NUL-terminated name; the handle is deliberately kept
             // open for the life of the process (libtorch registers its CUDA hooks on load).
             let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
             if !handle.is_null() {
-                break;
+                return None;
+            }
+            // SAFETY: dlerror returns NULL or a valid C string owned by libc.
+            let err = unsafe { libc::dlerror() };
+            if !err.is_null() {
+                let msg = unsafe { std::ffi::CStr::from_ptr(err) };
+                errors.push(msg.to_string_lossy().into_owned());
             }
         }
-    }
+        Some(errors.join("; "))
+    });
     if tch::Cuda::is_available() {
         None
+    } else if let Some(err) = load_error {
+        Some(format!("libtorch's CUDA library could not be loaded: {err}"))
     } else if tch::Cuda::device_count() == 0 {
-        Some("libtorch has no CUDA support here or no GPU is visible".to_string())
+        Some("libtorch has CUDA support but no GPU is visible".to_string())
     } else {
         Some("CUDA is present but not available".to_string())
     }
