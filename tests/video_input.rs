@@ -14,7 +14,7 @@ use densam::video::{
 };
 
 /// Bump when the fixture commands change.
-const FIXTURE_VERSION: &str = "v4";
+const FIXTURE_VERSION: &str = "v5";
 
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
@@ -303,6 +303,17 @@ fn generate(dir: &Path) {
         "rgb24",
         &p("x264rgb.mkv"),
     ]);
+    // Packets without pts: AVI with B-frames, raw Annex B H.264.
+    ffmpeg(&["-i", &p("h264_bf.mp4"), "-c", "copy", &p("bframes.avi")]);
+    ffmpeg(&[
+        "-i",
+        &p("h264_bf.mp4"),
+        "-c",
+        "copy",
+        "-bsf:v",
+        "h264_mp4toannexb",
+        &p("raw.h264"),
+    ]);
     std::fs::create_dir_all(dir.join("empty_dir")).unwrap();
     std::fs::create_dir_all(dir.join("bad_names")).unwrap();
     std::fs::copy(
@@ -434,6 +445,8 @@ fn sequential_equals_ffmpeg_cli() {
         "bt709.mp4",
         "fullrange.mp4",
         "hevc10.mkv",
+        "bframes.avi",
+        "raw.h264",
     ];
     for name in names {
         let v = VideoSource::open(&f(name)).unwrap();
@@ -455,7 +468,13 @@ fn sequential_equals_ffmpeg_cli() {
 
 #[test]
 fn seek_equals_sequential() {
-    for name in ["h264_bf.mp4", "hevc.mkv", "vfr.mp4", "cut.mp4"] {
+    for name in [
+        "h264_bf.mp4",
+        "hevc.mkv",
+        "vfr.mp4",
+        "cut.mp4",
+        "bframes.avi",
+    ] {
         let v = VideoSource::open(&f(name)).unwrap();
         let reference = ffmpeg_frames(&f(name), v.width(), v.height());
         let n = v.frame_count();

@@ -44,6 +44,9 @@ pub(crate) struct FileIndex {
     /// Keyframes in increasing pts order.
     pub keyframes: Vec<Keyframe>,
     pub transform: Transform,
+    /// No pts on the packets (AVI with B-frames, raw H.264): frames are numbered by counting
+    /// decoder output from the start of the file, and every seek decodes from the start.
+    pub by_count: bool,
     pub info: VideoInfo,
 }
 
@@ -175,6 +178,8 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
         )
     };
     let fmt_duration = unsafe { (*input.as_ptr()).duration };
+    // mov/mp4 list every sample up front (nb_frames is exact there, a hint elsewhere).
+    let is_mov = input.format().name().contains("mov");
 
     let mut pts = Vec::new();
     let mut keys: Vec<(i64, Option<i64>)> = Vec::new();
@@ -211,13 +216,15 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
             None => missing_pts += 1,
         }
     }
-    if missing_pts > 0 {
-        return Err(VideoError::NoTimestamps {
-            path: path.to_path_buf(),
-            reason: format!(
-                "{missing_pts} frame packets without pts; remux the file, e.g. to .mkv"
-            ),
-        });
+    let by_count = missing_pts > 0;
+    if by_count {
+        tracing::warn!(
+            "{}: {missing_pts} frame packets have no pts; indexing by decoding the whole file, \
+             and every seek decodes from the start (remux to .mkv/.mp4 to avoid this)",
+            path.display()
+        );
+        pts = decode_timestamps(path)?;
+        keys.clear();
     }
     if pts.is_empty() {
         return Err(VideoError::NoFrames {
@@ -241,6 +248,18 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
         })
         .collect();
 
+    let stream_tbf = tb.num as f64 / tb.den.max(1) as f64;
+    let mut tb = tb;
+    if by_count {
+        // Frame numbers as pts, in a time base of one frame at the nominal rate.
+        tb = match rational(nominal) {
+            Some(_) => ffi::AVRational {
+                num: nominal.den,
+                den: nominal.num,
+            },
+            None => ffi::AVRational { num: 1, den: 25 },
+        };
+    }
     let tbf = tb.num as f64 / tb.den.max(1) as f64;
     let n = pts.len();
     let span = (pts[n - 1] - pts[0]) as f64 * tbf;
@@ -250,8 +269,9 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
         0.0
     });
     let fps_nominal = rational(nominal).unwrap_or(fps_avg);
+    let fps_avg = if by_count { 1.0 / tbf } else { fps_avg };
     let duration_s = if st_duration > 0 {
-        st_duration as f64 * tbf
+        st_duration as f64 * stream_tbf
     } else if fmt_duration > 0 {
         fmt_duration as f64 / ffi::AV_TIME_BASE as f64
     } else if fps_avg > 0.0 {
@@ -260,7 +280,7 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
         span
     };
     let vfr = is_vfr(&pts);
-    if demux_error.is_none() && nb_frames > (n + discarded) as i64 {
+    if is_mov && demux_error.is_none() && nb_frames > (n + discarded) as i64 {
         // mov/mp4 list every sample up front: fewer packets than samples is a truncated file.
         demux_error = Some(format!(
             "the container lists {nb_frames} frames but only {n} could be read (truncated file?)"
@@ -296,8 +316,38 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
         pts,
         keyframes,
         transform,
+        by_count,
         info,
     })
+}
+
+/// Frame numbers 0..N of a file whose packets carry no pts, N counted by decoding it all.
+fn decode_timestamps(path: &Path) -> Result<Vec<i64>, VideoError> {
+    let (mut input, mut decoder) = open_decoder(path, 0)?;
+    let stream_index = open_input(path)?.1;
+    let mut ts = Vec::new();
+    let mut frame = ff::frame::Video::empty();
+    let mut packet = ff::Packet::empty();
+    let mut drain = |decoder: &mut ff::decoder::Video, ts: &mut Vec<()>| {
+        while decoder.receive_frame(&mut frame).is_ok() {
+            ts.push(());
+        }
+    };
+    loop {
+        match packet.read(&mut input) {
+            Ok(()) => {
+                if packet.stream() == stream_index && packet.size() > 0 {
+                    let _ = decoder.send_packet(&packet);
+                    drain(&mut decoder, &mut ts);
+                }
+            }
+            Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {}
+            Err(_) => break,
+        }
+    }
+    let _ = decoder.send_eof();
+    drain(&mut decoder, &mut ts);
+    Ok((0..ts.len() as i64).collect())
 }
 
 /// Variable frame rate: some pts step differs from the median step by more than rounding.
@@ -422,16 +472,17 @@ pub(crate) struct FileReader {
     fresh: bool,
     /// Every frame the decoder gave, indexed or not (for `--decode-count`).
     raw_out: usize,
+    /// Frames out since the file was opened (numbering of `FileIndex::by_count` files).
+    counted: usize,
     sent_eof: bool,
     finished: bool,
     conv: Option<Converter>,
 }
 
 fn open_decoder(
-    index: &FileIndex,
+    path: &Path,
     threads: usize,
 ) -> Result<(ff::format::context::Input, ff::decoder::Video), VideoError> {
-    let path = &index.path;
     let (mut input, stream_index) = open_input(path)?;
     discard_other_streams(&mut input, stream_index);
     let st = input.stream(stream_index).expect("stream exists");
@@ -459,7 +510,7 @@ enum Next {
 
 impl FileReader {
     pub(crate) fn open(index: Arc<FileIndex>, threads: usize) -> Result<Self, VideoError> {
-        let (input, decoder) = open_decoder(&index, threads)?;
+        let (input, decoder) = open_decoder(&index.path, threads)?;
         Ok(FileReader {
             index,
             threads,
@@ -471,6 +522,7 @@ impl FileReader {
             first_out: None,
             fresh: true,
             raw_out: 0,
+            counted: 0,
             sent_eof: false,
             finished: false,
             conv: None,
@@ -490,7 +542,8 @@ impl FileReader {
         self.finished = false;
         match at {
             Restart::Open => {
-                let (input, decoder) = open_decoder(&self.index, self.threads)?;
+                self.counted = 0;
+                let (input, decoder) = open_decoder(&self.index.path, self.threads)?;
                 self.input = input;
                 self.decoder = decoder;
             }
@@ -531,12 +584,22 @@ impl FileReader {
                 Ok(()) => {
                     self.raw_out += 1;
                     self.fresh = false;
-                    let Some(pts) = frame.pts().or(frame.timestamp()) else {
-                        continue;
+                    let n = if self.index.by_count {
+                        self.counted += 1;
+                        self.counted - 1
+                    } else {
+                        match frame
+                            .pts()
+                            .or(frame.timestamp())
+                            .and_then(|p| self.index.frame_of(p))
+                        {
+                            Some(n) => n,
+                            None => continue,
+                        }
                     };
-                    let Some(n) = self.index.frame_of(pts) else {
+                    if n >= self.index.pts.len() {
                         continue;
-                    };
+                    }
                     self.last = Some(n);
                     self.first_out.get_or_insert(n);
                     return Ok(Next::Frame(n, frame));
