@@ -373,6 +373,7 @@ fn stream_all(
         queue_frames: 2,
         on_error: policy,
         threads: 2,
+        model_input_size: None,
     };
     v.frames(sel, opts).unwrap().collect()
 }
@@ -556,6 +557,18 @@ fn stride_range_and_list() {
         Selection::List(vec![0, 9, 10, 25, 39]),
         vec![0, 9, 10, 25, 39],
     );
+    // Model inputs computed on the decoding thread equal the consumer-side conversion.
+    let opts = StreamOptions {
+        model_input_size: Some(32),
+        ..Default::default()
+    };
+    for r in v.frames(Selection::List(vec![2, 30]), opts).unwrap() {
+        let fr = r.unwrap();
+        assert_eq!(
+            fr.model_input.as_deref(),
+            Some(model_input(&fr.rgb, 32).as_slice())
+        );
+    }
     // A stream dropped half-way stops its thread.
     let mut s = v.frames(Selection::All, StreamOptions::default()).unwrap();
     assert_eq!(s.len(), 40);

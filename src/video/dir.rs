@@ -194,6 +194,7 @@ impl DirIndex {
         Ok(Frame {
             info: self.frame_info(n),
             rgb,
+            model_input: None,
         })
     }
 

@@ -753,6 +753,7 @@ impl FileReader {
         Ok(super::Frame {
             info: frame_info(&self.index, n),
             rgb,
+            model_input: None,
         })
     }
 

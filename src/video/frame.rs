@@ -152,5 +152,9 @@ pub struct FrameInfo {
 #[derive(Clone, Debug)]
 pub struct Frame {
     pub info: FrameInfo,
+    /// The frame at the source size (after rotation).
     pub rgb: RgbFrame,
+    /// The normalised CHW model input (`[3, S, S]`, see `model_input`), when the stream was
+    /// asked for it (`StreamOptions::model_input_size`): computed on the decoding thread.
+    pub model_input: Option<Vec<f32>>,
 }

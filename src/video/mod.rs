@@ -78,6 +78,10 @@ pub struct StreamOptions {
     pub on_error: ErrorPolicy,
     /// Decoder threads (0 = FFmpeg's automatic choice, one per core).
     pub threads: usize,
+    /// Also compute each frame's model input at this size on the decoding thread
+    /// (`Frame::model_input`), so the resize overlaps the consumer's work. The queue then also
+    /// holds `queue_frames * 3 * S * S * 4` bytes of model inputs.
+    pub model_input_size: Option<usize>,
 }
 
 impl Default for StreamOptions {
@@ -86,6 +90,7 @@ impl Default for StreamOptions {
             queue_frames: DEFAULT_QUEUE_FRAMES,
             on_error: ErrorPolicy::Stop,
             threads: 0,
+            model_input_size: None,
         }
     }
 }

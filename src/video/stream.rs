@@ -7,6 +7,7 @@ use crossbeam_channel::{Receiver, bounded};
 
 use super::error::VideoError;
 use super::frame::Frame;
+use super::model_input::model_input;
 use super::{StreamOptions, VideoSource};
 
 /// Default queue capacity in frames: 4 decoded RGB frames (4 × 1408² × 3 B ≈ 24 MB for a 1408²
@@ -33,7 +34,13 @@ impl FrameStream {
         let handle = std::thread::Builder::new()
             .name("densam-decode".into())
             .spawn(move || {
-                let mut sink = |item: Result<Frame, VideoError>| tx.send(item).is_ok();
+                let size = options.model_input_size;
+                let mut sink = |mut item: Result<Frame, VideoError>| {
+                    if let (Ok(frame), Some(s)) = (&mut item, size) {
+                        frame.model_input = Some(model_input(&frame.rgb, s));
+                    }
+                    tx.send(item).is_ok()
+                };
                 if let Err(e) = source.read_into(&wanted, options, &mut sink) {
                     let _ = tx.send(Err(e));
                 }
