@@ -47,7 +47,32 @@ pub enum TrackError {
     Bank(#[from] bank::BankError),
     #[error("tracker: {0}")]
     Invalid(String),
+    /// A [`RunHook`] asked the run to stop (`Some(next)`: at a resumable point).
+    #[error("run stopped before processed index {0:?}")]
+    Stopped(Option<usize>),
 }
+
+/// What a [`RunHook`] tells the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// How a resumable run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished,
+    /// Stopped by the hook; `Some(next)`: at a resumable point (continue at processed index
+    /// `next`), `None`: before the first one (start again from scratch).
+    Stopped(Option<usize>),
+}
+
+/// Called after every processed frame of every pass with `Some(next)` where the run is
+/// resumable at processed index `next` (the sink has written every written frame before it and
+/// the banks are exactly those the rest reads: after the reverse pass, then after each frame of
+/// the final forward stretch), `None` elsewhere (pre-pass excluded).
+pub type RunHook<'h> = dyn FnMut(&Tracker<'_>, Option<usize>) -> Result<Flow, TrackError> + 'h;
 
 /// One decoded frame as model input.
 #[derive(Debug)]
@@ -245,10 +270,50 @@ impl<'a> Tracker<'a> {
         sink: &mut dyn ResultSink,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), TrackError> {
+        self.run_resumable(frames, sink, progress, None, &mut |_, _| Ok(Flow::Continue))
+            .map(|_| ())
+    }
+
+    /// [`Self::run`] with a [`RunHook`] (checkpoints, stopping). `resume_at = Some(i)`: the
+    /// caller has run [`Self::prepass`] and [`Self::load_banks`] with banks saved by the hook at
+    /// `Some(i)`, and the sink has everything written before `i`: only the final forward
+    /// stretch from `i` runs.
+    pub fn run_resumable(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        resume_at: Option<usize>,
+        hook: &mut RunHook<'_>,
+    ) -> Result<RunEnd, TrackError> {
         let _g = tch::no_grad_guard();
+        match self.run_inner(frames, sink, progress, resume_at, hook) {
+            Ok(()) => Ok(RunEnd::Finished),
+            Err(TrackError::Stopped(next)) => Ok(RunEnd::Stopped(next)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run_inner(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        resume_at: Option<usize>,
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        let head_end = self.plan.head_end;
+        if let Some(next) = resume_at {
+            if next <= head_end {
+                return Err(TrackError::Invalid(format!(
+                    "cannot resume at processed index {next}: not after the first stretch ({head_end})"
+                )));
+            }
+            self.done = next;
+            return self.forward_rest(frames, sink, progress, next, hook);
+        }
         self.prepass(frames, progress)?;
         let s = self.plan.start;
-        let head_end = self.plan.head_end;
         // Forward head s ..= head_end, results kept in memory (encoded), banks unpruned.
         let mut head: Vec<(u64, Vec<u8>)> = Vec::new();
         let numbers: Vec<u64> = self.plan.processed[s..=head_end].to_vec();
@@ -270,7 +335,7 @@ impl<'a> Tracker<'a> {
                     done: self.done,
                     total: self.total,
                 });
-                Ok(())
+                stop_if(hook(self, None)?, None)
             };
             frames.for_each_frame(&numbers, &mut cb)?;
         }
@@ -318,6 +383,7 @@ impl<'a> Tracker<'a> {
                         done: self.done,
                         total: self.total,
                     });
+                    stop_if(hook(self, None)?, None)?;
                 }
                 hi = lo - 1;
             }
@@ -336,9 +402,21 @@ impl<'a> Tracker<'a> {
         for b in self.banks.iter_mut() {
             b.prune(head_end as i64, false, &self.select);
         }
-        // Forward rest.
-        if head_end + 1 < self.plan.len() {
-            let numbers: Vec<u64> = self.plan.processed[head_end + 1..].to_vec();
+        stop_if(hook(self, Some(head_end + 1))?, Some(head_end + 1))?;
+        self.forward_rest(frames, sink, progress, head_end + 1, hook)
+    }
+
+    /// The final forward stretch from processed index `from` (banks pruned for `from - 1`).
+    fn forward_rest(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        from: usize,
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        if from < self.plan.len() {
+            let numbers: Vec<u64> = self.plan.processed[from..].to_vec();
             let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
                 let t = self
                     .plan
@@ -359,7 +437,7 @@ impl<'a> Tracker<'a> {
                     done: self.done,
                     total: self.total,
                 });
-                Ok(())
+                stop_if(hook(self, Some(t + 1))?, Some(t + 1))
             };
             frames.for_each_frame(&numbers, &mut cb)?;
         }
@@ -719,6 +797,13 @@ impl<'a> Tracker<'a> {
             Ok(())
         };
         frames.for_each_frame(&numbers, &mut cb)
+    }
+}
+
+fn stop_if(flow: Flow, next: Option<usize>) -> Result<(), TrackError> {
+    match flow {
+        Flow::Continue => Ok(()),
+        Flow::Stop => Err(TrackError::Stopped(next)),
     }
 }
 
