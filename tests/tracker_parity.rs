@@ -37,9 +37,16 @@ fn fixture() -> PathBuf {
         "tools/parity/make_checkpoint.py",
         "tools/parity/reference_video.py",
     ];
-    let args: Vec<String> = ["tiny", "2.1", "256", "seed0", "32x320x240"]
-        .map(String::from)
-        .to_vec();
+    let args: Vec<String> = [
+        "tiny",
+        "2.1",
+        "256",
+        "seed0",
+        "32x320x240",
+        "s1_t1 s1_t2 s3_t1 mc2_t1",
+    ]
+    .map(String::from)
+    .to_vec();
     common::fixture_dir("tracker-video", &scripts, &args, |tmp| {
         let t = |p: &str| tmp.join(p).display().to_string();
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -51,11 +58,13 @@ fn fixture() -> PathBuf {
             scripts[1],
             &[s(&["make-clip", "--out"]), vec![t("")]].concat(),
         );
-        for (tag, threads, stride) in [
-            ("s1_t1", "1", "1"),
-            ("s1_t2", "2", "1"),
-            ("s3_t1", "1", "3"),
-        ] {
+        let runs = [
+            ("s1_t1", "1", "1", "-1"),
+            ("s1_t2", "2", "1", "-1"),
+            ("s3_t1", "1", "3", "-1"),
+            ("mc2_t1", "1", "1", "2"),
+        ];
+        for (tag, threads, stride, max_cond) in runs {
             let mut r = s(&["run", "--checkpoint"]);
             r.extend([t("ckpt/model.pt"), "--frames".into(), t("frames")]);
             r.extend(["--prompts".into(), t("prompts.json"), "--out".into()]);
@@ -68,6 +77,7 @@ fn fixture() -> PathBuf {
                 "--frame-interval",
                 stride,
             ]));
+            r.extend(["--max-cond-frames".into(), max_cond.into()]);
             r.extend(["--lowres-out".into(), t(&format!("low_{tag}.f32"))]);
             common::run_python(scripts[1], &r);
         }
@@ -143,7 +153,13 @@ fn compare(a: &Masks, b: &Masks) -> (f64, String, f64, usize) {
     (min.0, min.1, sum / a.len().max(1) as f64, a.len())
 }
 
-fn annotate_args(dir: &Path, out: &Path, stride: u64, batch: usize) -> AnnotateArgs {
+fn annotate_args(
+    dir: &Path,
+    out: &Path,
+    stride: u64,
+    batch: usize,
+    max_cond_frames: i64,
+) -> AnnotateArgs {
     AnnotateArgs {
         video: dir.join("frames"),
         prompts: dir.join("prompts.json"),
@@ -153,7 +169,7 @@ fn annotate_args(dir: &Path, out: &Path, stride: u64, batch: usize) -> AnnotateA
         fill_hole_area: 0,
         track_stride: stride,
         frame_interval: stride,
-        max_cond_frames: -1,
+        max_cond_frames,
         device: DeviceChoice::Cpu,
         strict: true,
         batch_objects: batch,
@@ -272,7 +288,7 @@ fn official_parity_end_to_end() {
 
     // The CLI path, objects batched; run twice for byte-determinism.
     let out = tempfile::tempdir().unwrap();
-    let s = annotate::run(&annotate_args(&dir, out.path(), 1, 16)).unwrap();
+    let s = annotate::run(&annotate_args(&dir, out.path(), 1, 16, -1)).unwrap();
     assert_eq!(s.written_frames, 32);
     let batched = jsonl_masks(&s.output);
     let b = compare(&reference, &batched);
@@ -304,15 +320,34 @@ fn stride_with_prompts_off_the_grid() {
     tch::set_num_threads(1);
     let dir = fixture();
     let out = tempfile::tempdir().unwrap();
-    let s = annotate::run(&annotate_args(&dir, out.path(), 3, 1)).unwrap();
-    // Written: multiples of 3 below 32; processed adds prompted frames 11 and 20.
+    let s = annotate::run(&annotate_args(&dir, out.path(), 3, 1, -1)).unwrap();
+    // Written: multiples of 3 below 32; processed adds prompted frames 11, 20 and 25.
     assert_eq!(s.written_frames, 11);
-    assert_eq!(s.processed_frames, 13);
+    assert_eq!(s.processed_frames, 14);
     let reference = reference_masks(&dir.join("ref_s3_t1.json"));
     let ours = compare(&reference, &jsonl_masks(&s.output));
     eprintln!(
-        "stride 3 (prompts on 11 and 20 off the grid): min IoU {:.6} ({}), mean {:.7} over {}",
+        "stride 3 (prompts on 11, 20, 25 off the grid): min IoU {:.6} ({}), mean {:.7} over {}",
         ours.0, ours.1, ours.2, ours.3
+    );
+    assert!(ours.0 >= GOAL_IOU, "min IoU {} at {}", ours.0, ours.1);
+}
+
+#[test]
+fn max_cond_frames_matches_official() {
+    tch::set_num_threads(1);
+    let dir = fixture();
+    let out = tempfile::tempdir().unwrap();
+    // `square` has three conditioning frames; with 2 the temporally closest are attended and
+    // the third is read as a recent frame when it is one.
+    let s = annotate::run(&annotate_args(&dir, out.path(), 1, 16, 2)).unwrap();
+    let reference = reference_masks(&dir.join("ref_mc2_t1.json"));
+    let ours = compare(&reference, &jsonl_masks(&s.output));
+    let all_cond = compare(&reference, &reference_masks(&dir.join("ref_s1_t1.json")));
+    eprintln!(
+        "max_cond_frames 2: min IoU {:.6} ({}), mean {:.7} over {}; official max 2 vs all: min \
+         IoU {:.6}",
+        ours.0, ours.1, ours.2, ours.3, all_cond.0
     );
     assert!(ours.0 >= GOAL_IOU, "min IoU {} at {}", ours.0, ours.1);
 }

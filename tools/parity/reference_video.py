@@ -4,10 +4,11 @@ fp32 CPU) on a generated lossless clip, with the prompts of a densam prompts fil
 
   reference_video.py make-clip --out DIR [--frames 32 --width 320 --height 240]
       writes DIR/frames/00000.png ... (RGB, lossless) and DIR/prompts.json: three objects, one
-      prompted later than the others, a negative point, a box, a mask prompt (COCO RLE).
+      prompted later than the others, a negative point, boxes, mask prompts (COCO RLE), a mask
+      and a click on the same frame, an object with three conditioning frames.
 
   reference_video.py run --checkpoint model.pt --frames DIR --prompts P.json --out R.json
-      [--image-size 256 --threads 1 --track-stride 1 --frame-interval 1]
+      [--image-size 256 --threads 1 --track-stride 1 --frame-interval 1 --max-cond-frames -1]
       The processed frames (every track-stride-th, every frame-interval-th and every prompted
       frame, as densam plans them) are the video the predictor sees; prompts are added per
       object in file order, frames ascending (mask first, then box + points in one call);
@@ -58,13 +59,23 @@ def make_clip(out: str, n: int, width: int, height: int) -> None:
             os.path.join(out, "frames", f"{t:05d}.png"))
     t_mask = 11
     rle = mask_utils.encode(np.asfortranarray(first_masks[t_mask].astype(np.uint8)))
+    cx25, cy25 = 60 + 4 * 25, 80 + int(10 * np.sin(25 / 5))
+    disc25 = (xx - cx25) ** 2 + (yy - cy25) ** 2 < 28 ** 2
+    rle25 = mask_utils.encode(np.asfortranarray(disc25.astype(np.uint8)))
     prompts = {"objects": [
+        # A box; later a mask refined by a click on the same frame (add_new_mask, then
+        # add_new_points_or_box with the mask's logits as the previous mask).
         {"id": "disc", "label": "disc", "prompts": [
             {"frame": 3, "box": [60 + 12 - 30, 80 + int(10 * np.sin(3 / 5)) - 30, 60 + 12 + 30,
-                                 80 + int(10 * np.sin(3 / 5)) + 30]}]},
+                                 80 + int(10 * np.sin(3 / 5)) + 30]},
+            {"frame": 25, "mask": {"size": [height, width],
+                                   "counts": rle25["counts"].decode("ascii")}},
+            {"frame": 25, "points": [[cx25, cy25]], "labels": [1]}]},
+        # Positive + negative points; one click (multimask); a box: three conditioning frames.
         {"id": "square", "label": "square", "prompts": [
             {"frame": 3, "points": [[220, 49], [60, 200]], "labels": [1, 0]},
-            {"frame": 20, "points": [[222, 100]], "labels": [1]}]},
+            {"frame": 20, "points": [[222, 100]], "labels": [1]},
+            {"frame": 27, "box": [195, 96, 245, 146]}]},
         {"id": "ellipse", "label": "ellipse", "prompts": [
             {"frame": t_mask, "mask": {"size": [height, width],
                                        "counts": rle["counts"].decode("ascii")}}]},
@@ -119,6 +130,7 @@ def run(args) -> None:
     # build_sam2_video_predictor appends fill_hole_area=8 after our overrides; without the CUDA
     # extension it is skipped with a warning anyway. Make it explicit.
     pred.fill_hole_area = 0
+    pred.max_cond_frames_in_attn = args.max_cond_frames
     orig_fwd = pred.memory_attention.forward
 
     def fwd(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
@@ -203,6 +215,7 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--track-stride", type=int, default=1)
     r.add_argument("--frame-interval", type=int, default=1)
+    r.add_argument("--max-cond-frames", type=int, default=-1)
     r.add_argument("--lowres-out", help="also write the low-res logits [P, N, r, r] as raw f32")
     args = ap.parse_args()
     if args.cmd == "make-clip":
