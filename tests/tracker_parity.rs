@@ -410,3 +410,54 @@ fn bank_save_load_equals_uninterrupted() {
         set.objects.len()
     );
 }
+
+#[test]
+fn bad_prompts_are_skipped_with_warnings_or_fail_strict() {
+    tch::set_num_threads(1);
+    let dir = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let prompts = work.path().join("prompts.json");
+    std::fs::write(
+        &prompts,
+        r#"{"objects": [
+            {"id": "a", "prompts": [{"frame": 28, "box": [-20, 100, 60, 160]},
+                                    {"frame": 29, "box": [400, 300, 500, 400]},
+                                    {"frame": 99, "points": [[5, 5]], "labels": [1]}]},
+            {"id": "a", "prompts": [{"frame": 1, "box": [1, 1, 5, 5]}]},
+            {"id": "nothing", "prompts": []}
+        ]}"#,
+    )
+    .unwrap();
+    let args = |out: &Path, strict: bool| AnnotateArgs {
+        prompts: prompts.clone(),
+        strict,
+        ..annotate_args(&dir, out, 1, 16, -1)
+    };
+    let err = annotate::run(&args(&work.path().join("strict"), true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("object `a`, frame 29") && err.contains("wholly outside"),
+        "{err}"
+    );
+    let s1 = annotate::run(&args(&work.path().join("o1"), false)).unwrap();
+    let man: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&s1.manifest).unwrap()).unwrap();
+    let warnings = man["warnings"].to_string();
+    for w in [
+        "object `a`, frame 28: box",
+        "partly outside",
+        "object `a`, frame 99",
+        "object `a`: duplicate id",
+        "object `nothing`: no usable prompts",
+    ] {
+        assert!(warnings.contains(w), "{w} not in {warnings}");
+    }
+    assert_eq!(s1.written_frames, 32);
+    // Deterministic bytes.
+    let s2 = annotate::run(&args(&work.path().join("o2"), false)).unwrap();
+    assert_eq!(
+        std::fs::read(&s1.output).unwrap(),
+        std::fs::read(&s2.output).unwrap()
+    );
+}
