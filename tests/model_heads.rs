@@ -574,12 +574,13 @@ model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["m
 g = torch.Generator().manual_seed(0)
 img = torch.randn(1, 3, S, S, generator=g)
 def timed(fn):
+    # (min wall ms, min process-CPU ms) over the iterations, after one warm-up call
     fn()
-    ts = []
+    ws, cs = [], []
     for _ in range(iters):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return 1000 * ts[len(ts) // 2]
+        t0, c0 = time.perf_counter(), time.process_time(); fn()
+        ws.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
+    return [1000 * min(ws), 1000 * min(cs)]
 with torch.inference_mode():
     enc_ms = timed(lambda: model._prepare_backbone_features(model.forward_image(img)))
     _, vf, vp, fs = model._prepare_backbone_features(model.forward_image(img))
@@ -648,17 +649,18 @@ fn bench_model() {
     let py: serde_json::Value = serde_json::from_str(line).expect("python json");
 
     let m = Sam2Model::load(&ckpt.join("model.pt"), Device::Cpu, s).expect("model");
-    let timed = |f: &mut dyn FnMut()| -> f64 {
+    // (min wall ms, min process-CPU ms) over the iterations, after one warm-up call; the CPU
+    // time is less sensitive to other processes competing for the cores.
+    let timed = |f: &mut dyn FnMut()| -> [f64; 2] {
         f();
-        let mut ts: Vec<f64> = (0..iters)
-            .map(|_| {
-                let t0 = std::time::Instant::now();
-                f();
-                t0.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
-        ts.sort_by(f64::total_cmp);
-        ts[ts.len() / 2]
+        let (mut w, mut c) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..iters {
+            let (t0, c0) = (std::time::Instant::now(), process_cpu_ms());
+            f();
+            w = w.min(t0.elapsed().as_secs_f64() * 1000.0);
+            c = c.min(process_cpu_ms() - c0);
+        }
+        [w, c]
     };
     let img = Tensor::randn([1, 3, s, s], (Kind::Float, Device::Cpu));
     let enc_ms = timed(&mut || {
@@ -699,21 +701,43 @@ fn bench_model() {
     let me_ms = timed(&mut || {
         let _ = m.encode_memory(&feats, &o.high_res_masks, &o.object_score_logits, false);
     });
-    let pe = py["image_encoder_ms"].as_f64().unwrap_or(f64::NAN);
-    let pt = py["track_step_ms"].as_f64().unwrap_or(f64::NAN);
+    let py_ms = |k: &str, i: usize| py[k][i].as_f64().unwrap_or(f64::NAN);
+    let pair = |ours: [f64; 2], k: &str| {
+        serde_json::json!({
+            "densam_ms": ours[0], "official_ms": py_ms(k, 0), "ratio": ours[0] / py_ms(k, 0),
+            "densam_cpu_ms": ours[1], "official_cpu_ms": py_ms(k, 1),
+            "cpu_ratio": ours[1] / py_ms(k, 1),
+        })
+    };
     println!(
         "{}",
         serde_json::json!({
             "bench": "model", "size": size, "version": version, "image_size": s, "threads": threads,
-            "densam_image_encoder_ms": enc_ms, "official_image_encoder_ms": pe,
-            "image_encoder_ratio": enc_ms / pe,
-            "densam_track_step_ms": track_ms, "official_track_step_ms": pt,
-            "track_step_ratio": track_ms / pt,
-            "breakdown_ms": {
-                "memory_attention": [ma_ms, py["memory_attention_ms"]],
-                "heads": [heads_ms, py["heads_ms"]],
-                "memory_encoder": [me_ms, py["memory_encoder_ms"]],
+            "iters": iters,
+            "image_encoder": pair(enc_ms, "image_encoder_ms"),
+            "track_step": pair(track_ms, "track_step_ms"),
+            "breakdown": {
+                "memory_attention": pair(ma_ms, "memory_attention_ms"),
+                "heads": pair(heads_ms, "heads_ms"),
+                "memory_encoder": pair(me_ms, "memory_encoder_ms"),
             },
         })
     );
+}
+
+/// CPU time of this process (user + system) in ms, from /proc/self/stat (Linux; NaN elsewhere).
+fn process_cpu_ms() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // after the parenthesised command name, field 3 (state) is index 0: utime (14) and stime
+    // (15) are indices 11 and 12, in clock ticks (100 per second on Linux)
+    (ticks(11) + ticks(12)) * 10.0
 }
