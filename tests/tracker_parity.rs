@@ -247,6 +247,12 @@ fn official_parity_end_to_end() {
     };
     let mut sink = Collect(Vec::new(), Vec::new());
     tracker.run(&mut frames, &mut sink, &mut |_| {}).unwrap();
+    // Bounded state: at the end only the read-set of a (virtual) next frame is left: pointers
+    // of at most 15 tracked frames, memories of at most 6.
+    for b in tracker.banks() {
+        assert!(b.tracked.len() <= 15, "{} tracked entries", b.tracked.len());
+        assert!(b.tracked.values().filter(|e| e.features.is_some()).count() <= 6);
+    }
     drop(tracker);
     // Output order: ascending, every frame once.
     assert_eq!(sink.1, (0..32).collect::<Vec<u64>>());
