@@ -503,6 +503,19 @@ fn heads_parity_tiny_v2_1_1024() {
     parity("2.1", 1024);
 }
 
+/// Image sizes the official config cannot take are refused with an error, not a panic.
+#[test]
+fn load_rejects_bad_image_size() {
+    let ckpt = common::checkpoint("tiny", "2.1", 256, 0);
+    for s in [0, 200, 300, 1088] {
+        let e = Sam2Model::load(&ckpt.join("model.pt"), Device::Cpu, s).err();
+        assert!(
+            e.is_some_and(|e| e.to_string().contains(&s.to_string())),
+            "image size {s}"
+        );
+    }
+}
+
 const FILL_HOLES_PY: &str = r#"
 import sys, numpy as np, scipy.ndimage as ndi
 rng = np.random.default_rng(int(sys.argv[1]))

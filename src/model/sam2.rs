@@ -233,6 +233,7 @@ impl Sam2Model {
 
     /// `forward_image` + `_prepare_backbone_features`: `images [B, 3, S, S]` normalised.
     pub fn encode_image(&self, images: &Tensor) -> BackboneOut {
+        let _span = tracing::trace_span!("encode_image").entered();
         let out = self.image_encoder.forward(images);
         BackboneOut {
             feat_s0: self.mask_decoder.conv_s0.forward(&out.fpn[0]),
@@ -364,6 +365,7 @@ impl Sam2Model {
         points: Option<&PointInputs>,
         mask_logits: Option<&Tensor>,
     ) -> StepOutput {
+        let _span = tracing::trace_span!("prompt_frame").entered();
         let pix = self.pix_without_memory(feats);
         self.forward_sam_heads(
             &pix,
@@ -386,6 +388,7 @@ impl Sam2Model {
         points: Option<&PointInputs>,
         mask_logits: Option<&Tensor>,
     ) -> StepOutput {
+        let _span = tracing::trace_span!("prompt_tracked_frame").entered();
         let pix = self.pix_with_memory(feats, memories, pointers, max_ptr);
         self.forward_sam_heads(
             &pix,
@@ -399,6 +402,7 @@ impl Sam2Model {
 
     /// `add_new_mask`: the mask-as-output path (spec §3.6); `mask01 [B, 1, S, S]` in {0, 1}.
     pub fn mask_as_output(&self, feats: &BackboneOut, mask01: &Tensor) -> StepOutput {
+        let _span = tracing::trace_span!("mask_as_output").entered();
         let m = mask01.to_kind(Kind::Float);
         let b = m.size()[0];
         let high = &m * 20.0 + (-10.0);
@@ -543,6 +547,7 @@ impl Sam2Model {
         pointers: &[PointerEntry],
         max_ptr: i64,
     ) -> StepOutput {
+        let _span = tracing::trace_span!("track_frame").entered();
         let pix = self.pix_with_memory(feats, memories, pointers, max_ptr);
         self.forward_sam_heads(&pix, feats, None, None, true).step
     }
@@ -632,6 +637,7 @@ impl Sam2Model {
         objects: &[ObjectMemory<'_>],
         max_ptr: i64,
     ) -> StepOutput {
+        let _span = tracing::trace_span!("track_frame_batched").entered();
         let pix = match self.assemble_memory_batched(objects, max_ptr) {
             Some((mem, mask)) => self.attend_memory(feats, &mem, mask.as_ref()),
             None => {
@@ -660,6 +666,7 @@ impl Sam2Model {
         object_score_logits: &Tensor,
         is_mask_from_pts: bool,
     ) -> (Tensor, Tensor) {
+        let _span = tracing::trace_span!("encode_memory").entered();
         let (f, pos) = self.encode_memory_unrounded(
             feats,
             high_res_masks,
