@@ -6,8 +6,9 @@
 //! knows nothing of file formats.
 
 pub mod eval;
+pub mod job;
 pub mod model;
 pub mod output;
-pub mod video;
 pub mod prompts;
 pub mod tracker;
+pub mod video;

@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Track prompted objects through a video: dense per-frame masks as JSONL.
-    Annotate(densam::tracker::annotate::AnnotateArgs),
+    Annotate(densam::job::AnnotateJobArgs),
     /// Export a result to COCO instances JSON, DAVIS indexed PNGs or a CSV of boxes.
     Export(densam::output::cli::ExportArgs),
     /// Draw a result over its video (H.264 MP4 or PNGs) to check it by eye.
@@ -63,9 +63,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Annotate(args) => {
-            densam::tracker::annotate::run(&args)?;
-        }
+        Command::Annotate(args) => std::process::exit(densam::job::main(&args)),
         Command::Export(args) => densam::output::cli::run_export(&args)?,
         Command::Render(args) => densam::output::cli::run_render(&args)?,
         Command::Eval(args) => densam::eval::cli::run_eval(&args)?,

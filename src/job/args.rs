@@ -1,0 +1,128 @@
+//! The options of `densam annotate` as grouped config structs (input, tracking, job control),
+//! including the seed's flag names (`--video_id`, `--video_path`, `--window_duration`,
+//! `--window_overlap`, `--frame_interval`, `--video_scale_factor`) as aliases with the seed's
+//! meaning.
+
+use std::path::PathBuf;
+
+use crate::model::device::DeviceChoice;
+
+/// Everything `densam annotate` takes.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct AnnotateJobArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub track: TrackArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// What is annotated, with what, and where the results go.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct InputArgs {
+    /// Video file, frame directory or image (default with HD-EPIC: VIDEOS_ROOT/<P0x>/<VIDEO_ID>.mp4).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// Folder holding the HD-EPIC videos as <P0x>/<video id>.mp4 (seed: `--video_path`).
+    #[arg(long, alias = "video_path")]
+    pub videos_root: Option<PathBuf>,
+    /// Video id: names the output (`dense_annotations_<id>.jsonl`), is written on every line and
+    /// selects the video's entries in the HD-EPIC files (default: the video's file stem).
+    #[arg(long, alias = "video_id")]
+    pub video_id: Option<String>,
+    /// Generic prompts file (JSON `{"objects": [...]}` or JSON Lines, one object a line).
+    #[arg(long, conflicts_with_all = ["hd_epic_assoc", "hd_epic_masks"])]
+    pub prompts: Option<PathBuf>,
+    /// HD-EPIC `assoc_info.json` (with --hd-epic-masks and --video-id).
+    #[arg(long, requires_all = ["hd_epic_masks", "video_id"])]
+    pub hd_epic_assoc: Option<PathBuf>,
+    /// HD-EPIC `mask_info.json` (or the older `frame_info.json`).
+    #[arg(long, requires = "hd_epic_assoc")]
+    pub hd_epic_masks: Option<PathBuf>,
+    /// SAM 2 / 2.1 checkpoint (official .pt or safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output folder: holds `dense_annotations_<video id>.jsonl`, `run.json` and, while the job
+    /// runs, its checkpoint.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The tracking parameters (all of them change the results, so a checkpoint records them).
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct TrackArgs {
+    /// Model input size (a multiple of 64 in 256..=1024).
+    #[arg(long, default_value_t = 1024)]
+    pub image_size: i64,
+    /// Fill background holes of at most this many low-res pixels (official 8; 0 = off).
+    #[arg(long, default_value_t = 8)]
+    pub fill_hole_area: i64,
+    /// Process every N-th frame (plus every written and prompted frame).
+    #[arg(long, default_value_t = 1)]
+    pub track_stride: u64,
+    /// Write every N-th frame.
+    #[arg(long, default_value_t = 1)]
+    pub frame_interval: u64,
+    /// The seed's `--frame_interval N`: process and write every N-th frame (sets both
+    /// --track-stride and --frame-interval).
+    #[arg(long = "frame_interval", value_name = "N")]
+    pub seed_frame_interval: Option<u64>,
+    /// Downscale frames by F before SAM 2's own resize to the model input (the seed's
+    /// `--video_scale_factor`); prompts and outputs stay in original pixels.
+    #[arg(long, alias = "video_scale_factor", default_value_t = 1.0)]
+    pub video_scale_factor: f64,
+    /// Attend to at most N conditioning frames, the temporally closest (-1 = all).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub max_cond_frames: i64,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Objects tracked per batch (1 = one by one, as the official predictor).
+    #[arg(long, default_value_t = 16)]
+    pub batch_objects: usize,
+    /// Processed frames decoded per chunk of the reverse pass (memory only, not results).
+    #[arg(long, default_value_t = 16)]
+    pub reverse_chunk: usize,
+    /// Treat every prompt warning as an error.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+impl TrackArgs {
+    /// (track stride, frame interval) after the seed's `--frame_interval`.
+    pub fn strides(&self) -> (u64, u64) {
+        match self.seed_frame_interval {
+            Some(n) => (n, n),
+            None => (self.track_stride, self.frame_interval),
+        }
+    }
+}
+
+/// How the job runs: windows, checkpoints, restarts, logging.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct JobArgs {
+    /// Window length in seconds: the unit of checkpointing and of `run.json`'s timings. In the
+    /// default sequential mode the memory bank crosses window borders (results are identical to
+    /// a run without windows).
+    #[arg(long, alias = "window_duration", default_value_t = 300.0)]
+    pub window_duration: f64,
+    /// Overlap in seconds before a window (recorded; used by window-parallel runs).
+    #[arg(long, alias = "window_overlap", default_value_t = 30.0)]
+    pub window_overlap: f64,
+    /// Write a checkpoint at least every S seconds of wall time (and at every window end).
+    #[arg(long, default_value_t = 60.0)]
+    pub checkpoint_every: f64,
+    /// Discard an existing checkpoint or finished result made with other parameters.
+    #[arg(long)]
+    pub restart: bool,
+    /// Keep the checkpoint after a complete run.
+    #[arg(long)]
+    pub keep_checkpoints: bool,
+    /// Only warnings and errors on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Debug logging (wins over --quiet).
+    #[arg(long)]
+    pub verbose: bool,
+}

@@ -1,0 +1,184 @@
+//! Input resolution: which video, which video id, which prompts (generic file or HD-EPIC
+//! `assoc_info` + `mask_info`), with errors that say where (file, line, column) and, for an
+//! unknown video id, the near matches.
+
+use std::path::{Path, PathBuf};
+
+use super::JobError;
+use super::args::InputArgs;
+use crate::prompts::{self, RawObject};
+
+/// The resolved input of a job.
+#[derive(Debug)]
+pub struct Input {
+    pub video: PathBuf,
+    pub video_id: String,
+    pub objects: Vec<RawObject>,
+    /// Warnings of the input adapter (validation adds its own).
+    pub warnings: Vec<String>,
+    /// Whether objects are HD-EPIC associations (output carries `assoc_id` / `assoc_name`).
+    pub hd_epic: bool,
+    /// A hash of the prompt input (files' bytes and the video id).
+    pub prompts_hash: String,
+}
+
+/// 64-bit FNV-1a (stable across platforms).
+pub fn fnv1a(data: &[u8], mut h: u64) -> u64 {
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, JobError> {
+    std::fs::read(path).map_err(|e| JobError::Input(format!("{}: {e}", path.display())))
+}
+
+/// Parses a JSON file; a syntax error names the file, line and column.
+pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<serde_json::Value, JobError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        JobError::Input(format!(
+            "{}:{}:{}: malformed JSON: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// Levenshtein distance (for near matches of ids).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Up to five keys closest to `id` (edit distance, then name).
+pub fn near_matches<'a>(id: &str, keys: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut v: Vec<(usize, &String)> = keys.map(|k| (edit_distance(id, k), k)).collect();
+    v.sort();
+    v.into_iter().take(5).map(|(_, k)| k.clone()).collect()
+}
+
+/// The participant folder of an HD-EPIC video id (`P01-20240202-171220` -> `P01`).
+fn participant(video_id: &str) -> &str {
+    video_id.split('-').next().unwrap_or(video_id)
+}
+
+/// Resolves video, id and prompts.
+pub fn resolve(a: &InputArgs) -> Result<Input, JobError> {
+    let video = match (&a.video, &a.videos_root, &a.video_id) {
+        (Some(v), _, _) => v.clone(),
+        (None, Some(root), Some(id)) => root.join(participant(id)).join(format!("{id}.mp4")),
+        _ => {
+            return Err(JobError::Usage(
+                "give --video, or --videos-root with --video-id".into(),
+            ));
+        }
+    };
+    let video_id = match &a.video_id {
+        Some(id) => id.clone(),
+        None => video_stem(&video),
+    };
+    if video_id.is_empty() || video_id.contains(['/', '\\']) {
+        return Err(JobError::Usage(format!(
+            "video id `{video_id}` cannot name an output file"
+        )));
+    }
+    if let Some(assoc_path) = &a.hd_epic_assoc {
+        let masks_path = a
+            .hd_epic_masks
+            .as_ref()
+            .ok_or_else(|| JobError::Usage("--hd-epic-assoc needs --hd-epic-masks".into()))?;
+        let ab = read_bytes(assoc_path)?;
+        let mb = read_bytes(masks_path)?;
+        let assoc = parse_json(assoc_path, &ab)?;
+        let masks = parse_json(masks_path, &mb)?;
+        let Some(map) = assoc.as_object() else {
+            return Err(JobError::Input(format!(
+                "{}: expected a JSON object keyed by video id",
+                assoc_path.display()
+            )));
+        };
+        if !map.contains_key(&video_id) {
+            let near = near_matches(&video_id, map.keys());
+            return Err(JobError::UnknownVideo(format!(
+                "video id `{video_id}` is not in {} ({} videos); nearest: {}",
+                assoc_path.display(),
+                map.len(),
+                if near.is_empty() {
+                    "none".to_string()
+                } else {
+                    near.join(", ")
+                }
+            )));
+        }
+        let p = prompts::hd_epic::hd_epic_prompts(&assoc, &masks, &video_id)
+            .map_err(|e| JobError::Input(format!("{}: {e}", assoc_path.display())))?;
+        let mut h = fnv1a(&ab, FNV0);
+        h = fnv1a(&mb, h);
+        h = fnv1a(video_id.as_bytes(), h);
+        return Ok(Input {
+            video,
+            video_id,
+            objects: p.objects,
+            warnings: p.warnings,
+            hd_epic: true,
+            prompts_hash: format!("{h:016x}"),
+        });
+    }
+    let Some(pp) = &a.prompts else {
+        return Err(JobError::Usage(
+            "give --prompts, or --hd-epic-assoc with --hd-epic-masks and --video-id".into(),
+        ));
+    };
+    let bytes = read_bytes(pp)?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|e| JobError::Input(format!("{}: not UTF-8: {e}", pp.display())))?;
+    let objects = prompts::parse_prompts(&text)
+        .map_err(|e| JobError::Input(format!("{}: {e}", pp.display())))?;
+    Ok(Input {
+        video,
+        video_id,
+        objects,
+        warnings: Vec::new(),
+        hd_epic: false,
+        prompts_hash: format!("{:016x}", fnv1a(&bytes, FNV0)),
+    })
+}
+
+/// A video's name without extension (a frame directory's own name).
+pub fn video_stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "video".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_matches_rank_by_distance() {
+        let keys: Vec<String> = ["P01-20240202-171220", "P01-20240202-171221", "P02-x"]
+            .map(String::from)
+            .to_vec();
+        let n = near_matches("P01-20240202-171222", keys.iter());
+        assert_eq!(n[0], "P01-20240202-171220");
+        assert_eq!(n.len(), 3);
+        assert_eq!(participant("P07-1-2"), "P07");
+        assert_eq!(edit_distance("abc", "abd"), 1);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
+}

@@ -1,0 +1,181 @@
+//! The job's frame source (with the seed's `--video_scale_factor` downscale before SAM 2's own
+//! resize, and decode timing) and its result sink: one JSONL line per written frame carrying
+//! `video_id` (and, for HD-EPIC objects, `assoc_id` / `assoc_name`), appended to the partial
+//! output and flushed line by line, with the byte offset kept for checkpoints.
+
+use std::cell::Cell;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tch::Device;
+
+use super::JobError;
+use crate::prompts::PromptSet;
+use crate::tracker::annotate::frame_record;
+use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
+use crate::video::{Selection, StreamOptions, VideoSource, model_input_tensor, resize_bicubic};
+
+/// Frames of a video as model input, optionally downscaled by `scale` first.
+pub struct JobFrames<'a> {
+    pub video: &'a VideoSource,
+    pub image_size: usize,
+    pub scale: f64,
+    /// Time spent decoding and preparing frames.
+    pub decode_time: Duration,
+}
+
+impl FrameSource for JobFrames<'_> {
+    fn for_each_frame(
+        &mut self,
+        numbers: &[u64],
+        f: &mut dyn FnMut(FrameInput) -> Result<(), TrackError>,
+    ) -> Result<(), TrackError> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<usize> = numbers.iter().map(|&n| n as usize).collect();
+        let mut stream = self
+            .video
+            .frames(Selection::List(list), StreamOptions::default())
+            .map_err(|e| TrackError::Video(e.to_string()))?;
+        loop {
+            let t = Instant::now();
+            let Some(fr) = stream.next() else { break };
+            let fr = fr.map_err(|e| TrackError::Video(e.to_string()))?;
+            let image = if self.scale > 1.0 {
+                let w = ((fr.rgb.width as f64 / self.scale).round() as usize).max(1);
+                let h = ((fr.rgb.height as f64 / self.scale).round() as usize).max(1);
+                let small = resize_bicubic(&fr.rgb, w, h);
+                model_input_tensor(&small, self.image_size, Device::Cpu)
+            } else {
+                model_input_tensor(&fr.rgb, self.image_size, Device::Cpu)
+            };
+            self.decode_time += t.elapsed();
+            f(FrameInput {
+                number: fr.info.number as u64,
+                seconds: fr.info.seconds,
+                image,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the partial output stands (shared with the checkpoint hook).
+#[derive(Debug, Default)]
+pub struct Position {
+    pub offset: Cell<u64>,
+    pub written: Cell<usize>,
+}
+
+/// Writes result lines to the partial output.
+pub struct JobSink<'a> {
+    file: File,
+    path: PathBuf,
+    pub prompts: &'a PromptSet,
+    pub video_id: String,
+    pub hd_epic: bool,
+    pub pos: Rc<Position>,
+    pub write_time: Duration,
+}
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    video_id: &'a str,
+    #[serde(flatten)]
+    frame: crate::output::jsonl::FrameRecord,
+}
+
+impl<'a> JobSink<'a> {
+    /// Opens `path`, cut to `offset` bytes (0: a new output).
+    pub fn open(
+        path: &Path,
+        offset: u64,
+        written: usize,
+        prompts: &'a PromptSet,
+        video_id: &str,
+        hd_epic: bool,
+    ) -> Result<Self, JobError> {
+        let io = |e: std::io::Error| JobError::Output(format!("{}: {e}", path.display()));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len < offset {
+            return Err(JobError::Checkpoint(format!(
+                "{}: the checkpoint needs {offset} bytes of output, the file has {len}; \
+                 run with --restart",
+                path.display()
+            )));
+        }
+        file.set_len(offset).map_err(io)?;
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let pos = Rc::new(Position::default());
+        pos.offset.set(offset);
+        pos.written.set(written);
+        Ok(JobSink {
+            file,
+            path: path.to_path_buf(),
+            prompts,
+            video_id: video_id.to_string(),
+            hd_epic,
+            pos,
+            write_time: Duration::ZERO,
+        })
+    }
+
+    /// Flushes the file to disk.
+    pub fn sync(&mut self) -> Result<(), JobError> {
+        self.file
+            .sync_data()
+            .map_err(|e| JobError::Output(format!("{}: {e}", self.path.display())))
+    }
+
+    /// A handle for syncing from the checkpoint hook.
+    pub fn file_handle(&self) -> Result<File, JobError> {
+        self.file
+            .try_clone()
+            .map_err(|e| JobError::Output(format!("{}: {e}", self.path.display())))
+    }
+}
+
+impl ResultSink for JobSink<'_> {
+    fn encode(&mut self, r: FrameResult) -> Result<Vec<u8>, TrackError> {
+        let t = Instant::now();
+        let mut frame = frame_record(&r, self.prompts)?;
+        if self.hd_epic {
+            for o in frame.objects.iter_mut() {
+                o.assoc_id = Some(o.id.clone());
+                o.assoc_name = Some(o.label.clone());
+            }
+        }
+        let line = Line {
+            video_id: &self.video_id,
+            frame,
+        };
+        let mut bytes = serde_json::to_vec(&line).map_err(|e| TrackError::Sink(e.to_string()))?;
+        bytes.push(b'\n');
+        self.write_time += t.elapsed();
+        Ok(bytes)
+    }
+
+    fn write(&mut self, _number: u64, bytes: &[u8]) -> Result<(), TrackError> {
+        let t = Instant::now();
+        self.file
+            .write_all(bytes)
+            .map_err(|e| TrackError::Sink(format!("{}: {e}", self.path.display())))?;
+        self.pos
+            .offset
+            .set(self.pos.offset.get() + bytes.len() as u64);
+        self.pos.written.set(self.pos.written.get() + 1);
+        self.write_time += t.elapsed();
+        Ok(())
+    }
+}

@@ -1,0 +1,644 @@
+//! `densam annotate` as a production job: input resolution (generic prompts or HD-EPIC), the
+//! output folder (`dense_annotations_<video id>.jsonl`, `run.json`, the checkpoint while
+//! running), checkpoints and resume (byte-identical to an uninterrupted run), stop signals,
+//! windows as checkpoint/timing units, progress and memory reporting, and documented exit codes.
+//!
+//! Checkpoints are taken only where the tracker's run order makes resume exact: after the
+//! first stretch (pre-pass, forward head `s..=s+15`, reverse pass; its output is then written)
+//! and after any frame of the final forward stretch. A run stopped or killed inside the first
+//! stretch starts again from scratch.
+//!
+//! Exit codes: see [`EXIT_USAGE`] and the other `EXIT_*` constants.
+
+pub mod args;
+pub mod input;
+pub mod io;
+pub mod signals;
+pub mod state;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::model::device::select_device;
+use crate::model::sam2::Sam2Model;
+use crate::prompts::{self, VideoGeometry};
+use crate::tracker::annotate::peak_rss_bytes;
+use crate::tracker::{Flow, Plan, Progress, RunEnd, Tracker, TrackerConfig};
+use crate::video::VideoSource;
+
+pub use args::AnnotateJobArgs;
+use state::{Meta, WindowRecord};
+
+/// Success, or a finished run re-run (nothing changed).
+pub const EXIT_OK: i32 = 0;
+/// A failure while running (tracking, internal error).
+pub const EXIT_FAILURE: i32 = 1;
+/// Bad options (clap's own usage errors also exit 2).
+pub const EXIT_USAGE: i32 = 2;
+/// Bad input: video missing or undecodable, prompts malformed or unusable, unknown video id,
+/// a prompt warning under `--strict`.
+pub const EXIT_INPUT: i32 = 3;
+/// A checkpoint or finished result made with other parameters (without `--restart`), or an
+/// invalid checkpoint.
+pub const EXIT_CHECKPOINT: i32 = 4;
+/// The output folder is not writable, or writing failed (disk full).
+pub const EXIT_OUTPUT: i32 = 5;
+/// The model checkpoint is missing or invalid, or the device is unusable.
+pub const EXIT_MODEL: i32 = 6;
+/// Stopped by SIGTERM, SIGINT or SIGUSR1 after checkpointing (EX_TEMPFAIL): re-run the same
+/// command to continue.
+pub const EXIT_INTERRUPTED: i32 = 75;
+
+/// Errors of a job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    UnknownVideo(String),
+    #[error("{0}")]
+    Checkpoint(String),
+    #[error("{0}")]
+    Output(String),
+    #[error("{0}")]
+    Model(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl JobError {
+    /// The documented exit code of this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            JobError::Usage(_) => EXIT_USAGE,
+            JobError::Input(_) | JobError::UnknownVideo(_) => EXIT_INPUT,
+            JobError::Checkpoint(_) => EXIT_CHECKPOINT,
+            JobError::Output(_) => EXIT_OUTPUT,
+            JobError::Model(_) => EXIT_MODEL,
+            JobError::Failed(_) | JobError::Internal(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+/// How a job ended (errors aside).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Complete {
+        output: PathBuf,
+        written_frames: usize,
+    },
+    /// The output was already complete with the same parameters: nothing was changed.
+    AlreadyComplete { output: PathBuf },
+    /// Stopped by a signal; `checkpointed`: a resume point was saved.
+    Interrupted { checkpointed: bool },
+}
+
+/// Runs the job and returns its exit code (errors are printed on stderr): what `main` calls.
+pub fn main(args: &AnnotateJobArgs) -> i32 {
+    match run(args) {
+        Ok(Outcome::Complete { .. }) | Ok(Outcome::AlreadyComplete { .. }) => EXIT_OK,
+        Ok(Outcome::Interrupted { .. }) => EXIT_INTERRUPTED,
+        Err(e) => {
+            eprintln!("densam annotate: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_logging(a: &args::JobArgs) {
+    let level = if a.verbose {
+        "debug"
+    } else if a.quiet {
+        "warn"
+    } else {
+        "info"
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Paths of one output folder.
+struct OutPaths {
+    dir: PathBuf,
+    output: PathBuf,
+    partial: PathBuf,
+    manifest: PathBuf,
+}
+
+impl OutPaths {
+    fn new(dir: &Path, video_id: &str) -> Self {
+        let name = format!("dense_annotations_{video_id}.jsonl");
+        OutPaths {
+            dir: dir.to_path_buf(),
+            output: dir.join(&name),
+            partial: dir.join(format!(".{name}.partial")),
+            manifest: dir.join("run.json"),
+        }
+    }
+}
+
+fn out_err(p: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
+    move |e| JobError::Output(format!("{}: {e}", p.display()))
+}
+
+/// Creates the output folder and checks that it is writable.
+fn prepare_out(dir: &Path) -> Result<(), JobError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        JobError::Output(format!(
+            "{}: cannot create the output folder: {e}",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(format!(".densam-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        JobError::Output(format!(
+            "{}: output folder not writable: {e}",
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), JobError> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(out_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        JobError::Output(format!("{}: {e}", path.display()))
+    })
+}
+
+/// The window of an original frame.
+fn window_of(frame: u64, window_frames: u64) -> u64 {
+    frame / window_frames.max(1)
+}
+
+/// Runs the job.
+pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
+    init_logging(&args.job);
+    let t0 = Instant::now();
+    let ta = &args.track;
+    let (track_stride, frame_interval) = ta.strides();
+    if track_stride == 0 || frame_interval == 0 {
+        return Err(JobError::Usage(
+            "--track-stride, --frame-interval and --frame_interval must be >= 1".into(),
+        ));
+    }
+    if !(ta.video_scale_factor.is_finite() && ta.video_scale_factor >= 1.0) {
+        return Err(JobError::Usage("--video-scale-factor must be >= 1".into()));
+    }
+    if !(args.job.window_duration > 0.0 && args.job.window_overlap >= 0.0) {
+        return Err(JobError::Usage(
+            "--window-duration must be > 0 and --window-overlap >= 0".into(),
+        ));
+    }
+    let inp = input::resolve(&args.input)?;
+    prepare_out(&args.input.out)?;
+    let paths = OutPaths::new(&args.input.out, &inp.video_id);
+    let video = VideoSource::open(&inp.video)
+        .map_err(|e| JobError::Input(format!("video {}: {e}", inp.video.display())))?;
+    let geo = VideoGeometry {
+        num_frames: video.frame_count() as u64,
+        width: video.width() as u32,
+        height: video.height() as u32,
+    };
+    let hd_epic = inp.hd_epic;
+    let mut warnings = inp.warnings.clone();
+    if ta.strict && !warnings.is_empty() {
+        return Err(JobError::Input(format!(
+            "prompts (strict): {}",
+            warnings.join("; ")
+        )));
+    }
+    let (set, more) = prompts::validate(inp.objects, geo, ta.strict)
+        .map_err(|e| JobError::Input(e.to_string()))?;
+    warnings.extend(more);
+    let device = select_device(ta.device).map_err(|e| JobError::Model(e.to_string()))?;
+    let ckpt_meta = std::fs::metadata(&args.input.checkpoint).map_err(|e| {
+        JobError::Model(format!(
+            "model checkpoint {}: {e}",
+            args.input.checkpoint.display()
+        ))
+    })?;
+    let params = serde_json::json!({
+        "video": std::fs::canonicalize(&inp.video).unwrap_or(inp.video.clone()),
+        "video_frames": geo.num_frames,
+        "video_size": [geo.width, geo.height],
+        "video_id": inp.video_id,
+        "prompts": inp.prompts_hash,
+        "hd_epic": hd_epic,
+        "checkpoint": std::fs::canonicalize(&args.input.checkpoint)
+            .unwrap_or(args.input.checkpoint.clone()),
+        "checkpoint_bytes": ckpt_meta.len(),
+        "image_size": ta.image_size,
+        "fill_hole_area": ta.fill_hole_area,
+        "track_stride": track_stride,
+        "frame_interval": frame_interval,
+        "video_scale_factor": ta.video_scale_factor,
+        "max_cond_frames": ta.max_cond_frames,
+        "batch_objects": ta.batch_objects.max(1),
+        "device": format!("{device:?}"),
+    });
+
+    // A finished result, a checkpoint, or neither.
+    if paths.output.exists() {
+        let prev: Option<serde_json::Value> = std::fs::read(&paths.manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let prev_params = prev.as_ref().and_then(|m| m.get("params")).cloned();
+        let complete = prev
+            .as_ref()
+            .and_then(|m| m.get("status"))
+            .and_then(|s| s.as_str())
+            == Some("complete");
+        if complete && prev_params.as_ref() == Some(&params) && !args.job.restart {
+            tracing::info!(
+                "{} is complete (same parameters): nothing to do",
+                paths.output.display()
+            );
+            return Ok(Outcome::AlreadyComplete {
+                output: paths.output,
+            });
+        }
+        if !args.job.restart {
+            let diff = prev_params
+                .map(|p| state::param_diff(&p, &params).join("; "))
+                .unwrap_or_else(|| "no readable run.json".into());
+            return Err(JobError::Checkpoint(format!(
+                "{} exists from a run with other parameters ({diff}); use --restart to replace it",
+                paths.output.display()
+            )));
+        }
+    }
+    let mut resume: Option<(Meta, Vec<u8>)> = None;
+    if args.job.restart {
+        state::remove(&paths.dir);
+        let _ = std::fs::remove_file(&paths.output);
+        let _ = std::fs::remove_file(&paths.partial);
+    } else if let Some((meta, banks)) = state::read(&paths.dir)? {
+        if meta.params != params {
+            return Err(JobError::Checkpoint(format!(
+                "{} holds a checkpoint made with other parameters ({}); re-run with the same \
+                 options to resume, or use --restart to discard it",
+                paths.dir.display(),
+                state::param_diff(&meta.params, &params).join("; ")
+            )));
+        }
+        resume = Some((meta, banks));
+    }
+
+    let model = Sam2Model::load(&args.input.checkpoint, device, ta.image_size)
+        .map_err(|e| JobError::Model(e.to_string()))?;
+    let plan = Plan::new(
+        geo.num_frames,
+        &set.prompted_frames(),
+        track_stride,
+        frame_interval,
+        1,
+    )
+    .ok_or_else(|| JobError::Input("no prompted frame inside the video".into()))?;
+    let fps = {
+        let i = video.info();
+        if i.fps_avg.is_finite() && i.fps_avg > 0.0 {
+            i.fps_avg
+        } else {
+            30.0
+        }
+    };
+    let window_frames = ((args.job.window_duration * fps).round() as u64).max(1);
+    tracing::info!(
+        "video {} ({}): {}x{}, {} frames at {fps:.3} fps; {} object(s); model {:?} {:?} at {}; \
+         device {device:?}; {} processed frames; windows of {window_frames} frames",
+        inp.video_id,
+        inp.video.display(),
+        geo.width,
+        geo.height,
+        geo.num_frames,
+        set.objects.len(),
+        model.config.size,
+        model.config.version,
+        model.config.image_size,
+        plan.len()
+    );
+    let processed_total = plan.len();
+    let cfg = TrackerConfig {
+        fill_hole_area: ta.fill_hole_area,
+        max_cond_frames: ta.max_cond_frames,
+        memory_temporal_stride: 1,
+        reverse_chunk: ta.reverse_chunk.max(1),
+        batch_objects: ta.batch_objects.max(1),
+        spool_dir: std::env::temp_dir(),
+    };
+    let mut tracker = Tracker::new(&model, cfg, plan, set.clone(), geo.width, geo.height)
+        .map_err(|e| JobError::Failed(e.to_string()))?;
+    let mut frames = io::JobFrames {
+        video: &video,
+        image_size: ta.image_size as usize,
+        scale: ta.video_scale_factor,
+        decode_time: std::time::Duration::ZERO,
+    };
+
+    let bar = (std::io::stderr().is_terminal() && !args.job.quiet).then(|| {
+        let b = indicatif::ProgressBar::new(processed_total as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let test_kill_at: Option<u64> = std::env::var("DENSAM_TEST_KILL_AT_FRAME")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let test_term_at: Option<u64> = std::env::var("DENSAM_TEST_SIGTERM_AT_FRAME")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let mut last_log = Instant::now();
+    let mut progress = |p: Progress| match p {
+        Progress::Prompted { frame } => {
+            if let Some(b) = &bar {
+                b.set_message(format!("prompts: frame {frame}"));
+            } else {
+                tracing::debug!("prompt pre-pass: frame {frame}");
+            }
+        }
+        Progress::Tracked { frame, done, total } => {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+                b.set_message(format!(
+                    "frame {frame}, RSS peak {} MiB",
+                    peak_rss_bytes().unwrap_or(0) >> 20
+                ));
+            } else if last_log.elapsed().as_secs_f64() >= 5.0 || done == total {
+                last_log = Instant::now();
+                tracing::info!(
+                    "tracked {done}/{total} processed frames (frame {frame}); peak RSS {} MiB",
+                    peak_rss_bytes().unwrap_or(0) >> 20
+                );
+            }
+            // Test hooks (documented in the tests): a hard kill or a SIGTERM at a frame.
+            if test_kill_at == Some(frame) {
+                // SAFETY: raising a signal on this process.
+                unsafe { libc::raise(libc::SIGKILL) };
+            }
+            if test_term_at == Some(frame) {
+                // SAFETY: raising a signal on this process.
+                unsafe { libc::raise(libc::SIGTERM) };
+            }
+        }
+    };
+
+    signals::install();
+    let (resume_at, offset, written0, mut windows, wall_before) = match resume {
+        Some((meta, banks)) => {
+            tracing::info!(
+                "resuming at processed frame {} of {processed_total} ({} frames written)",
+                meta.next,
+                meta.written_frames
+            );
+            tracker
+                .prepass(&mut frames, &mut progress)
+                .map_err(|e| JobError::Failed(e.to_string()))?;
+            tracker
+                .load_banks(&banks)
+                .map_err(|e| JobError::Checkpoint(format!("checkpoint banks: {e}")))?;
+            (
+                Some(meta.next),
+                meta.offset,
+                meta.written_frames,
+                meta.windows,
+                meta.wall_seconds,
+            )
+        }
+        None => (None, 0, 0, Vec::new(), 0.0),
+    };
+    let mut sink = io::JobSink::open(
+        &paths.partial,
+        offset,
+        written0,
+        &set,
+        &inp.video_id,
+        hd_epic,
+    )?;
+    let pos: Rc<io::Position> = sink.pos.clone();
+    let file = sink.file_handle()?;
+    let run_start = Instant::now();
+    let mut last_ckpt = Instant::now();
+    let mut last_window_end = Instant::now();
+    let mut processed_at_window_end = resume_at.unwrap_or(0);
+    let mut ckpt_error: Option<JobError> = None;
+    let mut checkpointed = false;
+    let every = args.job.checkpoint_every.max(0.0);
+    let params_c = params.clone();
+    let mut hook = |t: &Tracker<'_>,
+                    next: Option<usize>|
+     -> Result<Flow, crate::tracker::TrackError> {
+        let stop = signals::stop_requested();
+        let Some(next) = next else {
+            return Ok(if stop { Flow::Stop } else { Flow::Continue });
+        };
+        let plan = t.plan();
+        // Windows finished: every window before the one of the next processed frame.
+        let done_before = if next >= plan.len() {
+            u64::MAX
+        } else {
+            window_of(plan.processed[next], window_frames)
+        };
+        let first_open = windows
+            .last()
+            .map(|w: &WindowRecord| w.index + 1)
+            .unwrap_or(0);
+        let last_done = window_of(plan.processed[next - 1], window_frames);
+        let mut window_end = false;
+        if done_before > first_open && last_done >= first_open {
+            let upto = last_done.min(done_before.saturating_sub(1));
+            let n_new = upto + 1 - first_open;
+            let wall = last_window_end.elapsed().as_secs_f64();
+            let nproc = next - processed_at_window_end;
+            for k in first_open..=upto {
+                let first_frame = k * window_frames;
+                let last_frame = ((k + 1) * window_frames - 1).min(geo.num_frames - 1);
+                windows.push(WindowRecord {
+                    index: k,
+                    first_frame,
+                    last_frame,
+                    wall_seconds: wall,
+                    processed_frames: nproc,
+                    fps: nproc as f64 / wall.max(1e-9),
+                    peak_rss_bytes: peak_rss_bytes(),
+                    in_first_stretch: n_new > 1 || next == plan.head_end + 1,
+                });
+                tracing::info!(
+                    "window {k} (frames {first_frame}..={last_frame}) done: {nproc} processed frames \
+                     in {wall:.1} s; peak RSS {} MiB",
+                    peak_rss_bytes().unwrap_or(0) >> 20
+                );
+            }
+            last_window_end = Instant::now();
+            processed_at_window_end = next;
+            window_end = true;
+        }
+        if stop || window_end || last_ckpt.elapsed().as_secs_f64() >= every || next >= plan.len() {
+            let res = (|| -> Result<(), JobError> {
+                file.sync_data().map_err(out_err(&paths.partial))?;
+                let banks = t
+                    .save_banks()
+                    .map_err(|e| JobError::Failed(format!("saving banks: {e}")))?;
+                let meta = Meta {
+                    format: state::FORMAT,
+                    params: params_c.clone(),
+                    next,
+                    offset: pos.offset.get(),
+                    written_frames: pos.written.get(),
+                    windows: windows.clone(),
+                    wall_seconds: wall_before + run_start.elapsed().as_secs_f64(),
+                };
+                state::write(&paths.dir, &meta, &banks)
+            })();
+            if let Err(e) = res {
+                ckpt_error = Some(e);
+                return Ok(Flow::Stop);
+            }
+            checkpointed = true;
+            last_ckpt = Instant::now();
+            tracing::debug!("checkpoint at processed frame {next}");
+        }
+        Ok(if stop { Flow::Stop } else { Flow::Continue })
+    };
+    let end = tracker.run_resumable(&mut frames, &mut sink, &mut progress, resume_at, &mut hook);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let wall = wall_before + run_start.elapsed().as_secs_f64();
+    let peak = peak_rss_bytes();
+    let mut manifest = serde_json::json!({
+        "densam_version": env!("CARGO_PKG_VERSION"),
+        "command": "annotate",
+        "options": args,
+        "params": params,
+        "video_id": inp.video_id,
+        "video": {"path": inp.video, "width": geo.width, "height": geo.height,
+                  "frames": geo.num_frames, "fps": fps, "info": video.info()},
+        "model": {"size": model.config.size, "version": model.config.version,
+                  "image_size": model.config.image_size,
+                  "checkpoint": args.input.checkpoint,
+                  "checkpoint_fnv1a": checkpoint_hash(&args.input.checkpoint)},
+        "device": format!("{device:?}"),
+        "objects": set.objects.iter().map(|o| serde_json::json!({
+            "id": o.id, "label": o.label, "prompted_frames": o.frames.keys().collect::<Vec<_>>()
+        })).collect::<Vec<_>>(),
+        "warnings": warnings,
+        "window_frames": window_frames,
+        "windows": windows,
+        "processed_frames": processed_total,
+        "written_frames": pos.written.get(),
+        "output": paths.output.file_name().map(|s| s.to_string_lossy().into_owned()),
+        "peak_rss_bytes": peak,
+        "wall_seconds": wall,
+        "this_run": {"wall_seconds": run_start.elapsed().as_secs_f64(),
+                     "decode_seconds": frames.decode_time.as_secs_f64(),
+                     "encode_write_seconds": sink.write_time.as_secs_f64(),
+                     "resumed_at": resume_at,
+                     "fps": (tracker_done(processed_total, resume_at) as f64)
+                         / run_start.elapsed().as_secs_f64().max(1e-9)},
+        "since_start_seconds": t0.elapsed().as_secs_f64(),
+    });
+    let set_status = |m: &mut serde_json::Value, s: &str, err: Option<String>| {
+        m["status"] = serde_json::json!(s);
+        m["errors"] = serde_json::json!(err.into_iter().collect::<Vec<_>>());
+    };
+    if let Some(e) = ckpt_error {
+        set_status(&mut manifest, "failed", Some(e.to_string()));
+        let _ = write_manifest(&paths.manifest, &manifest);
+        return Err(e);
+    }
+    match end {
+        Ok(RunEnd::Finished) => {
+            sink.sync()?;
+            drop(sink);
+            std::fs::rename(&paths.partial, &paths.output).map_err(out_err(&paths.output))?;
+            set_status(&mut manifest, "complete", None);
+            write_manifest(&paths.manifest, &manifest)?;
+            if !args.job.keep_checkpoints {
+                state::remove(&paths.dir);
+            }
+            tracing::info!(
+                "wrote {} ({} frames, {processed_total} processed) in {wall:.1} s; peak RSS {} MiB",
+                paths.output.display(),
+                pos.written.get(),
+                peak.unwrap_or(0) >> 20
+            );
+            Ok(Outcome::Complete {
+                output: paths.output,
+                written_frames: pos.written.get(),
+            })
+        }
+        Ok(RunEnd::Stopped(next)) => {
+            let sig = signals::signal_name(signals::signal_number());
+            set_status(&mut manifest, "interrupted", None);
+            manifest["interrupted"] = serde_json::json!({"signal": sig, "resume_at": next});
+            let _ = write_manifest(&paths.manifest, &manifest);
+            let _ = sink.sync();
+            tracing::warn!(
+                "stopped by {sig}; {}; re-run the same command to continue (exit {EXIT_INTERRUPTED})",
+                if checkpointed && next.is_some() {
+                    "checkpoint written"
+                } else {
+                    "no resumable point yet: the next run starts again from the beginning"
+                }
+            );
+            Ok(Outcome::Interrupted {
+                checkpointed: checkpointed && next.is_some(),
+            })
+        }
+        Err(e) => {
+            let err = match e {
+                crate::tracker::TrackError::Video(m) => JobError::Input(format!("video: {m}")),
+                crate::tracker::TrackError::Sink(m) => JobError::Output(m),
+                other => JobError::Failed(other.to_string()),
+            };
+            set_status(&mut manifest, "failed", Some(err.to_string()));
+            let _ = write_manifest(&paths.manifest, &manifest);
+            Err(err)
+        }
+    }
+}
+
+fn tracker_done(total: usize, resume_at: Option<usize>) -> usize {
+    total - resume_at.unwrap_or(0).min(total)
+}
+
+fn write_manifest(path: &Path, m: &serde_json::Value) -> Result<(), JobError> {
+    let text = serde_json::to_string_pretty(m).map_err(|e| JobError::Internal(e.to_string()))?;
+    write_atomic(path, &(text + "\n"))
+}
+
+/// FNV-1a of the model checkpoint's bytes (streamed), as hex.
+fn checkpoint_hash(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h = input::fnv1a(&buf[..n], h);
+    }
+    Some(format!("{h:016x}"))
+}

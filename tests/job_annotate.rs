@@ -1,0 +1,422 @@
+//! `densam annotate` as a job, through the binary: kill -9 at several points then re-run equals
+//! an uninterrupted run (bytes), SIGTERM then re-run, re-running a finished run, parameter-change
+//! refusal and --restart, windows as checkpoint units (results identical), HD-EPIC input with
+//! both releases' field names and bad entries (warnings, --strict), the seed's flag names, and the
+//! error paths with their exit codes.
+//!
+//! Test hooks of the binary: `DENSAM_TEST_KILL_AT_FRAME=N` raises SIGKILL after frame N is
+//! tracked, `DENSAM_TEST_SIGTERM_AT_FRAME=N` raises SIGTERM there.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+const W: u32 = 160;
+const H: u32 = 120;
+const N: u32 = 40;
+
+/// One heavy run at a time (2 cores shared by the team).
+static LOCK: Mutex<()> = Mutex::new(());
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    frames: PathBuf,
+    prompts: PathBuf,
+    ckpt: PathBuf,
+    root: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = dir.path().join("frames");
+        std::fs::create_dir_all(&frames).unwrap();
+        for t in 0..N {
+            let img = image::RgbImage::from_fn(W, H, |x, y| {
+                let (xi, yi, ti) = (x as i32, y as i32, t as i32);
+                let (cx, cy) = (30 + 2 * ti, 50);
+                if (xi - cx).pow(2) + (yi - cy).pow(2) < 14 * 14 {
+                    image::Rgb([220, 30, 30])
+                } else if (xi - 115).abs() < 14 && (yi - (20 + ti)).abs() < 14 {
+                    image::Rgb([30, 200, 40])
+                } else {
+                    let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
+                    image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
+                }
+            });
+            img.save(frames.join(format!("{t:05}.png"))).unwrap();
+        }
+        let prompts = dir.path().join("prompts.json");
+        std::fs::write(
+            &prompts,
+            r#"{"objects": [
+              {"id": "disc", "label": "disc", "prompts": [{"frame": 10, "box": [34, 34, 66, 66]}]},
+              {"id": "sq", "label": "square", "prompts": [
+                 {"frame": 12, "points": [[115, 32]], "labels": [1]},
+                 {"frame": 30, "box": [101, 36, 129, 64]}]}]}"#,
+        )
+        .unwrap();
+        // An HD-EPIC layout: ROOT/P01/P01-20240202-171220.mp4 (if ffmpeg is there).
+        let root = dir.path().join("videos");
+        std::fs::create_dir_all(root.join("P01")).unwrap();
+        let _ = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-framerate", "30", "-i"])
+            .arg(frames.join("%05d.png"))
+            .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "8"])
+            .arg(root.join("P01/P01-20240202-171220.mp4"))
+            .status();
+        let ckpt = common::checkpoint("tiny", "2.1", 256, 0).join("model.pt");
+        Fixture {
+            _dir: dir,
+            frames,
+            prompts,
+            ckpt,
+            root,
+        }
+    })
+}
+
+fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
+    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
+    v.push(f.frames.display().to_string());
+    v.extend(["--prompts".into(), f.prompts.display().to_string()]);
+    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
+    v.extend(["--out".into(), out.display().to_string()]);
+    v.extend(
+        [
+            "--image-size",
+            "256",
+            "--device",
+            "cpu",
+            "--fill-hole-area",
+            "0",
+            "--reverse-chunk",
+            "4",
+            "--quiet",
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+fn densam(args: &[String], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_densam"));
+    c.args(args).env("OMP_NUM_THREADS", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn code(o: &Output) -> Option<i32> {
+    o.status.code()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn with(mut a: Vec<String>, extra: &[&str]) -> Vec<String> {
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn output_of(out: &Path, id: &str) -> Vec<u8> {
+    std::fs::read(out.join(format!("dense_annotations_{id}.jsonl"))).unwrap()
+}
+
+/// The uninterrupted result (computed once).
+fn baseline() -> &'static Vec<u8> {
+    static B: OnceLock<Vec<u8>> = OnceLock::new();
+    B.get_or_init(|| {
+        let f = fixture();
+        let out = tempfile::tempdir().unwrap();
+        let o = densam(&base_args(f, out.path()), &[]);
+        assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+        let b = output_of(out.path(), "frames");
+        // Exactly the output, run.json and nothing else.
+        let mut names: Vec<String> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["dense_annotations_frames.jsonl", "run.json"]);
+        let text = String::from_utf8(b.clone()).unwrap();
+        assert_eq!(text.lines().count(), N as usize);
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["video_id"], "frames");
+        assert_eq!(first["frame_number"], 0);
+        b
+    })
+}
+
+#[test]
+fn kill_then_rerun_equals_uninterrupted() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let want = baseline();
+    let out = tempfile::tempdir().unwrap();
+    // Windows of 10 frames (1/3 s at 30 fps): checkpoints after the reverse pass (frame 26) and at
+    // frames 30 and 40; none by time.
+    let args = with(
+        base_args(f, out.path()),
+        &[
+            "--window-duration",
+            "0.3333334",
+            "--checkpoint-every",
+            "1000",
+        ],
+    );
+    // 1: killed inside the first stretch (forward head): no resume point yet.
+    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "20")]);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    assert!(!out.path().join(".densam-checkpoint").exists());
+    // 2: starts again; killed at frame 33, after the checkpoint at 30 with lines written past it.
+    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "33")]);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    assert!(out.path().join(".densam-checkpoint").exists());
+    let partial = out.path().join(".dense_annotations_frames.jsonl.partial");
+    let plines = std::fs::read_to_string(&partial).unwrap().lines().count();
+    assert_eq!(plines, 34, "lines 0..=33 written before the kill");
+    // 3: resumes at frame 30 (truncating 30..=33) and finishes.
+    let o = densam(&with(args.clone(), &["--verbose"]), &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming at processed frame 30"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        output_of(out.path(), "frames") == *want,
+        "resumed output differs"
+    );
+    assert!(!out.path().join(".densam-checkpoint").exists());
+    assert!(!partial.exists());
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "complete");
+    let windows = run["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 4, "{windows:?}");
+    assert_eq!(windows[3]["first_frame"], 30);
+    assert_eq!(windows[3]["last_frame"], 39);
+    // 4: a finished run re-run exits 0 and changes nothing.
+    let before = std::fs::read(out.path().join("run.json")).unwrap();
+    let o = densam(&args, &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.path().join("run.json")).unwrap(), before);
+    assert!(output_of(out.path(), "frames") == *want);
+    // 5: other parameters against the finished result: refusal; --restart replaces it.
+    let changed = with(args.clone(), &["--max-cond-frames", "1"]);
+    let o = densam(&changed, &[]);
+    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("max_cond_frames"), "{}", stderr(&o));
+    assert!(
+        output_of(out.path(), "frames") == *want,
+        "refusal changed the output"
+    );
+}
+
+#[test]
+fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let want = baseline();
+    let out = tempfile::tempdir().unwrap();
+    let args = with(base_args(f, out.path()), &["--checkpoint-every", "1000"]);
+    let o = densam(&args, &[("DENSAM_TEST_SIGTERM_AT_FRAME", "35")]);
+    assert_eq!(code(&o), Some(75), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "interrupted");
+    assert_eq!(run["interrupted"]["signal"], "SIGTERM");
+    assert_eq!(run["interrupted"]["resume_at"], 36);
+    // Changed parameters against the checkpoint: refusal, the checkpoint stays.
+    let o = densam(&with(args.clone(), &["--track-stride", "2"]), &[]);
+    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("track_stride"), "{}", stderr(&o));
+    assert!(out.path().join(".densam-checkpoint").exists());
+    // Same command: resumes at 36 and ends identical; --keep-checkpoints keeps it.
+    let o = densam(&with(args, &["--keep-checkpoints"]), &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(output_of(out.path(), "frames") == *want);
+    assert!(out.path().join(".densam-checkpoint").exists());
+}
+
+#[test]
+fn windows_and_frequent_checkpoints_change_nothing() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let want = baseline();
+    let out = tempfile::tempdir().unwrap();
+    let args = with(
+        base_args(f, out.path()),
+        &[
+            "--window_duration",
+            "0.2",
+            "--window_overlap",
+            "0.1",
+            "--checkpoint-every",
+            "0",
+        ],
+    );
+    let o = densam(&args, &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(output_of(out.path(), "frames") == *want);
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["windows"].as_array().unwrap().len(), 7);
+    assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0);
+}
+
+fn hd_epic_files(dir: &Path, old_names: bool) -> (PathBuf, PathBuf) {
+    let masks_key = if old_names { "all_frames" } else { "masks" };
+    let assoc = serde_json::json!({
+        "P01-20240202-171220": {
+            "a1": {"name": "red disc", "tracks": [{"track_id": "t1", "time_segment": [0.3, 0.4],
+                   masks_key: ["m1", "m-missing"]}]},
+            "a2": {"name": "green square", "tracks": [{"track_id": "t2", masks_key: ["m2", "m3"]}]},
+            "a3": {"name": "nothing", "tracks": [{"track_id": "t3", masks_key: []}]},
+            "a4": {"name": "late", "tracks": [{"track_id": "t4", masks_key: ["m4"]}]},
+        },
+        "P01-20240202-171221": {},
+        "P02-20240301-000000": {}
+    });
+    let info = serde_json::json!({"P01-20240202-171220": {
+        "m1": {"frame_number": 10, "bbox": [34.0, 34.0, 66.0, 66.0], "fixture": null},
+        "m2": {"frame_number": 12, "bbox": [101.0, 18.0, 129.0, 46.0]},
+        "m3": {"frame_number": 30, "bbox": [101.0, 36.0, 140.0, 64.0]},
+        "m4": {"frame_number": 400, "bbox": [1.0, 1.0, 10.0, 10.0]}
+    }});
+    let a = dir.join("assoc_info.json");
+    let m = dir.join(if old_names {
+        "frame_info.json"
+    } else {
+        "mask_info.json"
+    });
+    std::fs::write(&a, serde_json::to_vec_pretty(&assoc).unwrap()).unwrap();
+    std::fs::write(&m, serde_json::to_vec_pretty(&info).unwrap()).unwrap();
+    (a, m)
+}
+
+fn hd_args(f: &Fixture, a: &Path, m: &Path, out: &Path, id: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["annotate", "--hd-epic-assoc"].map(String::from).to_vec();
+    v.push(a.display().to_string());
+    v.extend(["--hd-epic-masks".into(), m.display().to_string()]);
+    v.extend(["--video_id".into(), id.into()]);
+    v.extend(["--video_path".into(), f.root.display().to_string()]);
+    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
+    v.extend(["--out".into(), out.display().to_string()]);
+    v.extend(
+        [
+            "--image-size",
+            "256",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--frame_interval",
+            "3",
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+#[test]
+fn hd_epic_input_seed_flags_warnings_and_strict() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    if !f.root.join("P01/P01-20240202-171220.mp4").exists() {
+        eprintln!("ffmpeg missing: HD-EPIC video test skipped");
+        return;
+    }
+    let id = "P01-20240202-171220";
+    for old in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, m) = hd_epic_files(dir.path(), old);
+        let out = dir.path().join("out");
+        let o = densam(&hd_args(f, &a, &m, &out, id), &[]);
+        assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+        let err = stderr(&o);
+        for w in [
+            "m-missing",
+            "association `a3`: no boxes",
+            "`a4`",
+            "frame 400",
+        ] {
+            assert!(err.contains(w), "warning {w:?} missing in:\n{err}");
+        }
+        let text = String::from_utf8(output_of(&out, id)).unwrap();
+        // --frame_interval 3: every third frame, processed and written.
+        let frames: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["frame_number"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(frames, (0..N as u64).step_by(3).collect::<Vec<_>>());
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+        assert_eq!(run["params"]["track_stride"], 3);
+        assert!(run["warnings"].as_array().unwrap().len() >= 3);
+        let mut seen = std::collections::BTreeSet::new();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["video_id"], id);
+            for o in v["objects"].as_array().unwrap() {
+                assert_eq!(o["assoc_id"], o["id"]);
+                assert_eq!(o["assoc_name"], o["label"]);
+                seen.insert(o["id"].as_str().unwrap().to_string());
+            }
+        }
+        assert!(seen.iter().all(|s| s == "a1" || s == "a2"), "{seen:?}");
+        // --strict: the same warnings are errors (exit 3), nothing written.
+        let out2 = dir.path().join("out2");
+        let o = densam(&with(hd_args(f, &a, &m, &out2, id), &["--strict"]), &[]);
+        assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+        assert!(!out2.join(format!("dense_annotations_{id}.jsonl")).exists());
+    }
+}
+
+#[test]
+fn error_paths_have_documented_exit_codes() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, m) = hd_epic_files(dir.path(), false);
+    let out = dir.path().join("out");
+    // Unknown video id: near matches listed.
+    let o = densam(&hd_args(f, &a, &m, &out, "P01-20240202-171229"), &[]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("P01-20240202-171220"), "{}", stderr(&o));
+    // Malformed JSON: file, line and column.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\n  \"P01-x\": {\n    \"a1\": [1, 2,,]\n}").unwrap();
+    let o = densam(&hd_args(f, &bad, &m, &out, "P01-x"), &[]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.json:3:"), "{}", stderr(&o));
+    // Missing video.
+    let mut args = base_args(f, &out);
+    args[2] = dir.path().join("nope.mp4").display().to_string();
+    let o = densam(&args, &[]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    // Output folder not writable (a file in the way).
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let o = densam(&base_args(f, &blocker.join("sub")), &[]);
+    assert_eq!(code(&o), Some(5), "{}", stderr(&o));
+    // Missing model checkpoint.
+    let mut args = base_args(f, &out);
+    args[6] = dir.path().join("none.pt").display().to_string();
+    let o = densam(&args, &[]);
+    assert_eq!(code(&o), Some(6), "{}", stderr(&o));
+    // A corrupt job checkpoint: refusal naming --restart.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(".densam-checkpoint"), b"garbage").unwrap();
+    let o = densam(&base_args(f, &out), &[]);
+    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
+}
