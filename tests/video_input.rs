@@ -4,6 +4,9 @@
 //! RGB output; seek against sequential decoding; Pillow-exact resize and numpy/torch-exact
 //! normalisation against the venv's Pillow/torch; every error path, in the library and the CLI.
 
+// Without the `ffmpeg` feature only the tests that need no video file run.
+#![cfg_attr(not(feature = "ffmpeg"), allow(dead_code, unused_imports))]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -378,6 +381,7 @@ fn stream_all(
     v.frames(sel, opts).unwrap().collect()
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn frame_counts_fps_and_vfr() {
     // (file, frames, width, height, vfr)
@@ -415,6 +419,7 @@ fn frame_counts_fps_and_vfr() {
     assert!(cut.frame_count() < 40);
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn probe_cli_json() {
     let out = Command::new(env!("CARGO_BIN_EXE_densam"))
@@ -435,6 +440,7 @@ fn probe_cli_json() {
     }
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn sequential_equals_ffmpeg_cli() {
     let names = [
@@ -467,6 +473,7 @@ fn sequential_equals_ffmpeg_cli() {
     }
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn seek_equals_sequential() {
     for name in [
@@ -514,6 +521,7 @@ fn seek_equals_sequential() {
     }
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn stride_range_and_list() {
     let v = VideoSource::open(&f("hevc.mkv")).unwrap();
@@ -600,6 +608,7 @@ fn stride_range_and_list() {
     ));
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn frame_directories_and_images() {
     let video = VideoSource::open(&f("h264_bf.mp4")).unwrap();
@@ -786,6 +795,7 @@ fn read_png(p: &Path) -> RgbFrame {
     densam::video::read_image(p).unwrap()
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn extract_matches_ffmpeg_select_and_pillow() {
     let dir = tempfile::tempdir().unwrap();
@@ -845,6 +855,7 @@ fn err_of<T: std::fmt::Debug>(r: Result<T, VideoError>) -> VideoError {
     r.expect_err("expected an error")
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn error_paths() {
     let missing = fx().join("missing.mp4");
@@ -947,6 +958,7 @@ fn error_paths() {
     }
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn truncated_and_corrupt_frames_skip_or_stop() {
     // Truncated with the index up front: the frames whose packets are present, the last one
@@ -1009,6 +1021,7 @@ fn truncated_and_corrupt_frames_skip_or_stop() {
     assert_eq!(err_of(v.read_frame(9)).frame(), Some(9));
 }
 
+#[cfg(feature = "ffmpeg")]
 #[test]
 fn rgb_coded_files_are_lossless() {
     let frames = VideoSource::open(&f("frames_png")).unwrap();
@@ -1024,5 +1037,52 @@ fn rgb_coded_files_are_lossless() {
                 fr.info.number
             );
         }
+    }
+}
+
+/// Frame directories need no FFmpeg: PNG frames written here, read back exactly, in the order
+/// of their numbers (not of their names as strings).
+#[test]
+fn frame_directory_without_ffmpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames: Vec<RgbFrame> = (0..3)
+        .map(|k| rgb(5, 4, noise(5 * 4 * 3, k + 10)))
+        .collect();
+    for (name, fr) in ["2.png", "10.png", "0.png"]
+        .iter()
+        .zip([&frames[1], &frames[2], &frames[0]])
+    {
+        fr.save_png(&dir.path().join(name)).unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let v = VideoSource::open(dir.path()).unwrap();
+    assert_eq!((v.frame_count(), v.width(), v.height()), (3, 5, 4));
+    let got: Vec<RgbFrame> = v
+        .frames(Selection::All, StreamOptions::default())
+        .unwrap()
+        .map(|r| r.unwrap().rgb)
+        .collect();
+    assert_eq!(got, frames);
+    assert_eq!(v.read_frame(2).unwrap().rgb, frames[2]);
+    let e = v.read_frame(3).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VideoError::PastEnd {
+                frame: 3,
+                count: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    #[cfg(not(feature = "ffmpeg"))]
+    {
+        let mp4 = dir.path().join("x.mp4");
+        std::fs::write(&mp4, "x").unwrap();
+        assert!(matches!(
+            VideoSource::open(&mp4),
+            Err(VideoError::NoFfmpeg { .. })
+        ));
     }
 }

@@ -78,7 +78,8 @@ pub struct BenchReport {
 }
 
 /// Measures decode throughput and per-frame conversion costs on `path` with `threads` decoder
-/// threads (0 = automatic). `resize_frames` frames are resized to `image_size`.
+/// threads (0 = automatic). `resize_frames` frames are resized to `image_size`; with 0 only the
+/// index and decode-only passes run (the other figures are 0).
 pub fn bench_decode(
     path: &Path,
     threads: usize,
@@ -101,7 +102,13 @@ pub fn bench_decode(
         ..Default::default()
     };
     let mut streamed = 0usize;
-    for f in video.frames(Selection::All, options)? {
+    // resize_frames == 0: decode-only measurement, no stream.
+    let selection = if resize_frames == 0 {
+        Selection::List(Vec::new())
+    } else {
+        Selection::All
+    };
+    for f in video.frames(selection, options)? {
         let f = f?;
         if kept.len() < resize_frames {
             kept.push(f.rgb);
