@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Track prompted objects through a video: dense per-frame masks as JSONL.
     Annotate(densam::job::AnnotateJobArgs),
+    /// Join the outputs of window-parallel `annotate --window K` runs into one JSONL.
+    Merge(densam::job::merge::MergeArgs),
     /// Export a result to COCO instances JSON, DAVIS indexed PNGs or a CSV of boxes.
     Export(densam::output::cli::ExportArgs),
     /// Draw a result over its video (H.264 MP4 or PNGs) to check it by eye.
@@ -64,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Annotate(args) => std::process::exit(densam::job::main(&args)),
+        Command::Merge(args) => std::process::exit(densam::job::merge::main(&args)),
         Command::Export(args) => densam::output::cli::run_export(&args)?,
         Command::Render(args) => densam::output::cli::run_render(&args)?,
         Command::Eval(args) => densam::eval::cli::run_eval(&args)?,

@@ -110,6 +110,11 @@ pub struct JobArgs {
     /// Overlap in seconds before a window (recorded; used by window-parallel runs).
     #[arg(long, alias = "window_overlap", default_value_t = 30.0)]
     pub window_overlap: f64,
+    /// Run window K alone (window-parallel, e.g. one cluster task per window): its bank warms up
+    /// over the overlap before the window (objects prompted there or in the window), and it
+    /// writes only the frames it owns; `densam merge` joins the parts.
+    #[arg(long, value_name = "K")]
+    pub window: Option<u64>,
     /// Write a checkpoint at least every S seconds of wall time (and at every window end).
     #[arg(long, default_value_t = 60.0)]
     pub checkpoint_every: f64,

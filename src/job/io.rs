@@ -89,6 +89,17 @@ struct Line<'a> {
     frame: crate::output::jsonl::FrameRecord,
 }
 
+/// The bytes of one output line (with its newline).
+pub fn line_bytes(
+    video_id: &str,
+    frame: crate::output::jsonl::FrameRecord,
+) -> Result<Vec<u8>, JobError> {
+    let mut bytes = serde_json::to_vec(&Line { video_id, frame })
+        .map_err(|e| JobError::Internal(e.to_string()))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
 impl<'a> JobSink<'a> {
     /// Opens `path`, cut to `offset` bytes (0: a new output).
     pub fn open(
@@ -156,12 +167,8 @@ impl ResultSink for JobSink<'_> {
                 o.assoc_name = Some(o.label.clone());
             }
         }
-        let line = Line {
-            video_id: &self.video_id,
-            frame,
-        };
-        let mut bytes = serde_json::to_vec(&line).map_err(|e| TrackError::Sink(e.to_string()))?;
-        bytes.push(b'\n');
+        let bytes =
+            line_bytes(&self.video_id, frame).map_err(|e| TrackError::Sink(e.to_string()))?;
         self.write_time += t.elapsed();
         Ok(bytes)
     }
@@ -177,5 +184,52 @@ impl ResultSink for JobSink<'_> {
         self.pos.written.set(self.pos.written.get() + 1);
         self.write_time += t.elapsed();
         Ok(())
+    }
+}
+
+/// A frame source over a sub-range of the video starting at original frame `shift`: the
+/// tracker sees frames `0..` (window-parallel runs).
+pub struct Shifted<'s> {
+    pub inner: &'s mut dyn FrameSource,
+    pub shift: u64,
+}
+
+impl FrameSource for Shifted<'_> {
+    fn for_each_frame(
+        &mut self,
+        numbers: &[u64],
+        f: &mut dyn FnMut(FrameInput) -> Result<(), TrackError>,
+    ) -> Result<(), TrackError> {
+        let shift = self.shift;
+        let orig: Vec<u64> = numbers.iter().map(|n| n + shift).collect();
+        self.inner.for_each_frame(&orig, &mut |mut fi| {
+            fi.number -= shift;
+            f(fi)
+        })
+    }
+}
+
+/// A sink for a sub-range run: frame numbers shifted back to the video's, frames before
+/// `own_from` (the warm-up overlap of a window) not written.
+pub struct Owned<'s> {
+    pub inner: &'s mut dyn ResultSink,
+    pub shift: u64,
+    pub own_from: u64,
+}
+
+impl ResultSink for Owned<'_> {
+    fn encode(&mut self, mut r: FrameResult) -> Result<Vec<u8>, TrackError> {
+        r.number += self.shift;
+        if r.number < self.own_from {
+            return Ok(Vec::new());
+        }
+        self.inner.encode(r)
+    }
+
+    fn write(&mut self, number: u64, bytes: &[u8]) -> Result<(), TrackError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.inner.write(number + self.shift, bytes)
     }
 }

@@ -13,6 +13,7 @@
 pub mod args;
 pub mod input;
 pub mod io;
+pub mod merge;
 pub mod signals;
 pub mod state;
 
@@ -215,6 +216,26 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         width: video.width() as u32,
         height: video.height() as u32,
     };
+    let fps = {
+        let i = video.info();
+        if i.fps_avg.is_finite() && i.fps_avg > 0.0 {
+            i.fps_avg
+        } else {
+            30.0
+        }
+    };
+    let window_frames = ((args.job.window_duration * fps).round() as u64).max(1);
+    let overlap_frames = (args.job.window_overlap * fps).round() as u64;
+    let win = match args.job.window {
+        Some(k) => Some(WindowRange::new(
+            k,
+            window_frames,
+            overlap_frames,
+            geo.num_frames,
+            lcm(track_stride, frame_interval),
+        )?),
+        None => None,
+    };
     let hd_epic = inp.hd_epic;
     let mut warnings = inp.warnings.clone();
     if ta.strict && !warnings.is_empty() {
@@ -226,6 +247,10 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let (set, more) = prompts::validate(inp.objects, geo, ta.strict)
         .map_err(|e| JobError::Input(e.to_string()))?;
     warnings.extend(more);
+    let set = match &win {
+        Some(wr) => window_prompts(&set, wr, &mut warnings),
+        None => set,
+    };
     let device = select_device(ta.device).map_err(|e| JobError::Model(e.to_string()))?;
     let ckpt_meta = std::fs::metadata(&args.input.checkpoint).map_err(|e| {
         JobError::Model(format!(
@@ -251,6 +276,8 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "max_cond_frames": ta.max_cond_frames,
         "batch_objects": ta.batch_objects.max(1),
         "device": format!("{device:?}"),
+        "window": win.as_ref().map(|w| serde_json::json!({"index": w.index,
+            "first_frame": w.own_from, "end_frame": w.end, "warm_from": w.warm_from})),
     });
 
     // A finished result, a checkpoint, or neither.
@@ -302,23 +329,37 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
 
     let model = Sam2Model::load(&args.input.checkpoint, device, ta.image_size)
         .map_err(|e| JobError::Model(e.to_string()))?;
+    let (shift, own_from, run_frames) = match &win {
+        Some(w) => (w.warm_from, w.own_from, w.end - w.warm_from),
+        None => (0, 0, geo.num_frames),
+    };
+    if set.objects.is_empty() {
+        // A window without prompted objects: its written frames, with no objects.
+        return empty_window(
+            &paths,
+            &video,
+            &inp.video_id,
+            (own_from, shift + run_frames, frame_interval),
+            &params,
+        );
+    }
     let plan = Plan::new(
-        geo.num_frames,
+        run_frames,
         &set.prompted_frames(),
         track_stride,
         frame_interval,
         1,
     )
     .ok_or_else(|| JobError::Input("no prompted frame inside the video".into()))?;
-    let fps = {
-        let i = video.info();
-        if i.fps_avg.is_finite() && i.fps_avg > 0.0 {
-            i.fps_avg
-        } else {
-            30.0
-        }
-    };
-    let window_frames = ((args.job.window_duration * fps).round() as u64).max(1);
+    if let Some(w) = &win {
+        tracing::info!(
+            "window {}: frames {}..{} (bank warm-up from {})",
+            w.index,
+            w.own_from,
+            w.end,
+            w.warm_from
+        );
+    }
     tracing::info!(
         "video {} ({}): {}x{}, {} frames at {fps:.3} fps; {} object(s); model {:?} {:?} at {}; \
          device {device:?}; {} processed frames; windows of {window_frames} frames",
@@ -411,7 +452,13 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
                 meta.written_frames
             );
             tracker
-                .prepass(&mut frames, &mut progress)
+                .prepass(
+                    &mut io::Shifted {
+                        inner: &mut frames,
+                        shift,
+                    },
+                    &mut progress,
+                )
                 .map_err(|e| JobError::Failed(e.to_string()))?;
             tracker
                 .load_banks(&banks)
@@ -456,13 +503,13 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         let done_before = if next >= plan.len() {
             u64::MAX
         } else {
-            window_of(plan.processed[next], window_frames)
+            window_of(plan.processed[next] + shift, window_frames)
         };
         let first_open = windows
             .last()
             .map(|w: &WindowRecord| w.index + 1)
             .unwrap_or(0);
-        let last_done = window_of(plan.processed[next - 1], window_frames);
+        let last_done = window_of(plan.processed[next - 1] + shift, window_frames);
         let mut window_end = false;
         if done_before > first_open && last_done >= first_open {
             let upto = last_done.min(done_before.saturating_sub(1));
@@ -519,7 +566,20 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         }
         Ok(if stop { Flow::Stop } else { Flow::Continue })
     };
-    let end = tracker.run_resumable(&mut frames, &mut sink, &mut progress, resume_at, &mut hook);
+    let end = tracker.run_resumable(
+        &mut io::Shifted {
+            inner: &mut frames,
+            shift,
+        },
+        &mut io::Owned {
+            inner: &mut sink,
+            shift,
+            own_from,
+        },
+        &mut progress,
+        resume_at,
+        &mut hook,
+    );
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -641,4 +701,116 @@ fn checkpoint_hash(path: &Path) -> Option<String> {
         h = input::fnv1a(&buf[..n], h);
     }
     Some(format!("{h:016x}"))
+}
+
+/// The frames of window-parallel window `index`.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowRange {
+    pub index: u64,
+    /// First frame of the bank warm-up (on the processing grid).
+    pub warm_from: u64,
+    /// First frame the window owns (writes).
+    pub own_from: u64,
+    /// One past the last frame it owns.
+    pub end: u64,
+}
+
+impl WindowRange {
+    pub fn new(
+        index: u64,
+        window_frames: u64,
+        overlap_frames: u64,
+        num_frames: u64,
+        grid: u64,
+    ) -> Result<Self, JobError> {
+        let n_windows = num_frames.div_ceil(window_frames.max(1));
+        if index >= n_windows {
+            return Err(JobError::Usage(format!(
+                "--window {index}: the video has {n_windows} window(s) of {window_frames} frames"
+            )));
+        }
+        let own_from = index * window_frames;
+        let end = ((index + 1) * window_frames).min(num_frames);
+        let warm = own_from.saturating_sub(overlap_frames);
+        let grid = grid.max(1);
+        Ok(WindowRange {
+            index,
+            warm_from: warm / grid * grid,
+            own_from,
+            end,
+        })
+    }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let (a, b) = (a.max(1), b.max(1));
+    a / gcd(a, b) * b
+}
+
+/// The prompts a window run uses: each object's prompts inside `warm_from..end`, shifted to the
+/// window's frame numbers; objects without one are left out (with a warning).
+fn window_prompts(
+    set: &crate::prompts::PromptSet,
+    w: &WindowRange,
+    warnings: &mut Vec<String>,
+) -> crate::prompts::PromptSet {
+    let mut out = crate::prompts::PromptSet::default();
+    for o in &set.objects {
+        let frames: std::collections::BTreeMap<u64, crate::prompts::FramePrompt> = o
+            .frames
+            .range(w.warm_from..w.end)
+            .map(|(f, p)| (f - w.warm_from, p.clone()))
+            .collect();
+        if frames.is_empty() {
+            let msg = format!(
+                "window {}: object `{}` has no prompt in frames {}..{}: not tracked in this window",
+                w.index, o.id, w.warm_from, w.end
+            );
+            tracing::warn!("{msg}");
+            warnings.push(msg);
+            continue;
+        }
+        out.objects.push(crate::prompts::ObjectPrompts {
+            id: o.id.clone(),
+            label: o.label.clone(),
+            frames,
+        });
+    }
+    out
+}
+
+/// The output of a window without prompted objects: one empty line per written frame.
+fn empty_window(
+    paths: &OutPaths,
+    video: &VideoSource,
+    video_id: &str,
+    (from, end, interval): (u64, u64, u64),
+    params: &serde_json::Value,
+) -> Result<Outcome, JobError> {
+    let mut text = String::new();
+    let mut n_lines = 0;
+    for n in (from.div_ceil(interval) * interval..end).step_by(interval as usize) {
+        let info = video
+            .frame_info(n as usize)
+            .map_err(|e| JobError::Input(e.to_string()))?;
+        let rec = crate::output::jsonl::FrameRecord {
+            frame_number: n,
+            time_s: info.seconds,
+            objects: Vec::new(),
+        };
+        text.push_str(&String::from_utf8_lossy(&io::line_bytes(video_id, rec)?));
+        n_lines += 1;
+    }
+    std::fs::write(&paths.partial, text).map_err(out_err(&paths.partial))?;
+    std::fs::rename(&paths.partial, &paths.output).map_err(out_err(&paths.output))?;
+    let m = serde_json::json!({"status": "complete", "written_frames": n_lines,
+                               "params": params, "note": "no prompted object in this window"});
+    write_manifest(&paths.manifest, &m)?;
+    Ok(Outcome::Complete {
+        output: paths.output.clone(),
+        written_frames: n_lines,
+    })
 }
