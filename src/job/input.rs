@@ -72,7 +72,7 @@ pub fn near_matches<'a>(id: &str, keys: impl Iterator<Item = &'a String>) -> Vec
 }
 
 /// The participant folder of an HD-EPIC video id (`P01-20240202-171220` -> `P01`).
-fn participant(video_id: &str) -> &str {
+pub fn participant(video_id: &str) -> &str {
     video_id.split('-').next().unwrap_or(video_id)
 }
 

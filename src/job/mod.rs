@@ -182,6 +182,29 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), JobError> {
     })
 }
 
+/// The frame rate windows are measured with: the average fps, else 30.
+pub fn video_fps(video: &VideoSource) -> f64 {
+    let i = video.info();
+    if i.fps_avg.is_finite() && i.fps_avg > 0.0 {
+        i.fps_avg
+    } else {
+        30.0
+    }
+}
+
+/// (frames per window, overlap frames) of `--window-duration` / `--window-overlap` at `fps`.
+pub fn window_frames(window_duration: f64, window_overlap: f64, fps: f64) -> (u64, u64) {
+    (
+        ((window_duration * fps).round() as u64).max(1),
+        (window_overlap * fps).round() as u64,
+    )
+}
+
+/// The number of windows of a video of `num_frames` frames.
+pub fn window_count(num_frames: u64, window_frames: u64) -> u64 {
+    num_frames.div_ceil(window_frames.max(1))
+}
+
 /// The window of an original frame.
 fn window_of(frame: u64, window_frames: u64) -> u64 {
     frame / window_frames.max(1)
@@ -216,16 +239,9 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         width: video.width() as u32,
         height: video.height() as u32,
     };
-    let fps = {
-        let i = video.info();
-        if i.fps_avg.is_finite() && i.fps_avg > 0.0 {
-            i.fps_avg
-        } else {
-            30.0
-        }
-    };
-    let window_frames = ((args.job.window_duration * fps).round() as u64).max(1);
-    let overlap_frames = (args.job.window_overlap * fps).round() as u64;
+    let fps = video_fps(&video);
+    let (window_frames, overlap_frames) =
+        window_frames(args.job.window_duration, args.job.window_overlap, fps);
     let win = match args.job.window {
         Some(k) => Some(WindowRange::new(
             k,
@@ -723,7 +739,7 @@ impl WindowRange {
         num_frames: u64,
         grid: u64,
     ) -> Result<Self, JobError> {
-        let n_windows = num_frames.div_ceil(window_frames.max(1));
+        let n_windows = window_count(num_frames, window_frames);
         if index >= n_windows {
             return Err(JobError::Usage(format!(
                 "--window {index}: the video has {n_windows} window(s) of {window_frames} frames"
