@@ -293,9 +293,9 @@ impl Sam2Model {
             .where_self(&is_obj.view([b, 1, 1, 1]), &no_obj)
             .to_kind(Kind::Float);
         let s = self.config.image_size;
-        // The official code upsamples all M masks and then picks one; bilinear upsampling is
-        // per channel, so picking first and upsampling the chosen mask is identical and cheaper.
-        let upsample = |t: &Tensor| t.upsample_bilinear2d([s, s], false, None, None);
+        // All M masks are upsampled before picking, as the official code does: upsampling only
+        // the chosen channel takes another vectorised path in PyTorch and differs by ~1 ulp.
+        let high_multi = low_multi.upsample_bilinear2d([s, s], false, None, None);
         let (low, high, token, iou) = if multimask_output {
             let best = dec.ious.argmax(-1, true); // [B, 1]
             let pick = |t: &Tensor| {
@@ -317,13 +317,16 @@ impl Sam2Model {
             } else {
                 dec.sam_tokens.select(1, 0)
             };
-            let low = pick(&low_multi);
-            let high = upsample(&low);
-            (low, high, token, dec.ious.gather(1, &best, false))
+            (
+                pick(&low_multi),
+                pick(&high_multi),
+                token,
+                dec.ious.gather(1, &best, false),
+            )
         } else {
             (
                 low_multi.shallow_clone(),
-                upsample(&low_multi),
+                high_multi,
                 dec.sam_tokens.select(1, 0),
                 dec.ious.shallow_clone(),
             )
