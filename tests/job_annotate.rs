@@ -269,6 +269,26 @@ fn windows_and_frequent_checkpoints_change_nothing() {
         serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
     assert_eq!(run["windows"].as_array().unwrap().len(), 7);
     assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0);
+    // The seed's --video_scale_factor: model input from frames downscaled by 2, outputs in
+    // original pixels.
+    let out2 = tempfile::tempdir().unwrap();
+    let args = with(
+        base_args(f, out2.path()),
+        &["--video_scale_factor", "2", "--frame_interval", "4"],
+    );
+    let o = densam(&args, &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8(output_of(out2.path(), "frames")).unwrap();
+    assert_eq!(text.lines().count(), 10);
+    let mut objects = 0;
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for o in v["objects"].as_array().unwrap() {
+            assert_eq!(o["segmentation"]["size"], serde_json::json!([H, W]));
+            objects += 1;
+        }
+    }
+    assert!(objects > 0);
 }
 
 fn hd_epic_files(dir: &Path, old_names: bool) -> (PathBuf, PathBuf) {
