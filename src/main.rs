@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Track prompted objects through a video: dense per-frame masks as JSONL.
     Annotate(densam::job::AnnotateJobArgs),
+    /// Write the task list of a SLURM array over many videos (or their windows) and print the
+    /// sbatch lines (scripts/slurm/).
+    Plan(densam::cluster::plan::PlanArgs),
     /// Join the outputs of window-parallel `annotate --window K` runs into one JSONL.
     Merge(densam::job::merge::MergeArgs),
     /// Export a result to COCO instances JSON, DAVIS indexed PNGs or a CSV of boxes.
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Annotate(args) => std::process::exit(densam::job::main(&args)),
+        Command::Plan(args) => std::process::exit(densam::cluster::plan::main(&args)),
         Command::Merge(args) => std::process::exit(densam::job::merge::main(&args)),
         Command::Export(args) => densam::output::cli::run_export(&args)?,
         Command::Render(args) => densam::output::cli::run_render(&args)?,
