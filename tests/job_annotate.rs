@@ -239,10 +239,46 @@ fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
     assert!(stderr(&o).contains("track_stride"), "{}", stderr(&o));
     assert!(out.path().join(".densam-checkpoint").exists());
     // Same command: resumes at 36 and ends identical; --keep-checkpoints keeps it.
-    let o = densam(&with(args, &["--keep-checkpoints"]), &[]);
+    let o = densam(&with(args.clone(), &["--keep-checkpoints"]), &[]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     assert!(output_of(out.path(), "frames") == *want);
     assert!(out.path().join(".densam-checkpoint").exists());
+}
+
+#[test]
+fn sigterm_in_reverse_pass_cleans_up_and_restarts() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let want = baseline();
+    let out = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().display().to_string();
+    let args = base_args(f, out.path());
+    // Frame 5 is tracked by the reverse pass (10 -> 0), whose spool is in TMPDIR.
+    let o = densam(
+        &args,
+        &[("DENSAM_TEST_SIGTERM_AT_FRAME", "5"), ("TMPDIR", &tmpdir)],
+    );
+    assert_eq!(code(&o), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("starts again from the beginning"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temp files left"
+    );
+    assert!(!out.path().join(".densam-checkpoint").exists());
+    let o = densam(&args, &[("TMPDIR", &tmpdir)]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(output_of(out.path(), "frames") == *want);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temp files left"
+    );
 }
 
 #[test]
