@@ -73,7 +73,9 @@ fn cuda_unusable_reason() -> Option<String> {
     if tch::Cuda::is_available() {
         None
     } else if let Some(err) = load_error {
-        Some(format!("libtorch's CUDA library could not be loaded: {err}"))
+        Some(format!(
+            "libtorch's CUDA library could not be loaded: {err}"
+        ))
     } else if tch::Cuda::device_count() == 0 {
         Some("libtorch has CUDA support but no GPU is visible".to_string())
     } else {

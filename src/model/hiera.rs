@@ -10,7 +10,7 @@
 use tch::Tensor;
 
 use super::config::HieraConfig;
-use super::layers::{Conv2d, ConvCfg, LayerNorm, Linear, gelu};
+use super::layers::{Conv2d, ConvCfg, LayerNorm, Linear, gelu, sdpa};
 use super::weights::{Weights, WeightsError};
 
 /// LayerNorm eps of the Hiera blocks.
@@ -86,15 +86,11 @@ impl MultiScaleAttention {
             (h, w) = (ps[1], ps[2]);
             q = pooled.reshape([b, h * w, self.num_heads, -1]);
         }
-        let x = Tensor::scaled_dot_product_attention::<Tensor>(
+        let x = sdpa(
             &q.transpose(1, 2),
             &k.transpose(1, 2),
             &v.transpose(1, 2),
             None,
-            0.0,
-            false,
-            None,
-            false,
         );
         let x = x.transpose(1, 2).reshape([b, h, w, -1]);
         self.proj.forward(&x)
@@ -303,7 +299,9 @@ impl Hiera {
             Some((hw, p)) if *hw == (s[1], s[2]) => p.shallow_clone(),
             _ => self.pos_embed_for(s[1], s[2]),
         };
-        let mut x = &x + pos.to_kind(x.kind());
+        // Under autocast the bf16 patch embedding + the f32 embedding promotes to f32, as in
+        // the official `x + self._get_pos_embed(...)`.
+        let mut x = &x + pos;
         let mut outputs = Vec::with_capacity(self.stage_ends.len());
         for (i, blk) in self.blocks.iter().enumerate() {
             x = blk.forward(&x);

@@ -1,16 +1,163 @@
 //! The building blocks shared by the SAM 2 modules: linear and convolution layers, LayerNorm
 //! over the last dimension, the channel-wise `LayerNorm2d`, and the ReLU MLP of the heads.
 //! Each is built from a [`Weights`] path holding `weight` (and `bias`) as in the checkpoint.
+//!
+//! Also the mixed-precision policy ([`Precision`], [`autocast`]): an emulation of
+//! `torch.autocast("cuda", torch.bfloat16)` by explicit casts. While an [`AutocastGuard`] is
+//! alive on the current thread, the ops of autocast's lower-precision list that the model uses
+//! (linear, conv2d, conv_transpose2d, matmul, SDPA) cast their floating inputs (weights
+//! included) to bf16 and return bf16, the ops of its fp32 list (layer_norm, pow) cast to f32,
+//! and every other op follows PyTorch's ordinary type promotion, as under autocast. The bf16
+//! copies of the fp32 master weights are made once per layer and cached (autocast re-casts them
+//! per region; the values are the same). Without a guard every op runs in f32, bit-exact with
+//! the official fp32 model.
 
-use tch::Tensor;
+use std::cell::{Cell, OnceCell};
+
+use tch::{Kind, Tensor};
 
 use super::weights::{Weights, WeightsError};
+
+/// The compute precision of the model (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32 (bit-exact with the official fp32 model).
+    #[default]
+    Fp32,
+    /// The official `torch.autocast("cuda", torch.bfloat16)` regions in bf16.
+    Bf16,
+}
+
+impl Precision {
+    /// The kind the lower-precision ops run in, `None` for f32 everywhere.
+    pub fn autocast_kind(self) -> Option<Kind> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(Kind::BFloat16),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown dtype `{other}` (expected fp32 or bf16)")),
+        }
+    }
+}
+
+thread_local! {
+    static AUTOCAST: Cell<Option<Kind>> = const { Cell::new(None) };
+}
+
+/// Restores the previous autocast state of the thread when dropped.
+#[derive(Debug)]
+#[must_use = "autocast ends when the guard is dropped"]
+pub struct AutocastGuard {
+    prev: Option<Kind>,
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        AUTOCAST.with(|a| a.set(self.prev));
+    }
+}
+
+/// Enters (or, with `Precision::Fp32`, leaves) the autocast region on this thread until the
+/// guard is dropped. Nested guards restore the outer state.
+pub fn autocast(precision: Precision) -> AutocastGuard {
+    let prev = AUTOCAST.with(|a| a.replace(precision.autocast_kind()));
+    AutocastGuard { prev }
+}
+
+/// The current thread's autocast kind (`None` outside autocast).
+pub fn autocast_kind() -> Option<Kind> {
+    AUTOCAST.with(|a| a.get())
+}
+
+/// An input of a lower-precision op: cast to the autocast kind when autocast is on and `x` is
+/// a floating tensor of another kind.
+pub fn lower(x: &Tensor) -> Tensor {
+    match autocast_kind() {
+        Some(k) if x.kind() != k && x.is_floating_point() => x.to_kind(k),
+        _ => x.shallow_clone(),
+    }
+}
+
+/// An input of an fp32-list op (layer_norm, pow): cast to f32 when autocast is on.
+pub fn fp32(x: &Tensor) -> Tensor {
+    match autocast_kind() {
+        Some(_) if x.kind() != Kind::Float && x.is_floating_point() => x.to_kind(Kind::Float),
+        _ => x.shallow_clone(),
+    }
+}
+
+/// `a @ b` under autocast.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
+    lower(a).matmul(&lower(b))
+}
+
+/// `F.scaled_dot_product_attention(q, k, v, mask)` under autocast (bf16 q/k/v; the mask, bool
+/// or additive, is passed as is).
+pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    Tensor::scaled_dot_product_attention(
+        &lower(q),
+        &lower(k),
+        &lower(v),
+        mask,
+        0.0,
+        false,
+        None,
+        false,
+    )
+}
+
+/// A layer's (weight, bias) for the current autocast state: the f32 masters outside autocast,
+/// their cached low-precision copies inside.
+fn params(
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cache: &OnceCell<(Kind, Tensor, Option<Tensor>)>,
+) -> (Tensor, Option<Tensor>) {
+    match autocast_kind() {
+        Some(k) if weight.kind() != k => {
+            let (ck, w, b) = cache.get_or_init(|| {
+                let _g = tch::no_grad_guard();
+                (k, weight.to_kind(k), bias.map(|b| b.to_kind(k)))
+            });
+            if *ck == k {
+                (w.shallow_clone(), b.as_ref().map(Tensor::shallow_clone))
+            } else {
+                (weight.to_kind(k), bias.map(|b| b.to_kind(k)))
+            }
+        }
+        _ => (weight.shallow_clone(), bias.map(Tensor::shallow_clone)),
+    }
+}
 
 /// `nn.Linear`: weight `[out, in]`, `y = x Wᵀ + b`.
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    lowered: OnceCell<(Kind, Tensor, Option<Tensor>)>,
 }
 
 impl Linear {
@@ -18,12 +165,14 @@ impl Linear {
         Ok(Linear {
             weight: w.get("weight", &[out_dim, in_dim])?,
             bias: Some(w.get("bias", &[out_dim])?),
+            lowered: OnceCell::new(),
         })
     }
 
-    /// `[..., in] -> [..., out]`
+    /// `[..., in] -> [..., out]` (bf16 under autocast).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let (w, b) = params(&self.weight, self.bias.as_ref(), &self.lowered);
+        lower(x).linear(&w, b.as_ref())
     }
 }
 
@@ -35,6 +184,7 @@ pub struct Conv2d {
     pub stride: i64,
     pub padding: i64,
     pub groups: i64,
+    lowered: OnceCell<(Kind, Tensor, Option<Tensor>)>,
 }
 
 /// Options of a [`Conv2d`].
@@ -69,14 +219,16 @@ impl Conv2d {
             stride: cfg.stride,
             padding: cfg.padding,
             groups: cfg.groups,
+            lowered: OnceCell::new(),
         })
     }
 
-    /// `[B, in, H, W] -> [B, out, H', W']`
+    /// `[B, in, H, W] -> [B, out, H', W']` (bf16 under autocast).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(
-            &self.weight,
-            self.bias.as_ref(),
+        let (w, b) = params(&self.weight, self.bias.as_ref(), &self.lowered);
+        lower(x).conv2d(
+            &w,
+            b.as_ref(),
             [self.stride, self.stride],
             [self.padding, self.padding],
             [1, 1],
@@ -91,6 +243,7 @@ pub struct ConvTranspose2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub stride: i64,
+    lowered: OnceCell<(Kind, Tensor, Option<Tensor>)>,
 }
 
 impl ConvTranspose2d {
@@ -105,14 +258,16 @@ impl ConvTranspose2d {
             weight: w.get("weight", &[in_ch, out_ch, kernel, kernel])?,
             bias: Some(w.get("bias", &[out_ch])?),
             stride,
+            lowered: OnceCell::new(),
         })
     }
 
-    /// `[B, in, H, W] -> [B, out, H·s, W·s]`
+    /// `[B, in, H, W] -> [B, out, H·s, W·s]` (bf16 under autocast).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv_transpose2d(
-            &self.weight,
-            self.bias.as_ref(),
+        let (w, b) = params(&self.weight, self.bias.as_ref(), &self.lowered);
+        lower(x).conv_transpose2d(
+            &w,
+            b.as_ref(),
             [self.stride, self.stride],
             [0, 0],
             [0, 0],
@@ -141,9 +296,9 @@ impl LayerNorm {
         })
     }
 
-    /// `[..., dim] -> [..., dim]`
+    /// `[..., dim] -> [..., dim]` (f32 under autocast, whatever the input kind).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm(
+        fp32(x).layer_norm(
             [self.dim],
             Some(&self.weight),
             Some(&self.bias),
@@ -171,11 +326,12 @@ impl LayerNorm2d {
         })
     }
 
-    /// `[B, C, H, W] -> [B, C, H, W]`
+    /// `[B, C, H, W] -> [B, C, H, W]`. Under autocast the mean and difference keep the input's
+    /// kind, `pow` runs in f32 and promotion makes the output f32, as in the official module.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let u = x.mean_dim(1, true, None);
         let d = x - &u;
-        let s = d.pow_tensor_scalar(2).mean_dim(1, true, None);
+        let s = fp32(&d).pow_tensor_scalar(2).mean_dim(1, true, None);
         let y = d / (s + self.eps).sqrt();
         self.weight.view([-1, 1, 1]) * y + self.bias.view([-1, 1, 1])
     }

@@ -6,7 +6,7 @@
 use tch::{Kind, Tensor};
 
 use super::config::D_MODEL;
-use super::layers::{Conv2d, ConvCfg, ConvTranspose2d, LayerNorm2d, Mlp, gelu};
+use super::layers::{self, Conv2d, ConvCfg, ConvTranspose2d, LayerNorm2d, Mlp, gelu};
 use super::two_way_transformer::TwoWayTransformer;
 use super::weights::{Weights, WeightsError};
 
@@ -129,8 +129,7 @@ impl MaskDecoder {
             .collect();
         let hyper_in = Tensor::stack(&hyper, 1);
         let us = u.size();
-        let masks = hyper_in
-            .matmul(&u.reshape([us[0], us[1], us[2] * us[3]]))
+        let masks = layers::matmul(&hyper_in, &u.reshape([us[0], us[1], us[2] * us[3]]))
             .reshape([us[0], -1, us[2], us[3]]);
         let iou_pred = self.iou_head.forward(&iou_token_out);
         let obj = self.obj_score_head.forward(&hs.select(1, 0));

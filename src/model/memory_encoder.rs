@@ -130,6 +130,7 @@ impl MemoryEncoder {
         let x = self.out_proj.forward(&x);
         let sz = x.size();
         let pos = position_encoding::sine_pe_2d(MEM_DIM, sz[2], sz[3], x.device())
+            .to_kind(x.kind())
             .expand([sz[0], -1, -1, -1], false);
         (x, pos)
     }

@@ -80,7 +80,7 @@ impl PositionEmbeddingRandom {
     /// `cat(sin(2π(2c−1)G), cos(2π(2c−1)G))`.
     pub fn pe_encoding(&self, coords: &Tensor) -> Tensor {
         let c = coords * 2.0 - 1.0;
-        let c = c.matmul(&self.gaussian);
+        let c = super::layers::matmul(&c, &self.gaussian);
         let c = c * (2.0 * PI);
         Tensor::cat(&[c.sin(), c.cos()], -1)
     }

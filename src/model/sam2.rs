@@ -5,7 +5,10 @@
 //! (with the bf16 rounding of stored memories).
 //!
 //! Everything is per object batch `B`: objects sharing one frame's features are stacked along
-//! dim 0. All tensors are f32 on the model's device.
+//! dim 0. All tensors are f32 on the model's device, except under `Precision::Bf16`
+//! ([`Sam2Model::set_precision`]), where every entry point runs under the autocast emulation of
+//! `layers` and `BackboneOut::feat_s0/feat_s1` are bf16 as in the official code; the step
+//! outputs, memories and pointers are still returned as f32 (exact widenings).
 
 use std::path::Path;
 
@@ -14,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use super::checkpoint;
 use super::config::{D_MODEL, MEM_DIM, NO_OBJ_SCORE, NUM_MASKMEM, Sam2Config};
 use super::image_encoder::ImageEncoder;
-use super::layers::{Conv2d, ConvCfg, Linear, Mlp};
+use super::layers::{self, AutocastGuard, Conv2d, ConvCfg, Linear, Mlp, Precision};
 use super::mask_decoder::MaskDecoder;
 use super::memory_attention::MemoryAttention;
 use super::memory_encoder::MemoryEncoder;
@@ -162,8 +165,10 @@ pub struct Sam2Model {
     pub no_obj_ptr: Tensor,
     /// `[1, 64]`, 2.1 only.
     pub no_obj_embed_spatial: Option<Tensor>,
-    /// `[1, 256, f, f]` prompt-encoder dense PE (a constant).
+    /// `[1, 256, f, f]` prompt-encoder dense PE (a constant, computed in `precision`).
     dense_pe: Tensor,
+    /// The compute precision of every entry point.
+    precision: Precision,
 }
 
 impl Sam2Model {
@@ -222,6 +227,7 @@ impl Sam2Model {
             },
             prompt_encoder,
             dense_pe,
+            precision: Precision::Fp32,
             config,
             device,
         };
@@ -231,9 +237,37 @@ impl Sam2Model {
         Ok(model)
     }
 
+    /// The compute precision (`--dtype`).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the compute precision: `Bf16` runs the regions that the official code runs in bf16
+    /// under `torch.autocast("cuda", torch.bfloat16)` in bf16 (spec §6.1), `Fp32` everything in
+    /// f32. The weights stay f32 masters; the prompt encoder's dense PE is recomputed (it is a
+    /// matmul, bf16 under autocast).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        let _g = tch::no_grad_guard();
+        let _ac = layers::autocast(precision);
+        self.dense_pe = self.prompt_encoder.dense_pe();
+    }
+
+    /// [`Self::set_precision`], builder style.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.set_precision(precision);
+        self
+    }
+
+    /// The autocast region of an entry point.
+    fn autocast(&self) -> AutocastGuard {
+        layers::autocast(self.precision)
+    }
+
     /// `forward_image` + `_prepare_backbone_features`: `images [B, 3, S, S]` normalised.
     pub fn encode_image(&self, images: &Tensor) -> BackboneOut {
         let _span = tracing::trace_span!("encode_image").entered();
+        let _ac = self.autocast();
         let out = self.image_encoder.forward(images);
         BackboneOut {
             feat_s0: self.mask_decoder.conv_s0.forward(&out.fpn[0]),
@@ -254,6 +288,7 @@ impl Sam2Model {
         mask_inputs: Option<&Tensor>,
         multimask_output: bool,
     ) -> HeadsOutput {
+        let _ac = self.autocast();
         let b = backbone_features.size()[0];
         let dev = backbone_features.device();
         let (coords, labels) = match points {
@@ -335,15 +370,24 @@ impl Sam2Model {
         let lam = is_obj.to_kind(Kind::Float);
         let obj_ptr = &lam * obj_ptr;
         let obj_ptr = obj_ptr + (1.0 - &lam) * &self.no_obj_ptr;
+        // Under autocast the IoUs and object scores are bf16 (and obj_ptr already f32 by
+        // promotion): widen them, exactly, so that callers always see f32.
+        let f = |t: Tensor| {
+            if t.kind() == Kind::Float {
+                t
+            } else {
+                t.to_kind(Kind::Float)
+            }
+        };
         HeadsOutput {
             low_res_multimasks: low_multi,
-            ious_all: dec.ious,
+            ious_all: f(dec.ious),
             step: StepOutput {
                 low_res_masks: low,
                 high_res_masks: high,
-                ious: iou,
-                obj_ptr,
-                object_score_logits: osl,
+                ious: f(iou),
+                obj_ptr: f(obj_ptr),
+                object_score_logits: f(osl),
             },
         }
     }
@@ -406,6 +450,7 @@ impl Sam2Model {
     /// `add_new_mask`: the mask-as-output path (spec §3.6); `mask01 [B, 1, S, S]` in {0, 1}.
     pub fn mask_as_output(&self, feats: &BackboneOut, mask01: &Tensor) -> StepOutput {
         let _span = tracing::trace_span!("mask_as_output").entered();
+        let _ac = self.autocast();
         let m = mask01.to_kind(Kind::Float);
         let b = m.size()[0];
         let high = &m * 20.0 + (-10.0);
@@ -446,6 +491,7 @@ impl Sam2Model {
         pointers: &[PointerEntry],
         max_ptr: i64,
     ) -> Option<AssembledMemory> {
+        let _ac = self.autocast();
         let mut mem = Vec::new();
         let mut pos = Vec::new();
         for m in memories {
@@ -512,6 +558,7 @@ impl Sam2Model {
         mem: &AssembledMemory,
         mask: Option<&Tensor>,
     ) -> Tensor {
+        let _ac = self.autocast();
         let s = feats.vision_feat.size();
         let curr = feats.vision_feat.flatten(2, -1).permute([0, 2, 1]);
         let curr_pos = feats.vision_pos.flatten(2, -1).permute([0, 2, 1]);
@@ -670,6 +717,7 @@ impl Sam2Model {
         is_mask_from_pts: bool,
     ) -> (Tensor, Tensor) {
         let _span = tracing::trace_span!("encode_memory").entered();
+        let _ac = self.autocast();
         let (f, pos) = self.encode_memory_unrounded(
             feats,
             high_res_masks,
@@ -687,6 +735,7 @@ impl Sam2Model {
         object_score_logits: &Tensor,
         is_mask_from_pts: bool,
     ) -> (Tensor, Tensor) {
+        let _ac = self.autocast();
         let h = high_res_masks.to_kind(Kind::Float);
         let m = if is_mask_from_pts {
             h.gt(0.0).to_kind(Kind::Float)
@@ -704,6 +753,11 @@ impl Sam2Model {
                     .view([b, 1, 1, 1]);
             feat += absent * e.view([1, MEM_DIM, 1, 1]);
         }
-        (feat, pos)
+        // Under autocast both are bf16 (the official `.to(x.dtype)` on the PE): widen exactly.
+        if feat.kind() != Kind::Float {
+            (feat.to_kind(Kind::Float), pos.to_kind(Kind::Float))
+        } else {
+            (feat, pos)
+        }
     }
 }

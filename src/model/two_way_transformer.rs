@@ -32,8 +32,9 @@ pub(crate) fn recombine_heads(x: &Tensor) -> Tensor {
 
 /// `softmax(q kᵀ / √d) v` through PyTorch's SDPA (same kernels as the official code).
 /// `mask`, when given, is a boolean `[B, 1, Nq, Nk]` (true = attend) or an additive float mask.
+/// In bf16 under autocast ([`super::layers::sdpa`]).
 pub(crate) fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
-    Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, false, None, false)
+    super::layers::sdpa(q, k, v, mask)
 }
 
 impl Attention {

@@ -1,0 +1,118 @@
+//! CUDA runtime settings and statistics through densam's C++ shim (`csrc/torch_shim.cpp`,
+//! compiled by build.rs): the TF32 policy and the caching allocator's peak memory.
+//!
+//! TF32 policy: with `--dtype fp32` on CUDA, TF32 is disabled in cuDNN convolutions and cuBLAS
+//! matmuls, so fp32 results match the official fp32 reference run with TF32 off (libtorch's
+//! default allows it in cuDNN). With `--dtype bf16`, libtorch's defaults are kept, as in the
+//! official code under `torch.autocast` (cuDNN TF32 on, cuBLAS TF32 off); only the few f32
+//! convolutions/matmuls outside the bf16 regions are affected.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tch::Device;
+
+use super::layers::Precision;
+
+unsafe extern "C" {
+    fn densam_set_allow_tf32(allow: i32) -> i32;
+    fn densam_get_allow_tf32() -> i32;
+    fn densam_has_cuda_stats() -> i32;
+    fn densam_cuda_memory_stats(device: i32, out: *mut i64) -> i32;
+    fn densam_cuda_reset_peak(device: i32) -> i32;
+}
+
+/// Whether TF32 is allowed in (cuDNN convolutions, cuBLAS matmuls); `None` on a libtorch error.
+pub fn tf32_allowed() -> Option<(bool, bool)> {
+    // SAFETY: a plain C call into the shim; it catches every C++ exception.
+    let r = unsafe { densam_get_allow_tf32() };
+    (r >= 0).then_some((r & 1 != 0, r & 2 != 0))
+}
+
+/// Allows or forbids TF32 in both cuDNN and cuBLAS. Returns false on a libtorch error.
+pub fn set_tf32(allow: bool) -> bool {
+    // SAFETY: as above.
+    unsafe { densam_set_allow_tf32(i32::from(allow)) == 0 }
+}
+
+/// Applies the TF32 policy of the module doc for a run on `device` in `precision`.
+pub fn apply_tf32_policy(device: Device, precision: Precision) {
+    if device.is_cuda() && precision == Precision::Fp32 && !set_tf32(false) {
+        tracing::warn!("could not disable TF32; fp32 convolutions may run in TF32");
+    }
+}
+
+/// CUDA caching-allocator statistics of one device, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryStats {
+    pub peak_allocated: u64,
+    pub peak_reserved: u64,
+    pub allocated: u64,
+    pub reserved: u64,
+}
+
+/// The largest peak seen before the last reset (for the whole-run figure).
+static RUN_PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// The allocator statistics of `device`; `None` on the CPU, without CUDA, or in a build whose
+/// libtorch has no CUDA.
+pub fn memory_stats(device: Device) -> Option<MemoryStats> {
+    let Device::Cuda(index) = device else {
+        return None;
+    };
+    // SAFETY: plain C calls; `out` holds the 4 values the shim writes.
+    unsafe {
+        if densam_has_cuda_stats() == 0 || !tch::Cuda::is_available() {
+            return None;
+        }
+        let mut out = [0i64; 4];
+        if densam_cuda_memory_stats(index as i32, out.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let u = |v: i64| v.max(0) as u64;
+        Some(MemoryStats {
+            peak_allocated: u(out[0]),
+            peak_reserved: u(out[1]),
+            allocated: u(out[2]),
+            reserved: u(out[3]),
+        })
+    }
+}
+
+/// Peak bytes allocated on `device` since the last [`reset_peak_memory`].
+pub fn peak_allocated_bytes(device: Device) -> Option<u64> {
+    memory_stats(device).map(|s| s.peak_allocated)
+}
+
+/// Peak bytes allocated on `device` over the whole process (across resets).
+pub fn run_peak_allocated_bytes(device: Device) -> Option<u64> {
+    peak_allocated_bytes(device).map(|p| p.max(RUN_PEAK.load(Ordering::Relaxed)))
+}
+
+/// Starts a new peak-measuring period on `device` (a no-op off CUDA).
+pub fn reset_peak_memory(device: Device) {
+    if let (Some(p), Device::Cuda(index)) = (peak_allocated_bytes(device), device) {
+        RUN_PEAK.fetch_max(p, Ordering::Relaxed);
+        // SAFETY: a plain C call; the shim catches C++ exceptions.
+        unsafe {
+            densam_cuda_reset_peak(index as i32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf32_switch_round_trips_and_cpu_has_no_stats() {
+        assert_eq!(memory_stats(Device::Cpu), None);
+        assert_eq!(peak_allocated_bytes(Device::Cpu), None);
+        reset_peak_memory(Device::Cpu);
+        let before = tf32_allowed().expect("shim works");
+        assert!(set_tf32(false));
+        assert_eq!(tf32_allowed(), Some((false, false)));
+        assert!(set_tf32(true));
+        assert_eq!(tf32_allowed(), Some((true, true)));
+        set_tf32(before.0);
+    }
+}
