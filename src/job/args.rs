@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::model::device::DeviceChoice;
+use crate::model::layers::Precision;
 
 /// Everything `densam annotate` takes.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -78,6 +79,11 @@ pub struct TrackArgs {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Compute precision: fp32 (bit-exact with the official fp32 model; no TF32 on CUDA) or
+    /// bf16 (the regions the official code runs in bf16 under `torch.autocast("cuda",
+    /// torch.bfloat16)`; masks within ~1e-2 of fp32).
+    #[arg(long, default_value = "fp32")]
+    pub dtype: Precision,
     /// Objects tracked per batch (1 = one by one, as the official predictor).
     #[arg(long, default_value_t = 16)]
     pub batch_objects: usize,

@@ -292,6 +292,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "max_cond_frames": ta.max_cond_frames,
         "batch_objects": ta.batch_objects.max(1),
         "device": format!("{device:?}"),
+        "dtype": ta.dtype,
         "window": win.as_ref().map(|w| serde_json::json!({"index": w.index,
             "first_frame": w.own_from, "end_frame": w.end, "warm_from": w.warm_from})),
     });
@@ -344,7 +345,10 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     }
 
     let model = Sam2Model::load(&args.input.checkpoint, device, ta.image_size)
-        .map_err(|e| JobError::Model(e.to_string()))?;
+        .map_err(|e| JobError::Model(e.to_string()))?
+        .with_precision(ta.dtype);
+    crate::model::cuda::apply_tf32_policy(device, ta.dtype);
+    crate::model::cuda::reset_peak_memory(device);
     let (shift, own_from, run_frames) = match &win {
         Some(w) => (w.warm_from, w.own_from, w.end - w.warm_from),
         None => (0, 0, geo.num_frames),
@@ -543,14 +547,19 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
                     processed_frames: nproc,
                     fps: nproc as f64 / wall.max(1e-9),
                     peak_rss_bytes: peak_rss_bytes(),
+                    peak_gpu_bytes: crate::model::cuda::peak_allocated_bytes(device),
                     in_first_stretch: n_new > 1 || next == plan.head_end + 1,
                 });
                 tracing::info!(
                     "window {k} (frames {first_frame}..={last_frame}) done: {nproc} processed frames \
-                     in {wall:.1} s; peak RSS {} MiB",
-                    peak_rss_bytes().unwrap_or(0) >> 20
+                     in {wall:.1} s; peak RSS {} MiB{}",
+                    peak_rss_bytes().unwrap_or(0) >> 20,
+                    crate::model::cuda::peak_allocated_bytes(device)
+                        .map(|b| format!("; peak GPU {} MiB", b >> 20))
+                        .unwrap_or_default()
                 );
             }
+            crate::model::cuda::reset_peak_memory(device);
             last_window_end = Instant::now();
             processed_at_window_end = next;
             window_end = true;
@@ -614,6 +623,8 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
                   "checkpoint": args.input.checkpoint,
                   "checkpoint_fnv1a": checkpoint_hash(&args.input.checkpoint)},
         "device": format!("{device:?}"),
+        "dtype": ta.dtype,
+        "peak_gpu_bytes": crate::model::cuda::run_peak_allocated_bytes(device),
         "objects": set.objects.iter().map(|o| serde_json::json!({
             "id": o.id, "label": o.label, "prompted_frames": o.frames.keys().collect::<Vec<_>>()
         })).collect::<Vec<_>>(),

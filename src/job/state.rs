@@ -27,6 +27,9 @@ pub struct WindowRecord {
     pub processed_frames: usize,
     pub fps: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Peak CUDA caching-allocator bytes allocated during the window (None on the CPU).
+    #[serde(default)]
+    pub peak_gpu_bytes: Option<u64>,
     /// Finished inside the first stretch (pre-pass, forward head, reverse pass), whose time is
     /// reported as one.
     pub in_first_stretch: bool,
