@@ -16,14 +16,54 @@
 //! coordinates), with a warning.
 
 pub mod hd_epic;
-pub mod rle;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
 
-pub use rle::BinaryMask;
+use crate::output::rle::Rle;
+
+/// A decoded binary mask, row-major, `data[y * width + x]` in {0, 1}.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryMask {
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<u8>,
+}
+
+impl BinaryMask {
+    /// Number of foreground pixels.
+    pub fn area(&self) -> usize {
+        self.data.iter().map(|&v| v as usize).sum()
+    }
+}
+
+/// Decodes a prompt mask (compressed counts string or list of runs) with the shared COCO RLE
+/// codec.
+fn decode_mask(m: &RleSpec) -> Result<BinaryMask, String> {
+    let [h, w] = m.size;
+    let (h32, w32) = (
+        u32::try_from(h).map_err(|_| format!("mask height {h} too large"))?,
+        u32::try_from(w).map_err(|_| format!("mask width {w} too large"))?,
+    );
+    let rle = match &m.counts {
+        RleCounts::String(s) => Rle::from_counts_string(s, h32, w32),
+        RleCounts::Runs(r) => {
+            let runs = r
+                .iter()
+                .map(|&c| u32::try_from(c).map_err(|_| format!("run length {c} too large")))
+                .collect::<Result<Vec<u32>, String>>()?;
+            Rle::from_counts(h32, w32, runs)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(BinaryMask {
+        height: h,
+        width: w,
+        data: rle.decode_row_major(),
+    })
+}
 
 /// Errors reading or validating a prompts file.
 #[derive(Debug, thiserror::Error)]
@@ -282,11 +322,7 @@ pub fn validate(
                 }
             }
             if let Some(m) = &p.mask {
-                let decoded = match &m.counts {
-                    RleCounts::String(s) => rle::decode_counts_string(s),
-                    RleCounts::Runs(r) => Ok(r.clone()),
-                }
-                .and_then(|c| rle::decode_runs(m.size[0], m.size[1], &c));
+                let decoded = decode_mask(m);
                 match decoded {
                     Err(e) => skips.push(format!("{at}: bad mask RLE ({e}), skipped")),
                     Ok(bm) if bm.area() == 0 => {

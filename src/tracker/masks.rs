@@ -5,6 +5,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::output::rle::Rle;
+
 /// One object's binary mask on one frame, run-length encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaskRuns {
@@ -28,52 +30,20 @@ pub fn video_masks(low_res: &Tensor, height: u32, width: u32) -> Tensor {
     up.gt(0.0).squeeze_dim(1).to_device(Device::Cpu)
 }
 
-/// Run-length encodes one `[H, W]` boolean mask.
+/// Run-length encodes one `[H, W]` boolean mask with the shared COCO RLE encoder
+/// (row-major input, no transposed copy).
 pub fn mask_runs(mask: &Tensor) -> MaskRuns {
     let size = mask.size();
-    let (h, w) = (size[0] as usize, size[1] as usize);
-    // Column-major bytes: transpose to [W, H].
-    let colmajor = mask
-        .to_kind(Kind::Uint8)
-        .transpose(0, 1)
-        .contiguous()
-        .flatten(0, -1);
-    let data: Vec<u8> = Vec::<u8>::try_from(&colmajor).unwrap_or_default();
-    runs_from_colmajor(&data, h, w)
-}
-
-/// Run-length encodes column-major 0/1 bytes of an `h × w` mask.
-pub fn runs_from_colmajor(data: &[u8], h: usize, w: usize) -> MaskRuns {
-    let mut counts = Vec::new();
-    let mut cur = 0u8;
-    let mut run = 0u32;
-    let mut area = 0u64;
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
-    for (j, &v) in data.iter().enumerate() {
-        let v = (v != 0) as u8;
-        if v != cur {
-            counts.push(run);
-            run = 0;
-            cur = v;
-        }
-        run += 1;
-        if v == 1 {
-            area += 1;
-            let (x, y) = (j / h, j % h);
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-    }
-    counts.push(run);
-    let bbox = (area > 0).then(|| [x0 as u32, y0 as u32, x1 as u32 + 1, y1 as u32 + 1]);
+    let (h, w) = (size[0] as u32, size[1] as u32);
+    let bytes = mask.to_kind(Kind::Uint8).contiguous().flatten(0, -1);
+    let data: Vec<u8> = Vec::<u8>::try_from(&bytes).unwrap_or_default();
+    let rle = Rle::encode_row_major(&data, h, w).unwrap_or_else(|_| Rle::empty(h, w));
     MaskRuns {
-        height: h as u32,
-        width: w as u32,
-        counts,
-        area,
-        bbox,
+        height: h,
+        width: w,
+        area: rle.area(),
+        bbox: rle.bbox_xyxy(),
+        counts: rle.counts,
     }
 }
 
