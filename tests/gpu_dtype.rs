@@ -1,53 +1,35 @@
-//! `densam annotate --dtype bf16` against `--dtype fp32` on the CPU, through the binary: the
+//! `densam annotate --dtype bf16` against `--dtype fp32` on the CPU, through the binary, on the
+//! tracker parity clip (`reference_video.py make-clip`: 32 frames 320x240, three objects with
+//! boxes, points, a negative point, mask prompts; seeded random tiny 2.1 weights at 256): the
 //! bf16 regions of the official autocast (emulated by explicit casts) must give masks with
-//! IoU >= 0.98 per object-frame against fp32 on a small generated clip (seeded random tiny 2.1
-//! weights at 256), `run.json` records the dtype, and `--device cuda` on a machine without a
-//! usable GPU is a clear error (exit code of a model/device error, message naming the flag).
+//! IoU >= 0.98 per object-frame against fp32, and `run.json` records the dtype. Also the autocast
+//! regions of the image encoder and its ~1e-2 relative error, and that `--device cuda` on a
+//! machine without a usable GPU is a clear error (exit 6, message naming the flag).
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const W: u32 = 160;
-const H: u32 = 120;
-const N: u32 = 16;
-/// Per object-frame mask IoU bf16 vs fp32, and its mean over the clip. Measured on this clip:
-/// min 0.954, mean 0.978 (32 object-frames). Random weights give soft mask borders (logits near
-/// 0 over a wide band), so the ~1e-2 relative bf16 error moves borders by about a pixel on
-/// ~6000-pixel masks; the issue's 0.98 is met on the mean only, and is to be re-checked with
-/// real weights (scripts/bench-gpu compares bf16 against the official autocast on a GPU).
-const MIN_IOU: f64 = 0.95;
-const MIN_MEAN_IOU: f64 = 0.97;
+/// Per object-frame mask IoU, bf16 vs fp32 (the issue's tolerance). Measured on this clip:
+/// min 0.9912, mean 0.9943 over 96 object-frames (the official predictor itself, fp32 vs its
+/// bf16 autocast emulated on the CPU: min 0.9908, mean 0.9944).
+const MIN_IOU: f64 = 0.98;
 
-fn make_clip(dir: &Path) -> (PathBuf, PathBuf) {
-    let frames = dir.join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    for t in 0..N {
-        let img = image::RgbImage::from_fn(W, H, |x, y| {
-            let (xi, yi, ti) = (x as i32, y as i32, t as i32);
-            let (cx, cy) = (40 + 3 * ti, 55);
-            if (xi - cx).pow(2) + (yi - cy).pow(2) < 18 * 18 {
-                image::Rgb([230, 30, 30])
-            } else if (xi - 120).abs() < 16 && (yi - (30 + ti)).abs() < 16 {
-                image::Rgb([20, 210, 40])
-            } else {
-                let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
-                image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
-            }
-        });
-        img.save(frames.join(format!("{t:05}.png"))).unwrap();
-    }
-    let prompts = dir.join("prompts.json");
-    std::fs::write(
-        &prompts,
-        r#"{"objects": [
-          {"id": "disc", "label": "disc", "prompts": [{"frame": 0, "box": [22, 37, 58, 73]}]},
-          {"id": "sq", "label": "square", "prompts": [
-             {"frame": 4, "points": [[120, 34]], "labels": [1]}]}]}"#,
-    )
-    .unwrap();
-    (frames, prompts)
+/// The parity clip's frames and prompts (generated once into .cache).
+fn clip() -> (PathBuf, PathBuf) {
+    let script = "tools/parity/reference_video.py";
+    let dir = common::fixture_dir("gpu-dtype-clip", &[script], &["32x320x240".into()], |tmp| {
+        common::run_python(
+            script,
+            &[
+                "make-clip".into(),
+                "--out".into(),
+                tmp.display().to_string(),
+            ],
+        );
+    });
+    (dir.join("frames"), dir.join("prompts.json"))
 }
 
 fn densam(args: &[String]) -> Output {
@@ -115,7 +97,7 @@ fn run_json(out: &Path) -> serde_json::Value {
 #[test]
 fn bf16_matches_fp32_masks_on_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    let (frames, prompts) = make_clip(dir.path());
+    let (frames, prompts) = clip();
     let ckpt = common::checkpoint("tiny", "2.1", 256, 0).join("model.pt");
     let mut results = Vec::new();
     for dtype in ["fp32", "bf16"] {
@@ -140,11 +122,7 @@ fn bf16_matches_fp32_masks_on_cpu() {
     let mut keys: Vec<_> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
-    assert!(
-        keys.len() >= 2 * N as usize - 4,
-        "{} object-frames",
-        keys.len()
-    );
+    assert!(keys.len() >= 90, "{} object-frames", keys.len());
     let empty = Vec::new();
     let (mut min, mut sum, mut nonempty) = (1.0f64, 0.0, 0);
     for k in &keys {
@@ -167,8 +145,6 @@ fn bf16_matches_fp32_masks_on_cpu() {
         sum / keys.len() as f64
     );
     assert!(nonempty > 0, "the fp32 run found no object at all");
-    let mean = sum / keys.len() as f64;
-    assert!(mean >= MIN_MEAN_IOU, "mean IoU {mean:.4} < {MIN_MEAN_IOU}");
 }
 
 /// The autocast regions of spec §6.1 on the image encoder: L0/L1 (so feat_s0/s1) bf16, L2 and
@@ -228,14 +204,14 @@ fn cuda_without_gpu_is_a_clear_error() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (frames, prompts) = make_clip(dir.path());
+    let (frames, prompts) = clip();
     let ckpt = common::checkpoint("tiny", "2.1", 256, 0).join("model.pt");
     let out = dir.path().join("out");
     let mut args = annotate_args(&frames, &prompts, &ckpt, &out);
     args.extend(["--device", "cuda", "--dtype", "bf16"].map(String::from));
     let o = densam(&args);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(6), "{err}");
     assert!(err.contains("--device cuda"), "{err}");
     assert!(err.contains("no usable CUDA GPU"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
