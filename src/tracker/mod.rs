@@ -262,7 +262,18 @@ impl<'a> Tracker<'a> {
     }
 
     fn encode(&self, image: &Tensor) -> BackboneOut {
-        let x = image.to_device(self.device()).to_kind(Kind::Float);
+        let dev = self.device();
+        let x = if dev.is_cuda() && image.device() == Device::Cpu {
+            // Pinned host memory (libtorch's caching host allocator reuses its blocks, guarded by
+            // CUDA events, so no per-frame pinning) and an asynchronous copy on the current
+            // stream, ordered before the encoder's kernels.
+            image
+                .to_kind(Kind::Float)
+                .pin_memory(dev)
+                .to_device_(dev, Kind::Float, true, false)
+        } else {
+            image.to_device(dev).to_kind(Kind::Float)
+        };
         let x = if x.dim() == 3 { x.unsqueeze(0) } else { x };
         self.model.encode_image(&x)
     }
