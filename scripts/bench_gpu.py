@@ -150,7 +150,7 @@ def main():
     n = int(os.environ.get("BENCH_FRAMES", "48"))
     side = int(os.environ.get("BENCH_SIZE", "1408"))
     objs = [int(x) for x in os.environ.get("BENCH_OBJECTS", "1 8").split()]
-    dtypes = os.environ.get("BENCH_DTYPES", "fp32").split()
+    dtypes = os.environ.get("BENCH_DTYPES", "bf16").split()
     work = os.environ.get("BENCH_WORK", "/tmp/densam-bench-gpu")
     os.makedirs(work, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if DEV == "cuda" else "none (cpu)"
@@ -194,6 +194,30 @@ def main():
                 "iou_mean": round(float(ious.mean()), 5), "iou_min": round(float(ious.min()), 5),
                 "iou_frac_ge_0.99": round(float((ious >= 0.99).mean()), 4),
             }
+            results.append(row)
+            log(json.dumps(row))
+    # Peak device memory against clip length: the same clip looped to BENCH_LONG_FRAMES frames,
+    # densam only (the official predictor would hold every frame).
+    long_n = int(os.environ.get("BENCH_LONG_FRAMES", "0"))
+    if long_n > n:
+        k = max(objs)
+        boxes = boxes_for(shapes, k)
+        long_dir = os.path.join(work, f"frames-{long_n}")
+        os.makedirs(long_dir, exist_ok=True)
+        for t in range(long_n):
+            dst = os.path.join(long_dir, f"{t:05d}.jpg")
+            if not os.path.exists(dst):
+                os.symlink(os.path.join(frames, f"{t % n:05d}.jpg"), dst)
+        for dtype in dtypes:
+            mem = {}
+            for length, d in ((n, frames), (long_n, long_dir)):
+                _, dt = run_densam(args.densam, ckpt, d, boxes, dtype,
+                                   os.path.join(work, f"out-len-{dtype}-{length}"))
+                peak_d = dt["manifest"].get("peak_gpu_bytes")
+                mem[length] = {"peak_gpu_allocated_MiB": None if peak_d is None else round(peak_d / 2**20, 1),
+                               "process_gpu_MiB_nvidia_smi": dt["peak_smi_mib"],
+                               "obj_frames_per_s": round(length * k / dt["total_s"], 2)}
+            row = {"length_check": True, "dtype": dtype, "objects": k, "by_frames": mem}
             results.append(row)
             log(json.dumps(row))
     log("SUMMARY " + json.dumps(results))
