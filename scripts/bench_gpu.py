@@ -4,6 +4,7 @@
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -89,6 +90,8 @@ def run_official(ckpt, frames, boxes, dtype, n_frames):
 
 def run_densam(binary, ckpt, frames, boxes, dtype, out):
     prompts = {"objects": [{"id": str(i), "prompts": [{"frame": 0, "box": b}]} for i, b in enumerate(boxes)]}
+    # A fresh output folder: densam resumes (and skips) a finished run in an existing one.
+    shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out, exist_ok=True)
     p = os.path.join(out, "prompts.json")
     with open(p, "w") as f:
