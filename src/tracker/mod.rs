@@ -334,14 +334,8 @@ impl<'a> Tracker<'a> {
         let numbers: Vec<u64> = self.plan.processed[s..=head_end].to_vec();
         {
             let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
-                let t = self
-                    .plan
-                    .index_of(fi.number)
-                    .ok_or_else(|| bad_frame(fi.number))?;
-                let feats = self.encode(&fi.image);
-                let outs = self.step(&feats, t as i64, false)?;
-                if self.plan.written[t] {
-                    let bytes = sink.encode(self.frame_result(&fi, &outs))?;
+                let (_, bytes) = self.track_frame(&fi, false, false, sink)?;
+                if let Some(bytes) = bytes {
                     head.push((fi.number, bytes));
                 }
                 self.done += 1;
@@ -377,17 +371,8 @@ impl<'a> Tracker<'a> {
                     )));
                 }
                 while let Some(fi) = imgs.pop() {
-                    let t = self
-                        .plan
-                        .index_of(fi.number)
-                        .ok_or_else(|| bad_frame(fi.number))?;
-                    let feats = self.encode(&fi.image);
-                    let outs = self.step(&feats, t as i64, true)?;
-                    for b in self.banks.iter_mut() {
-                        b.prune(t as i64, true, &self.select);
-                    }
-                    if self.plan.written[t] {
-                        let bytes = sink.encode(self.frame_result(&fi, &outs))?;
+                    let (t, bytes) = self.track_frame(&fi, true, true, sink)?;
+                    if let Some(bytes) = bytes {
                         spool.push(fi.number, &bytes)?;
                     }
                     if t != s {
@@ -433,17 +418,8 @@ impl<'a> Tracker<'a> {
         if from < self.plan.len() {
             let numbers: Vec<u64> = self.plan.processed[from..].to_vec();
             let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
-                let t = self
-                    .plan
-                    .index_of(fi.number)
-                    .ok_or_else(|| bad_frame(fi.number))?;
-                let feats = self.encode(&fi.image);
-                let outs = self.step(&feats, t as i64, false)?;
-                for b in self.banks.iter_mut() {
-                    b.prune(t as i64, false, &self.select);
-                }
-                if self.plan.written[t] {
-                    let bytes = sink.encode(self.frame_result(&fi, &outs))?;
+                let (t, bytes) = self.track_frame(&fi, false, true, sink)?;
+                if let Some(bytes) = bytes {
                     sink.write(fi.number, &bytes)?;
                 }
                 self.done += 1;
@@ -550,6 +526,35 @@ impl<'a> Tracker<'a> {
 
     /// Every object on processed frame `t`: the stored output on its conditioning frames, a
     /// tracking step elsewhere (stored in its bank).
+    /// Tracks every object on one processed frame: image encoder, one step, optionally drops
+    /// what no later frame of the pass can read, and encodes the result if the frame is written.
+    /// Returns the frame's processed index and the encoded result.
+    fn track_frame(
+        &mut self,
+        fi: &FrameInput,
+        reverse: bool,
+        prune: bool,
+        sink: &mut dyn ResultSink,
+    ) -> Result<(usize, Option<Vec<u8>>), TrackError> {
+        let t = self
+            .plan
+            .index_of(fi.number)
+            .ok_or_else(|| bad_frame(fi.number))?;
+        let feats = self.encode(&fi.image);
+        let outs = self.step(&feats, t as i64, reverse)?;
+        if prune {
+            for b in self.banks.iter_mut() {
+                b.prune(t as i64, reverse, &self.select);
+            }
+        }
+        let bytes = if self.plan.written[t] {
+            Some(sink.encode(self.frame_result(fi, &outs))?)
+        } else {
+            None
+        };
+        Ok((t, bytes))
+    }
+
     pub fn step(
         &mut self,
         feats: &BackboneOut,
