@@ -136,4 +136,9 @@ pub struct JobArgs {
     /// Debug logging (wins over --quiet).
     #[arg(long)]
     pub verbose: bool,
+    /// Time each stage (image encoder, memory attention, mask decoder, memory encoder, output)
+    /// into run.json's `this_run.stage_seconds` and the final log line. On a GPU this
+    /// synchronises the device at every stage boundary, so the run is somewhat slower.
+    #[arg(long)]
+    pub profile: bool,
 }

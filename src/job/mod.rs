@@ -268,6 +268,12 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         None => set,
     };
     let device = select_device(ta.device).map_err(|e| JobError::Model(e.to_string()))?;
+    if args.job.profile {
+        crate::profile::enable(match device {
+            tch::Device::Cuda(i) => Some(i),
+            _ => None,
+        });
+    }
     let ckpt_meta = std::fs::metadata(&args.input.checkpoint).map_err(|e| {
         JobError::Model(format!(
             "model checkpoint {}: {e}",
@@ -639,11 +645,33 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "this_run": {"wall_seconds": run_start.elapsed().as_secs_f64(),
                      "decode_seconds": frames.decode_time.as_secs_f64(),
                      "encode_write_seconds": sink.write_time.as_secs_f64(),
+                     "stage_seconds": crate::profile::enabled().then(|| {
+                         let mut m = serde_json::Map::new();
+                         m.insert("decode_wait".into(), frames.decode_time.as_secs_f64().into());
+                         for (k, v) in crate::profile::totals() {
+                             m.insert(k.into(), v.into());
+                         }
+                         m.insert("encode_write".into(), sink.write_time.as_secs_f64().into());
+                         m
+                     }),
                      "resumed_at": resume_at,
                      "fps": (tracker_done(processed_total, resume_at) as f64)
                          / run_start.elapsed().as_secs_f64().max(1e-9)},
         "since_start_seconds": t0.elapsed().as_secs_f64(),
     });
+    if crate::profile::enabled() {
+        let split: Vec<String> = crate::profile::totals()
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        tracing::info!(
+            "stage seconds: decode wait {:.2}, {}, encode+write {:.2}; wall {:.2}",
+            frames.decode_time.as_secs_f64(),
+            split.join(", "),
+            sink.write_time.as_secs_f64(),
+            run_start.elapsed().as_secs_f64()
+        );
+    }
     let set_status = |m: &mut serde_json::Value, s: &str, err: Option<String>| {
         m["status"] = serde_json::json!(s);
         m["errors"] = serde_json::json!(err.into_iter().collect::<Vec<_>>());

@@ -262,6 +262,7 @@ impl<'a> Tracker<'a> {
     }
 
     fn encode(&self, image: &Tensor) -> BackboneOut {
+        let _prof = crate::profile::scope(crate::profile::Stage::ImageEncoder);
         let dev = self.device();
         let x = if dev.is_cuda() && image.device() == Device::Cpu {
             // Pinned host memory (libtorch's caching host allocator reuses its blocks, guarded by
@@ -652,6 +653,7 @@ impl<'a> Tracker<'a> {
         let (features, _pos) =
             self.model
                 .encode_memory(feats, &out.high_res_masks, &out.object_score_logits, false);
+        let _prof = crate::profile::scope(crate::profile::Stage::StepPost);
         let low = fill_holes(&out.low_res_masks, self.cfg.fill_hole_area);
         let osl = Vec::<f32>::try_from(
             out.object_score_logits
@@ -730,6 +732,7 @@ impl<'a> Tracker<'a> {
 
     /// The written result of a frame: video-resolution masks as runs.
     fn frame_result(&self, fi: &FrameInput, outs: &[RawOutput]) -> FrameResult {
+        let _prof = crate::profile::scope(crate::profile::Stage::Output);
         let lows: Vec<Tensor> = outs.iter().map(|o| o.low_res.shallow_clone()).collect();
         let masks = masks::video_masks(&Tensor::cat(&lows, 0), self.video_h, self.video_w);
         let objects = outs
