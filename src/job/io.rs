@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tch::Device;
-
 use super::JobError;
 use crate::prompts::PromptSet;
 use crate::tracker::annotate::frame_record;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
-use crate::video::{Selection, StreamOptions, VideoSource, model_input_tensor, resize_bicubic};
+use crate::video::{
+    DEFAULT_QUEUE_FRAMES, ModelRgb, Selection, StreamOptions, VideoSource, model_input_rgb,
+    model_rgb_tensor,
+};
 
 /// Frames of a video as model input, optionally downscaled by `scale` first.
 pub struct JobFrames<'a> {
@@ -37,21 +38,34 @@ impl FrameSource for JobFrames<'_> {
             return Ok(());
         }
         let list: Vec<usize> = numbers.iter().map(|&n| n as usize).collect();
+        // The resizes (the costly part after decoding) run on a few preparing threads beside
+        // the decoder; the model image travels as uint8 and is normalised on the model's device.
+        let pre_resize = (self.scale > 1.0).then(|| {
+            let w = ((self.video.width() as f64 / self.scale).round() as usize).max(1);
+            let h = ((self.video.height() as f64 / self.scale).round() as usize).max(1);
+            (w, h)
+        });
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let options = StreamOptions {
+            model_rgb: Some(ModelRgb {
+                size: self.image_size,
+                pre_resize,
+            }),
+            prepare_threads: (threads / 2).clamp(1, 4),
+            queue_frames: DEFAULT_QUEUE_FRAMES.max(threads.min(8)),
+            ..StreamOptions::default()
+        };
         let mut stream = self
             .video
-            .frames(Selection::List(list), StreamOptions::default())
+            .frames(Selection::List(list), options)
             .map_err(|e| TrackError::Video(e.to_string()))?;
         loop {
             let t = Instant::now();
             let Some(fr) = stream.next() else { break };
             let fr = fr.map_err(|e| TrackError::Video(e.to_string()))?;
-            let image = if self.scale > 1.0 {
-                let w = ((fr.rgb.width as f64 / self.scale).round() as usize).max(1);
-                let h = ((fr.rgb.height as f64 / self.scale).round() as usize).max(1);
-                let small = resize_bicubic(&fr.rgb, w, h);
-                model_input_tensor(&small, self.image_size, Device::Cpu)
-            } else {
-                model_input_tensor(&fr.rgb, self.image_size, Device::Cpu)
+            let image = match &fr.model_rgb {
+                Some(m) => model_rgb_tensor(m),
+                None => model_rgb_tensor(&model_input_rgb(&fr.rgb, self.image_size)),
             };
             self.decode_time += t.elapsed();
             f(FrameInput {

@@ -264,6 +264,20 @@ impl<'a> Tracker<'a> {
     fn encode(&self, image: &Tensor) -> BackboneOut {
         let _prof = crate::profile::scope(crate::profile::Stage::ImageEncoder);
         let dev = self.device();
+        if image.kind() == Kind::Uint8 {
+            // An [S, S, 3] uint8 model image: 3 bytes per pixel to the device (pinned, async),
+            // normalised there (bit-identical to the host normalisation).
+            let x = if dev.is_cuda() && image.device() == Device::Cpu {
+                image
+                    .pin_memory(dev)
+                    .to_device_(dev, Kind::Uint8, true, false)
+            } else {
+                image.to_device(dev)
+            };
+            return self
+                .model
+                .encode_image(&crate::video::normalize_tensor(&x).unsqueeze(0));
+        }
         let x = if dev.is_cuda() && image.device() == Device::Cpu {
             // Pinned host memory (libtorch's caching host allocator reuses its blocks, guarded by
             // CUDA events, so no per-frame pinning) and an asynchronous copy on the current
@@ -734,13 +748,18 @@ impl<'a> Tracker<'a> {
     fn frame_result(&self, fi: &FrameInput, outs: &[RawOutput]) -> FrameResult {
         let _prof = crate::profile::scope(crate::profile::Stage::Output);
         let lows: Vec<Tensor> = outs.iter().map(|o| o.low_res.shallow_clone()).collect();
-        let masks = masks::video_masks(&Tensor::cat(&lows, 0), self.video_h, self.video_w);
+        let runs = if lows.is_empty() {
+            Vec::new()
+        } else {
+            masks::frame_mask_runs(&Tensor::cat(&lows, 0), self.video_h, self.video_w)
+        };
         let objects = outs
             .iter()
+            .zip(runs)
             .enumerate()
-            .map(|(i, o)| ObjectResult {
+            .map(|(i, (o, mask))| ObjectResult {
                 object: i,
-                mask: masks::mask_runs(&masks.get(i as i64)),
+                mask,
                 score: 1.0 / (1.0 + (-(o.score_logit as f32)).exp()) as f64,
                 iou: o.iou,
             })

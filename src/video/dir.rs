@@ -195,6 +195,7 @@ impl DirIndex {
             info: self.frame_info(n),
             rgb,
             model_input: None,
+            model_rgb: None,
         })
     }
 
