@@ -465,7 +465,10 @@ impl<'a> Tracker<'a> {
                     return Err(TrackError::Video(format!(
                         "asked for {} frames from {}, got {}",
                         numbers.len(),
-                        numbers[0],
+                        numbers
+                            .first()
+                            .copied()
+                            .unwrap_or(self.plan.processed[lo_u]),
                         imgs.len()
                     )));
                 }
