@@ -26,6 +26,8 @@ pub struct JobFrames<'a> {
     pub scale: f64,
     /// Time spent decoding and preparing frames.
     pub decode_time: Duration,
+    /// Frames decoded and prepared as model input.
+    pub decoded: usize,
 }
 
 impl FrameSource for JobFrames<'_> {
@@ -68,6 +70,7 @@ impl FrameSource for JobFrames<'_> {
                 None => model_rgb_tensor(&model_input_rgb(&fr.rgb, self.image_size)),
             };
             self.decode_time += t.elapsed();
+            self.decoded += 1;
             f(FrameInput {
                 number: fr.info.number as u64,
                 seconds: fr.info.seconds,
@@ -75,6 +78,18 @@ impl FrameSource for JobFrames<'_> {
             })?;
         }
         Ok(())
+    }
+
+    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+        numbers
+            .iter()
+            .map(|&n| {
+                self.video
+                    .frame_info(n as usize)
+                    .map(|i| i.seconds)
+                    .map_err(|e| TrackError::Video(e.to_string()))
+            })
+            .collect()
     }
 }
 
@@ -220,6 +235,11 @@ impl FrameSource for Shifted<'_> {
             fi.number -= shift;
             f(fi)
         })
+    }
+
+    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+        let orig: Vec<u64> = numbers.iter().map(|n| n + self.shift).collect();
+        self.inner.frame_seconds(&orig)
     }
 }
 

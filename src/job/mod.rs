@@ -26,10 +26,12 @@ use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
 use crate::prompts::{self, VideoGeometry};
 use crate::tracker::annotate::peak_rss_bytes;
+use crate::tracker::plan::prompt_span;
 use crate::tracker::{Flow, Plan, Progress, RunEnd, Tracker, TrackerConfig};
 use crate::video::VideoSource;
 
 pub use args::AnnotateJobArgs;
+use args::SpanMode;
 use state::{Meta, WindowRecord};
 
 /// Success, or a finished run re-run (nothing changed).
@@ -224,16 +226,30 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     if !(ta.video_scale_factor.is_finite() && ta.video_scale_factor >= 1.0) {
         return Err(JobError::Usage("--video-scale-factor must be >= 1".into()));
     }
+    if !(ta.span_margin.is_finite() && ta.span_margin >= 0.0) {
+        return Err(JobError::Usage("--span-margin must be >= 0".into()));
+    }
     if !(args.job.window_duration > 0.0 && args.job.window_overlap >= 0.0) {
         return Err(JobError::Usage(
             "--window-duration must be > 0 and --window-overlap >= 0".into(),
         ));
     }
-    let inp = input::resolve(&args.input)?;
+    let open_video = |p: &Path| {
+        VideoSource::open(p).map_err(|e| JobError::Input(format!("video {}: {e}", p.display())))
+    };
+    let mut opened: Option<VideoSource> = None;
+    let inp = input::resolve(&args.input, &mut |p| {
+        let v = open_video(p)?;
+        let size = (v.width() as u32, v.height() as u32);
+        opened = Some(v);
+        Ok(size)
+    })?;
     prepare_out(&args.input.out)?;
     let paths = OutPaths::new(&args.input.out, &inp.video_id);
-    let video = VideoSource::open(&inp.video)
-        .map_err(|e| JobError::Input(format!("video {}: {e}", inp.video.display())))?;
+    let video = match opened {
+        Some(v) => v,
+        None => open_video(&inp.video)?,
+    };
     let geo = VideoGeometry {
         num_frames: video.frame_count() as u64,
         width: video.width() as u32,
@@ -263,6 +279,24 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let (set, more) = prompts::validate(inp.objects, geo, ta.strict)
         .map_err(|e| JobError::Input(e.to_string()))?;
     warnings.extend(more);
+    // `--span prompts`: each object's span in original frames, from all its prompts (a window
+    // run keeps only the prompts near its window, but the span stays that of the whole video).
+    let margin_frames = (ta.span_margin * fps).round() as u64;
+    let spans: std::collections::HashMap<String, (u64, u64)> = match ta.span {
+        SpanMode::Video => Default::default(),
+        SpanMode::Prompts => set
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let first = *o.frames.keys().next()?;
+                let last = *o.frames.keys().next_back()?;
+                Some((
+                    o.id.clone(),
+                    prompt_span(first, last, margin_frames, geo.num_frames),
+                ))
+            })
+            .collect(),
+    };
     let set = match &win {
         Some(wr) => window_prompts(&set, wr, &mut warnings),
         None => set,
@@ -280,7 +314,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             args.input.checkpoint.display()
         ))
     })?;
-    let params = serde_json::json!({
+    let mut params = serde_json::json!({
         "video": std::fs::canonicalize(&inp.video).unwrap_or(inp.video.clone()),
         "video_frames": geo.num_frames,
         "video_size": [geo.width, geo.height],
@@ -302,6 +336,11 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "window": win.as_ref().map(|w| serde_json::json!({"index": w.index,
             "first_frame": w.own_from, "end_frame": w.end, "warm_from": w.warm_from})),
     });
+    if ta.span == SpanMode::Prompts {
+        // (absent with the default `video`, so that earlier checkpoints stay valid)
+        params["span"] = serde_json::json!({"mode": "prompts", "margin_s": ta.span_margin,
+                                            "margin_frames": margin_frames});
+    }
 
     // A finished result, a checkpoint, or neither.
     if paths.output.exists() {
@@ -411,11 +450,32 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     };
     let mut tracker = Tracker::new(&model, cfg, plan, set.clone(), geo.width, geo.height)
         .map_err(|e| JobError::Failed(e.to_string()))?;
+    if ta.span == SpanMode::Prompts {
+        let last = run_frames.saturating_sub(1);
+        let local: Vec<(u64, u64)> = set
+            .objects
+            .iter()
+            .map(|o| {
+                let (lo, hi) = spans.get(&o.id).copied().unwrap_or((0, u64::MAX));
+                (lo.saturating_sub(shift), hi.saturating_sub(shift).min(last))
+            })
+            .collect();
+        tracker
+            .set_spans(&local)
+            .map_err(|e| JobError::Internal(e.to_string()))?;
+        tracing::info!(
+            "--span prompts (margin {} s = {margin_frames} frames): {} of {processed_total} \
+             processed frames have an object to track",
+            ta.span_margin,
+            tracker.active_frames()
+        );
+    }
     let mut frames = io::JobFrames {
         video: &video,
         image_size: ta.image_size as usize,
         scale: ta.video_scale_factor,
         decode_time: std::time::Duration::ZERO,
+        decoded: 0,
     };
 
     let bar = (std::io::stderr().is_terminal() && !args.job.quiet).then(|| {
@@ -632,8 +692,12 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "dtype": ta.dtype,
         "peak_gpu_bytes": crate::model::cuda::run_peak_allocated_bytes(device),
         "objects": set.objects.iter().map(|o| serde_json::json!({
-            "id": o.id, "label": o.label, "prompted_frames": o.frames.keys().collect::<Vec<_>>()
+            "id": o.id, "label": o.label, "prompted_frames": o.frames.keys().collect::<Vec<_>>(),
+            "span_frames": spans.get(&o.id).map(|&(lo, hi)| [lo, hi]),
         })).collect::<Vec<_>>(),
+        "span": ta.span,
+        "span_margin_s": (ta.span == SpanMode::Prompts).then_some(ta.span_margin),
+        "active_frames": tracker.active_frames(),
         "warnings": warnings,
         "window_frames": window_frames,
         "windows": windows,
@@ -644,6 +708,8 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "wall_seconds": wall,
         "this_run": {"wall_seconds": run_start.elapsed().as_secs_f64(),
                      "decode_seconds": frames.decode_time.as_secs_f64(),
+                     "decoded_frames": frames.decoded,
+                     "encoded_frames": tracker.encoded_frames(),
                      "encode_write_seconds": sink.write_time.as_secs_f64(),
                      "stage_seconds": crate::profile::enabled().then(|| {
                          let mut m = serde_json::Map::new();

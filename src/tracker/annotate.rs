@@ -135,6 +135,18 @@ impl FrameSource for VideoFrames<'_> {
         }
         Ok(())
     }
+
+    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+        numbers
+            .iter()
+            .map(|&n| {
+                self.video
+                    .frame_info(n as usize)
+                    .map(|i| i.seconds)
+                    .map_err(|e| TrackError::Video(e.to_string()))
+            })
+            .collect()
+    }
 }
 
 /// Results as JSONL lines.

@@ -8,7 +8,9 @@
 //! results the reverse pass reads; the reverse pass from `s` down to 0, decoded in chunks from the
 //! end backwards with its encoded outputs spooled to a file and replayed in ascending order; then
 //! forward from `head_end + 1` to the end. Every object is tracked on every processed frame of
-//! both passes. The per-object [`bank::ObjectBank`] holds only what later frames can read.
+//! both passes, or only on those of its span ([`Tracker::set_spans`]); a processed frame with no
+//! object active is neither decoded nor encoded. The per-object [`bank::ObjectBank`] holds only
+//! what later frames can read.
 //!
 //! The tracker knows nothing of file formats: frames come from a [`FrameSource`], results go to
 //! a [`ResultSink`] that turns them into bytes (encoded as soon as a frame is computed) and
@@ -92,6 +94,34 @@ pub trait FrameSource {
         numbers: &[u64],
         f: &mut dyn FnMut(FrameInput) -> Result<(), TrackError>,
     ) -> Result<(), TrackError>;
+
+    /// The time in seconds of each of the original frames `numbers` (ascending): what a written
+    /// frame that no object is tracked on needs. Sources that know it without decoding (a
+    /// video's frame index) should say so; the default decodes the frames.
+    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+        let mut out = Vec::with_capacity(numbers.len());
+        self.for_each_frame(numbers, &mut |fi| {
+            out.push(fi.seconds);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// A processed frame as a pass meets it: decoded where some object is active, else idle (not
+/// decoded, no image encoder; `seconds` is NaN unless the frame is written).
+enum Slot {
+    Decoded(FrameInput),
+    Idle { number: u64, seconds: f64 },
+}
+
+impl Slot {
+    fn number(&self) -> u64 {
+        match self {
+            Slot::Decoded(fi) => fi.number,
+            Slot::Idle { number, .. } => *number,
+        }
+    }
 }
 
 /// One object's result on one written frame.
@@ -106,7 +136,7 @@ pub struct ObjectResult {
     pub iou: f64,
 }
 
-/// The results of one written frame (every object, empty masks included).
+/// The results of one written frame (every object active there, empty masks included).
 #[derive(Debug, Clone)]
 pub struct FrameResult {
     pub number: u64,
@@ -125,6 +155,8 @@ pub trait ResultSink {
 /// Raw per-object output of one processed frame (low-res logits after hole filling).
 #[derive(Debug)]
 pub struct RawOutput {
+    /// Index into the prompt set's objects.
+    pub object: usize,
     /// `[1, 1, r, r]`.
     pub low_res: Tensor,
     pub score_logit: f64,
@@ -190,6 +222,10 @@ pub struct Tracker<'a> {
     select: SelectCfg,
     /// Per object.
     banks: Vec<ObjectBank>,
+    /// Per object: the processed indices (inclusive) it is tracked on (all by default).
+    spans: Vec<(usize, usize)>,
+    /// Frames run through the image encoder (pre-pass included).
+    encoded: usize,
     /// The memory encoder's sine PE (the same for every frame).
     mem_pos: Option<Tensor>,
     done: usize,
@@ -237,6 +273,8 @@ impl<'a> Tracker<'a> {
             video_h,
             select,
             banks: (0..n).map(|_| ObjectBank::default()).collect(),
+            spans: vec![(0, total.saturating_sub(1)); n],
+            encoded: 0,
             mem_pos: None,
             done: 0,
             total,
@@ -257,12 +295,72 @@ impl<'a> Tracker<'a> {
         &self.banks
     }
 
+    /// Limits each object (in prompt-set order) to the processed frames among original frames
+    /// `first ..= last` (`--span prompts`). Outside its span an object is inactive: no step,
+    /// nothing stored, absent from the results; on the first frame of its span it tracks with
+    /// what its bank holds (its conditioning memories, possibly in the future, as SAM 2 does
+    /// before an object's first prompt), and its bank is emptied after its span in the final
+    /// forward pass. Processed frames where no object is active are not decoded or encoded.
+    /// Each span must hold its object's prompted frames.
+    pub fn set_spans(&mut self, spans: &[(u64, u64)]) -> Result<(), TrackError> {
+        if spans.len() != self.prompts.objects.len() {
+            return Err(TrackError::Invalid(format!(
+                "{} spans for {} objects",
+                spans.len(),
+                self.prompts.objects.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(spans.len());
+        for (obj, &(first, last)) in self.prompts.objects.iter().zip(spans) {
+            let range = self.plan.index_range(first, last).filter(|&(lo, hi)| {
+                obj.frames
+                    .keys()
+                    .all(|f| self.plan.index_of(*f).is_some_and(|i| lo <= i && i <= hi))
+            });
+            let Some(range) = range else {
+                return Err(TrackError::Invalid(format!(
+                    "object `{}`: span {first}..={last} does not hold its prompted frames",
+                    obj.id
+                )));
+            };
+            out.push(range);
+        }
+        self.spans = out;
+        Ok(())
+    }
+
+    /// Per object: the processed indices (inclusive) it is tracked on.
+    pub fn spans(&self) -> &[(usize, usize)] {
+        &self.spans
+    }
+
+    fn active(&self, o: usize, t: usize) -> bool {
+        self.spans
+            .get(o)
+            .is_some_and(|&(lo, hi)| lo <= t && t <= hi)
+    }
+
+    fn any_active(&self, t: usize) -> bool {
+        self.spans.iter().any(|&(lo, hi)| lo <= t && t <= hi)
+    }
+
+    /// The processed frames some object is active on (those the passes decode and encode).
+    pub fn active_frames(&self) -> usize {
+        (0..self.plan.len()).filter(|&t| self.any_active(t)).count()
+    }
+
+    /// Frames run through the image encoder so far (pre-pass included).
+    pub fn encoded_frames(&self) -> usize {
+        self.encoded
+    }
+
     fn device(&self) -> Device {
         self.model.device
     }
 
-    fn encode(&self, image: &Tensor) -> BackboneOut {
+    fn encode(&mut self, image: &Tensor) -> BackboneOut {
         let _prof = crate::profile::scope(crate::profile::Stage::ImageEncoder);
+        self.encoded += 1;
         let dev = self.device();
         if image.kind() == Kind::Uint8 {
             // An [S, S, 3] uint8 model image: 3 bytes per pixel to the device (pinned, async),
@@ -346,23 +444,19 @@ impl<'a> Tracker<'a> {
         let s = self.plan.start;
         // Forward head s ..= head_end, results kept in memory (encoded), banks unpruned.
         let mut head: Vec<(u64, Vec<u8>)> = Vec::new();
-        let numbers: Vec<u64> = self.plan.processed[s..=head_end].to_vec();
-        {
-            let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
-                let (_, bytes) = self.track_frame(&fi, false, false, sink)?;
-                if let Some(bytes) = bytes {
-                    head.push((fi.number, bytes));
-                }
-                self.done += 1;
-                progress(Progress::Tracked {
-                    frame: fi.number,
-                    done: self.done,
-                    total: self.total,
-                });
-                stop_if(hook(self, None)?, None)
-            };
-            frames.for_each_frame(&numbers, &mut cb)?;
-        }
+        self.visit_ascending(frames, s, head_end, &mut |this, t, slot| {
+            let number = slot.number();
+            if let Some(bytes) = this.process(t, slot, false, false, sink)? {
+                head.push((number, bytes));
+            }
+            this.done += 1;
+            progress(Progress::Tracked {
+                frame: number,
+                done: this.done,
+                total: this.total,
+            });
+            stop_if(hook(this, None)?, None)
+        })?;
         // Reverse s ..= 0 on a copy of the banks.
         if s > 0 {
             let forward_banks: Vec<ObjectBank> = self.banks.clone();
@@ -371,7 +465,12 @@ impl<'a> Tracker<'a> {
             let mut hi = s as i64; // inclusive upper end of the next chunk
             while hi >= 0 {
                 let lo = (hi - chunk as i64 + 1).max(0);
-                let numbers: Vec<u64> = self.plan.processed[lo as usize..=hi as usize].to_vec();
+                let (lo_u, hi_u) = (lo as usize, hi as usize);
+                // Only the frames some object is active on are decoded.
+                let numbers: Vec<u64> = (lo_u..=hi_u)
+                    .filter(|&t| self.any_active(t))
+                    .map(|t| self.plan.processed[t])
+                    .collect();
                 let mut imgs: Vec<FrameInput> = Vec::with_capacity(numbers.len());
                 frames.for_each_frame(&numbers, &mut |fi| {
                     imgs.push(fi);
@@ -381,20 +480,36 @@ impl<'a> Tracker<'a> {
                     return Err(TrackError::Video(format!(
                         "asked for {} frames from {}, got {}",
                         numbers.len(),
-                        numbers[0],
+                        numbers
+                            .first()
+                            .copied()
+                            .unwrap_or(self.plan.processed[lo_u]),
                         imgs.len()
                     )));
                 }
-                while let Some(fi) = imgs.pop() {
-                    let (t, bytes) = self.track_frame(&fi, true, true, sink)?;
-                    if let Some(bytes) = bytes {
-                        spool.push(fi.number, &bytes)?;
+                let idle = self.idle_seconds(frames, lo_u, hi_u)?;
+                let mut k = idle.len();
+                for t in (lo_u..=hi_u).rev() {
+                    let number = self.plan.processed[t];
+                    let slot = if self.any_active(t) {
+                        Slot::Decoded(imgs.pop().ok_or_else(|| missing_frame(number))?)
+                    } else {
+                        let seconds = if self.plan.written[t] {
+                            k = k.checked_sub(1).ok_or_else(|| missing_frame(number))?;
+                            idle[k]
+                        } else {
+                            f64::NAN
+                        };
+                        Slot::Idle { number, seconds }
+                    };
+                    if let Some(bytes) = self.process(t, slot, true, true, sink)? {
+                        spool.push(number, &bytes)?;
                     }
                     if t != s {
                         self.done += 1;
                     }
                     progress(Progress::Tracked {
-                        frame: fi.number,
+                        frame: number,
                         done: self.done,
                         total: self.total,
                     });
@@ -417,6 +532,7 @@ impl<'a> Tracker<'a> {
         for b in self.banks.iter_mut() {
             b.prune(head_end as i64, false, &self.select);
         }
+        self.drop_finished(head_end);
         stop_if(hook(self, Some(head_end + 1))?, Some(head_end + 1))?;
         self.forward_rest(frames, sink, progress, head_end + 1, hook)
     }
@@ -430,24 +546,108 @@ impl<'a> Tracker<'a> {
         from: usize,
         hook: &mut RunHook<'_>,
     ) -> Result<(), TrackError> {
-        if from < self.plan.len() {
-            let numbers: Vec<u64> = self.plan.processed[from..].to_vec();
-            let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
-                let (t, bytes) = self.track_frame(&fi, false, true, sink)?;
-                if let Some(bytes) = bytes {
-                    sink.write(fi.number, &bytes)?;
-                }
-                self.done += 1;
-                progress(Progress::Tracked {
-                    frame: fi.number,
-                    done: self.done,
-                    total: self.total,
-                });
-                stop_if(hook(self, Some(t + 1))?, Some(t + 1))
-            };
-            frames.for_each_frame(&numbers, &mut cb)?;
+        let last = self.plan.len().saturating_sub(1);
+        self.visit_ascending(frames, from, last, &mut |this, t, slot| {
+            let number = slot.number();
+            if let Some(bytes) = this.process(t, slot, false, true, sink)? {
+                sink.write(number, &bytes)?;
+            }
+            this.done += 1;
+            progress(Progress::Tracked {
+                frame: number,
+                done: this.done,
+                total: this.total,
+            });
+            stop_if(hook(this, Some(t + 1))?, Some(t + 1))
+        })
+    }
+
+    /// Calls `f` on every processed index of `from ..= to` in ascending order, with the decoded
+    /// frame where some object is active and an idle slot (not decoded: only its number and, if
+    /// written, its time) elsewhere. The active frames are decoded as one stream.
+    fn visit_ascending(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        from: usize,
+        to: usize,
+        f: &mut dyn FnMut(&mut Self, usize, Slot) -> Result<(), TrackError>,
+    ) -> Result<(), TrackError> {
+        if from > to || to >= self.plan.len() {
+            return Ok(());
+        }
+        let numbers: Vec<u64> = (from..=to)
+            .filter(|&t| self.any_active(t))
+            .map(|t| self.plan.processed[t])
+            .collect();
+        let idle = self.idle_seconds(frames, from, to)?;
+        let mut k = 0usize;
+        let mut next = from;
+        let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
+            let t = self
+                .plan
+                .index_of(fi.number)
+                .filter(|&t| t >= next && t <= to)
+                .ok_or_else(|| bad_frame(fi.number))?;
+            while next < t {
+                let slot = self.idle_slot(next, &idle, &mut k)?;
+                f(self, next, slot)?;
+                next += 1;
+            }
+            f(self, t, Slot::Decoded(fi))?;
+            next = t + 1;
+            Ok(())
+        };
+        frames.for_each_frame(&numbers, &mut cb)?;
+        while next <= to {
+            let slot = self.idle_slot(next, &idle, &mut k)?;
+            f(self, next, slot)?;
+            next += 1;
         }
         Ok(())
+    }
+
+    /// The times of the written processed frames of `from ..= to` that no object is active on
+    /// (ascending), from the frame source without decoding where it can.
+    fn idle_seconds(
+        &self,
+        frames: &mut dyn FrameSource,
+        from: usize,
+        to: usize,
+    ) -> Result<Vec<f64>, TrackError> {
+        let numbers: Vec<u64> = (from..=to)
+            .filter(|&t| self.plan.written[t] && !self.any_active(t))
+            .map(|t| self.plan.processed[t])
+            .collect();
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let secs = frames.frame_seconds(&numbers)?;
+        if secs.len() != numbers.len() {
+            return Err(TrackError::Video(format!(
+                "asked for the times of {} frames from {}, got {}",
+                numbers.len(),
+                numbers[0],
+                secs.len()
+            )));
+        }
+        Ok(secs)
+    }
+
+    /// The idle slot of processed index `t` (which no object is active on; else the frame was
+    /// not delivered), taking its time from `idle[*k]` if it is written.
+    fn idle_slot(&self, t: usize, idle: &[f64], k: &mut usize) -> Result<Slot, TrackError> {
+        let number = self.plan.processed[t];
+        if self.any_active(t) {
+            return Err(missing_frame(number));
+        }
+        let seconds = if self.plan.written[t] {
+            let s = *idle.get(*k).ok_or_else(|| missing_frame(number))?;
+            *k += 1;
+            s
+        } else {
+            f64::NAN
+        };
+        Ok(Slot::Idle { number, seconds })
     }
 
     /// The prompt pre-pass: every prompted frame, every object prompted there, as the official
@@ -539,37 +739,59 @@ impl<'a> Tracker<'a> {
         })
     }
 
-    /// Every object on processed frame `t`: the stored output on its conditioning frames, a
-    /// tracking step elsewhere (stored in its bank).
-    /// Tracks every object on one processed frame: image encoder, one step, optionally drops
-    /// what no later frame of the pass can read, and encodes the result if the frame is written.
-    /// Returns the frame's processed index and the encoded result.
-    fn track_frame(
+    /// One processed frame of a pass. A decoded frame: the image encoder once, then every object
+    /// active there (its stored output on its conditioning frames, a tracking step stored in its
+    /// bank elsewhere). An idle frame (no object active): nothing. Then optionally drops what no
+    /// later frame of the pass can read, and encodes the result if the frame is written (an idle
+    /// frame's result has no objects).
+    fn process(
         &mut self,
-        fi: &FrameInput,
+        t: usize,
+        slot: Slot,
         reverse: bool,
         prune: bool,
         sink: &mut dyn ResultSink,
-    ) -> Result<(usize, Option<Vec<u8>>), TrackError> {
-        let t = self
-            .plan
-            .index_of(fi.number)
-            .ok_or_else(|| bad_frame(fi.number))?;
-        let feats = self.encode(&fi.image);
-        let outs = self.step(&feats, t as i64, reverse)?;
+    ) -> Result<Option<Vec<u8>>, TrackError> {
+        let result = match slot {
+            Slot::Decoded(fi) => {
+                if self.plan.processed.get(t) != Some(&fi.number) {
+                    return Err(bad_frame(fi.number));
+                }
+                let feats = self.encode(&fi.image);
+                let outs = self.step(&feats, t as i64, reverse)?;
+                self.plan.written[t].then(|| self.frame_result(fi.number, fi.seconds, &outs))
+            }
+            Slot::Idle { number, seconds } => self.plan.written[t].then(|| FrameResult {
+                number,
+                seconds,
+                objects: Vec::new(),
+            }),
+        };
         if prune {
             for b in self.banks.iter_mut() {
                 b.prune(t as i64, reverse, &self.select);
             }
+            if !reverse {
+                self.drop_finished(t);
+            }
         }
-        let bytes = if self.plan.written[t] {
-            Some(sink.encode(self.frame_result(fi, &outs))?)
-        } else {
-            None
-        };
-        Ok((t, bytes))
+        result.map(|r| sink.encode(r)).transpose()
     }
 
+    /// Empties the banks of the objects whose span ended at or before processed index `t` (of
+    /// the final forward pass): nothing reads them again. Spans that reach the last processed
+    /// frame are left alone.
+    fn drop_finished(&mut self, t: usize) {
+        let last = self.plan.len().saturating_sub(1);
+        for (b, &(_, hi)) in self.banks.iter_mut().zip(&self.spans) {
+            if hi <= t && hi < last && !(b.cond.is_empty() && b.tracked.is_empty()) {
+                *b = ObjectBank::default();
+            }
+        }
+    }
+
+    /// Every active object on processed frame `t`: the stored output on its conditioning
+    /// frames, a tracking step elsewhere (stored in its bank), in object order.
     pub fn step(
         &mut self,
         feats: &BackboneOut,
@@ -593,8 +815,12 @@ impl<'a> Tracker<'a> {
         let mut outs: Vec<Option<RawOutput>> = (0..n).map(|_| None).collect();
         let mut to_track: Vec<usize> = Vec::new();
         for (o, b) in self.banks.iter().enumerate() {
+            if !self.active(o, t as usize) {
+                continue;
+            }
             if let Some(c) = b.cond_entry(t) {
                 outs[o] = Some(RawOutput {
+                    object: o,
                     low_res: c.low_res.shallow_clone(),
                     score_logit: c.score_logit,
                     iou: c.iou,
@@ -614,9 +840,7 @@ impl<'a> Tracker<'a> {
                 outs[*o] = Some(r);
             }
         }
-        outs.into_iter()
-            .map(|o| o.ok_or_else(|| TrackError::Invalid("object without output".into())))
-            .collect()
+        Ok(outs.into_iter().flatten().collect())
     }
 
     fn entries(
@@ -694,6 +918,7 @@ impl<'a> Tracker<'a> {
                 },
             );
             res.push(RawOutput {
+                object: o,
                 low_res: low.narrow(0, i64i, 1).copy(),
                 score_logit: osl.get(i).copied().unwrap_or(f32::NAN) as f64,
                 iou: ious.get(i).copied().unwrap_or(f32::NAN) as f64,
@@ -744,29 +969,31 @@ impl<'a> Tracker<'a> {
         Ok(self.finish_tracked(&fb, t, objs, out))
     }
 
-    /// The written result of a frame: video-resolution masks as runs.
-    fn frame_result(&self, fi: &FrameInput, outs: &[RawOutput]) -> FrameResult {
+    /// The written result of a frame: video-resolution masks as runs (of the active objects).
+    fn frame_result(&self, number: u64, seconds: f64, outs: &[RawOutput]) -> FrameResult {
+        if outs.is_empty() {
+            return FrameResult {
+                number,
+                seconds,
+                objects: Vec::new(),
+            };
+        }
         let _prof = crate::profile::scope(crate::profile::Stage::Output);
         let lows: Vec<Tensor> = outs.iter().map(|o| o.low_res.shallow_clone()).collect();
-        let runs = if lows.is_empty() {
-            Vec::new()
-        } else {
-            masks::frame_mask_runs(&Tensor::cat(&lows, 0), self.video_h, self.video_w)
-        };
+        let runs = masks::frame_mask_runs(&Tensor::cat(&lows, 0), self.video_h, self.video_w);
         let objects = outs
             .iter()
             .zip(runs)
-            .enumerate()
-            .map(|(i, (o, mask))| ObjectResult {
-                object: i,
+            .map(|(o, mask)| ObjectResult {
+                object: o.object,
                 mask,
                 score: 1.0 / (1.0 + (-(o.score_logit as f32)).exp()) as f64,
                 iou: o.iou,
             })
             .collect();
         FrameResult {
-            number: fi.number,
-            seconds: fi.seconds,
+            number,
+            seconds,
             objects,
         }
     }
@@ -847,6 +1074,10 @@ fn stop_if(flow: Flow, next: Option<usize>) -> Result<(), TrackError> {
         Flow::Continue => Ok(()),
         Flow::Stop => Err(TrackError::Stopped(next)),
     }
+}
+
+fn missing_frame(n: u64) -> TrackError {
+    TrackError::Video(format!("the frame source did not deliver frame {n}"))
 }
 
 fn bad_frame(n: u64) -> TrackError {
