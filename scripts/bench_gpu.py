@@ -224,7 +224,7 @@ def main():
                 log(json.dumps(prow))
     # Peak device memory against clip length: the same clip looped to BENCH_LONG_FRAMES frames,
     # densam only (the official predictor would hold every frame).
-    long_n = int(os.environ.get("BENCH_LONG_FRAMES", "0"))
+    long_n = int(os.environ.get("BENCH_LONG_FRAMES", str(3 * n)))
     if long_n > n:
         k = max(objs)
         boxes = boxes_for(shapes, k)
