@@ -3,7 +3,7 @@
 //! `video_id` (and, for HD-EPIC objects, `assoc_id` / `assoc_name`), appended to the partial
 //! output and flushed line by line, with the byte offset kept for checkpoints.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,9 @@ use super::JobError;
 use crate::prompts::PromptSet;
 use crate::tracker::annotate::frame_record;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
-use crate::video::{Selection, StreamOptions, VideoSource, model_input_tensor, resize_bicubic};
+use crate::video::{
+    ErrorPolicy, Selection, StreamOptions, VideoSource, model_input_tensor, resize_bicubic,
+};
 
 /// Frames of a video as model input, optionally downscaled by `scale` first.
 pub struct JobFrames<'a> {
@@ -25,6 +27,11 @@ pub struct JobFrames<'a> {
     pub scale: f64,
     /// Time spent decoding and preparing frames.
     pub decode_time: Duration,
+    /// Skip frames that cannot be decoded (recorded in `failed`; the tracker re-seeds after
+    /// them) instead of failing.
+    pub lenient: bool,
+    /// The frames skipped so far (each once).
+    pub failed: Rc<RefCell<Vec<super::state::FailedFrame>>>,
 }
 
 impl FrameSource for JobFrames<'_> {
@@ -37,14 +44,41 @@ impl FrameSource for JobFrames<'_> {
             return Ok(());
         }
         let list: Vec<usize> = numbers.iter().map(|&n| n as usize).collect();
+        let opts = StreamOptions {
+            on_error: if self.lenient {
+                ErrorPolicy::Skip
+            } else {
+                ErrorPolicy::Stop
+            },
+            ..StreamOptions::default()
+        };
         let mut stream = self
             .video
-            .frames(Selection::List(list), StreamOptions::default())
+            .frames(Selection::List(list), opts)
             .map_err(|e| TrackError::Video(e.to_string()))?;
         loop {
             let t = Instant::now();
             let Some(fr) = stream.next() else { break };
-            let fr = fr.map_err(|e| TrackError::Video(e.to_string()))?;
+            let fr = match fr {
+                Ok(fr) => fr,
+                Err(e) => match e.frame() {
+                    Some(n) if self.lenient && e.is_frame_error() => {
+                        let mut failed = self.failed.borrow_mut();
+                        if !failed.iter().any(|f| f.frame == n as u64) {
+                            tracing::warn!(
+                                "frame {n} cannot be decoded ({e}): skipped; the objects are \
+                                 re-seeded from their prompts after it"
+                            );
+                            failed.push(super::state::FailedFrame {
+                                frame: n as u64,
+                                error: e.to_string(),
+                            });
+                        }
+                        continue;
+                    }
+                    _ => return Err(TrackError::Video(e.to_string())),
+                },
+            };
             let image = if self.scale > 1.0 {
                 let w = ((fr.rgb.width as f64 / self.scale).round() as usize).max(1);
                 let h = ((fr.rgb.height as f64 / self.scale).round() as usize).max(1);
