@@ -394,13 +394,13 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     let want = lines_by_frame(baseline());
     let dir = tempfile::tempdir().unwrap();
     let bad = bad_frames(dir.path());
-    let args_for = |out: &Path| {
+    let args_for = |out: &Path, every: &str| {
         let mut a = base_args(f, out);
         a[2] = bad.display().to_string();
-        with(a, &["--video-id", "frames", "--checkpoint-every", "1000"])
+        with(a, &["--video-id", "frames", "--checkpoint-every", every])
     };
     let out = dir.path().join("out");
-    let o = densam(&args_for(&out), &[]);
+    let o = densam(&args_for(&out, "1000"), &[]);
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("3 frame(s) could not be decoded: 3, 33, 34"),
@@ -428,12 +428,12 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
             .contains("00003.png")
     );
     // Re-run of the finished run: nothing changes, the same exit code.
-    let o = densam(&args_for(&out), &[]);
+    let o = densam(&args_for(&out, "1000"), &[]);
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
     // Killed after a failure in the reverse pass, then after the ones of the final stretch:
     // the resumed run gives the same bytes and the same failures.
     let out2 = dir.path().join("out2");
-    let a2 = with(args_for(&out2), &["--checkpoint-every", "0"]);
+    let a2 = args_for(&out2, "0");
     for kill in ["1", "36"] {
         let o = densam(&a2, &[("DENSAM_TEST_KILL_AT_FRAME", kill)]);
         assert_eq!(o.status.code(), None, "{}", stderr(&o));
@@ -446,7 +446,7 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     assert_eq!(run2["failures"], run["failures"]);
     // --strict: the first bad frame (3, in the reverse pass) stops the run (exit 3).
     let out3 = dir.path().join("out3");
-    let o = densam(&with(args_for(&out3), &["--strict"]), &[]);
+    let o = densam(&with(args_for(&out3, "1000"), &["--strict"]), &[]);
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("frame 3 is corrupt"), "{}", stderr(&o));
     assert!(!out3.join("dense_annotations_frames.jsonl").exists());
