@@ -6,9 +6,12 @@
 //! `add_new_points_or_box` / `add_new_mask`, hole filling, the binarised conditioning memory as
 //! the official preflight encodes it); forward over `s ..= head_end` (`s + 15` officially), whose
 //! results the reverse pass reads; the reverse pass from `s` down to 0, decoded in chunks from the
-//! end backwards with its encoded outputs spooled to a file and replayed in ascending order; then
-//! forward from `head_end + 1` to the end. Every object is tracked on every processed frame of
-//! both passes. The per-object [`bank::ObjectBank`] holds only what later frames can read.
+//! end backwards; the encoded outputs of both spooled to a file and replayed in ascending order;
+//! then forward from `head_end + 1` to the end. Every object is tracked on every processed frame
+//! of both passes. The per-object [`bank::ObjectBank`] holds only what later frames can read.
+//! After every tracked frame the run can be saved and resumed exactly ([`Stage`],
+//! [`Tracker::save_state`]); frames the source skips are failed frames, after which the objects
+//! are re-seeded from their conditioning memories.
 //!
 //! The tracker knows nothing of file formats: frames come from a [`FrameSource`], results go to
 //! a [`ResultSink`] that turns them into bytes (encoded as soon as a frame is computed) and
