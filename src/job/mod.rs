@@ -111,7 +111,7 @@ pub enum Outcome {
         output: PathBuf,
         failed_frames: usize,
     },
-    /// Stopped by a signal; `checkpointed`: a resume point was saved.
+    /// Stopped by a signal; `checkpointed`: a checkpoint to resume from exists.
     Interrupted { checkpointed: bool },
 }
 
