@@ -3,7 +3,7 @@
 //! `video_id` (and, for HD-EPIC objects, `assoc_id` / `assoc_name`), appended to the partial
 //! output and flushed line by line, with the byte offset kept for checkpoints.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -15,8 +15,8 @@ use crate::prompts::PromptSet;
 use crate::tracker::annotate::frame_record;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
 use crate::video::{
-    DEFAULT_QUEUE_FRAMES, ModelRgb, Selection, StreamOptions, VideoSource, model_input_rgb,
-    model_rgb_tensor,
+    DEFAULT_QUEUE_FRAMES, ErrorPolicy, ModelRgb, Selection, StreamOptions, VideoSource,
+    model_input_rgb, model_rgb_tensor,
 };
 
 /// Frames of a video as model input, optionally downscaled by `scale` first.
@@ -28,6 +28,11 @@ pub struct JobFrames<'a> {
     pub decode_time: Duration,
     /// Frames decoded and prepared as model input.
     pub decoded: usize,
+    /// Skip frames that cannot be decoded (recorded in `failed`; the tracker re-seeds after
+    /// them) instead of failing.
+    pub lenient: bool,
+    /// The frames skipped so far (each once).
+    pub failed: Rc<RefCell<Vec<super::state::FailedFrame>>>,
 }
 
 impl FrameSource for JobFrames<'_> {
@@ -55,6 +60,11 @@ impl FrameSource for JobFrames<'_> {
             }),
             prepare_threads: (threads / 2).clamp(1, 4),
             queue_frames: DEFAULT_QUEUE_FRAMES.max(threads.min(8)),
+            on_error: if self.lenient {
+                ErrorPolicy::Skip
+            } else {
+                ErrorPolicy::Stop
+            },
             ..StreamOptions::default()
         };
         let mut stream = self
@@ -64,7 +74,26 @@ impl FrameSource for JobFrames<'_> {
         loop {
             let t = Instant::now();
             let Some(fr) = stream.next() else { break };
-            let fr = fr.map_err(|e| TrackError::Video(e.to_string()))?;
+            let fr = match fr {
+                Ok(fr) => fr,
+                Err(e) => match e.frame() {
+                    Some(n) if self.lenient && e.is_frame_error() => {
+                        let mut failed = self.failed.borrow_mut();
+                        if !failed.iter().any(|f| f.frame == n as u64) {
+                            tracing::warn!(
+                                "frame {n} cannot be decoded ({e}): skipped; the objects are \
+                                 re-seeded from their prompts after it"
+                            );
+                            failed.push(super::state::FailedFrame {
+                                frame: n as u64,
+                                error: e.to_string(),
+                            });
+                        }
+                        continue;
+                    }
+                    _ => return Err(TrackError::Video(e.to_string())),
+                },
+            };
             let image = match &fr.model_rgb {
                 Some(m) => model_rgb_tensor(m),
                 None => model_rgb_tensor(&model_input_rgb(&fr.rgb, self.image_size)),

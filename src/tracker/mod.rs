@@ -6,11 +6,13 @@
 //! `add_new_points_or_box` / `add_new_mask`, hole filling, the binarised conditioning memory as
 //! the official preflight encodes it); forward over `s ..= head_end` (`s + 15` officially), whose
 //! results the reverse pass reads; the reverse pass from `s` down to 0, decoded in chunks from the
-//! end backwards with its encoded outputs spooled to a file and replayed in ascending order; then
-//! forward from `head_end + 1` to the end. Every object is tracked on every processed frame of
-//! both passes, or only on those of its span ([`Tracker::set_spans`]); a processed frame with no
-//! object active is neither decoded nor encoded. The per-object [`bank::ObjectBank`] holds only
-//! what later frames can read.
+//! end backwards; the encoded outputs of both spooled to a file and replayed in ascending order;
+//! then forward from `head_end + 1` to the end. Every object is tracked on every processed frame
+//! of both passes, or only on those of its span ([`Tracker::set_spans`]); a processed frame with
+//! no object active is neither decoded nor encoded. The per-object [`bank::ObjectBank`] holds
+//! only what later frames can read. After every tracked frame the run can be saved and resumed
+//! exactly ([`Stage`], [`Tracker::save_state`]); frames the source skips are failed frames, after
+//! which the objects are re-seeded from their conditioning memories.
 //!
 //! The tracker knows nothing of file formats: frames come from a [`FrameSource`], results go to
 //! a [`ResultSink`] that turns them into bytes (encoded as soon as a frame is computed) and
@@ -49,9 +51,9 @@ pub enum TrackError {
     Bank(#[from] bank::BankError),
     #[error("tracker: {0}")]
     Invalid(String),
-    /// A [`RunHook`] asked the run to stop (`Some(next)`: at a resumable point).
-    #[error("run stopped before processed index {0:?}")]
-    Stopped(Option<usize>),
+    /// A [`RunHook`] asked the run to stop (at `Stage`).
+    #[error("run stopped at {0:?}")]
+    Stopped(Stage),
 }
 
 /// What a [`RunHook`] tells the run.
@@ -65,16 +67,30 @@ pub enum Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunEnd {
     Finished,
-    /// Stopped by the hook; `Some(next)`: at a resumable point (continue at processed index
-    /// `next`), `None`: before the first one (start again from scratch).
-    Stopped(Option<usize>),
+    /// Stopped by the hook at this stage ([`Stage::Start`]: before anything could be saved).
+    Stopped(Stage),
 }
 
-/// Called after every processed frame of every pass with `Some(next)` where the run is
-/// resumable at processed index `next` (the sink has written every written frame before it and
-/// the banks are exactly those the rest reads: after the reverse pass, then after each frame of
-/// the final forward stretch), `None` elsewhere (pre-pass excluded).
-pub type RunHook<'h> = dyn FnMut(&Tracker<'_>, Option<usize>) -> Result<Flow, TrackError> + 'h;
+/// Where a run stands, as far as resuming goes: the point after the last frame tracked. Every
+/// stage but `Start` can be saved ([`Tracker::save_state`]) and resumed exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Stage {
+    /// The prompt pre-pass (recomputed by every run): nothing to save.
+    Start,
+    /// Forward head: the next processed index to track; the results so far are in the spool.
+    Head(usize),
+    /// Reverse pass: the lowest processed index tracked so far (the pass goes on below it); the
+    /// head's banks are kept aside, the results so far are in the spool.
+    Reverse(usize),
+    /// Final forward stretch: the next processed index; the sink has every written frame before
+    /// it.
+    Rest(usize),
+}
+
+/// Called after every tracked frame of every pass, and after every prompted frame of the
+/// pre-pass, with the run's [`Stage`]: the hook may save the state ([`Tracker::save_state`])
+/// and may stop the run.
+pub type RunHook<'h> = dyn FnMut(&Tracker<'_>, Stage) -> Result<Flow, TrackError> + 'h;
 
 /// One decoded frame as model input.
 #[derive(Debug)]
@@ -231,6 +247,14 @@ pub struct Tracker<'a> {
     done: usize,
     total: usize,
     observer: Option<Box<RawObserver<'a>>>,
+    /// Resume bookkeeping of the run order (see [`Stage`]).
+    stage: Stage,
+    /// The head's banks, kept aside during the reverse pass.
+    forward_banks: Option<Vec<ObjectBank>>,
+    /// The first stretch's spool (head and reverse results), while it is open.
+    spool: Option<spool::Spool>,
+    /// A fixed path for the spool, so that a first-stretch state can be resumed.
+    spool_file: Option<PathBuf>,
 }
 
 /// Sees the raw outputs of every processed frame of every pass (processed index, outputs).
@@ -279,12 +303,37 @@ impl<'a> Tracker<'a> {
             done: 0,
             total,
             observer: None,
+            stage: Stage::Start,
+            forward_banks: None,
+            spool: None,
+            spool_file: None,
         })
     }
 
     /// Installs an observer of the raw per-frame outputs (for parity checks).
     pub fn set_observer(&mut self, f: Box<RawObserver<'a>>) {
         self.observer = Some(f);
+    }
+
+    /// Keeps the first stretch's spool at `path` (replaced when a run starts, kept when it ends:
+    /// the caller removes it) instead of a temporary file, so that [`Self::save_state`] works
+    /// inside the first stretch too.
+    pub fn set_spool_file(&mut self, path: PathBuf) {
+        self.spool_file = Some(path);
+    }
+
+    /// Where the run stands.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Whether [`Self::save_state`] can save the current stage.
+    pub fn can_save(&self) -> bool {
+        match self.stage {
+            Stage::Start => false,
+            Stage::Rest(_) => true,
+            Stage::Head(_) | Stage::Reverse(_) => self.spool_file.is_some(),
+        }
     }
 
     pub fn plan(&self) -> &Plan {
@@ -402,22 +451,30 @@ impl<'a> Tracker<'a> {
             .map(|_| ())
     }
 
-    /// [`Self::run`] with a [`RunHook`] (checkpoints, stopping). `resume_at = Some(i)`: the
-    /// caller has run [`Self::prepass`] and [`Self::load_banks`] with banks saved by the hook at
-    /// `Some(i)`, and the sink has everything written before `i`: only the final forward
-    /// stretch from `i` runs.
+    /// [`Self::run`] with a [`RunHook`] (checkpoints, stopping). `resume`: a state saved by
+    /// [`Self::save_state`] from a run of the same plan, prompts and model, whose sink has
+    /// everything written before that state (nothing, inside the first stretch); the pre-pass
+    /// runs again (it provides the memory PE), then the run goes on from the saved stage.
+    ///
+    /// Frames a source does not deliver (it skipped them as undecodable) are failed frames:
+    /// nothing is written for them, and every object's tracked memories are dropped, so the
+    /// next frame is tracked from the conditioning memories alone (re-seeded from the prompts).
+    /// A prompted frame the source does not deliver is an error.
     pub fn run_resumable(
         &mut self,
         frames: &mut dyn FrameSource,
         sink: &mut dyn ResultSink,
         progress: &mut dyn FnMut(Progress),
-        resume_at: Option<usize>,
+        resume: Option<&[u8]>,
         hook: &mut RunHook<'_>,
     ) -> Result<RunEnd, TrackError> {
         let _g = tch::no_grad_guard();
-        match self.run_inner(frames, sink, progress, resume_at, hook) {
+        let res = self.run_inner(frames, sink, progress, resume, hook);
+        self.spool = None;
+        self.forward_banks = None;
+        match res {
             Ok(()) => Ok(RunEnd::Finished),
-            Err(TrackError::Stopped(next)) => Ok(RunEnd::Stopped(next)),
+            Err(TrackError::Stopped(at)) => Ok(RunEnd::Stopped(at)),
             Err(e) => Err(e),
         }
     }
@@ -427,183 +484,184 @@ impl<'a> Tracker<'a> {
         frames: &mut dyn FrameSource,
         sink: &mut dyn ResultSink,
         progress: &mut dyn FnMut(Progress),
-        resume_at: Option<usize>,
+        resume: Option<&[u8]>,
         hook: &mut RunHook<'_>,
     ) -> Result<(), TrackError> {
         let head_end = self.plan.head_end;
-        if let Some(next) = resume_at {
-            if next <= head_end {
-                return Err(TrackError::Invalid(format!(
-                    "cannot resume at processed index {next}: not after the first stretch ({head_end})"
-                )));
-            }
-            self.done = next;
-            return self.forward_rest(frames, sink, progress, next, hook);
-        }
-        self.prepass(frames, progress)?;
         let s = self.plan.start;
-        // Forward head s ..= head_end, results kept in memory (encoded), banks unpruned.
-        let mut head: Vec<(u64, Vec<u8>)> = Vec::new();
-        self.visit_ascending(frames, s, head_end, &mut |this, t, slot| {
-            let number = slot.number();
-            if let Some(bytes) = this.process(t, slot, false, false, sink)? {
-                head.push((number, bytes));
+        self.stage = Stage::Start;
+        self.done = 0;
+        self.prepass_inner(frames, progress, Some(&mut *hook))?;
+        let stage = match resume {
+            Some(bytes) => self.restore_state(bytes)?,
+            None => {
+                self.spool = Some(self.new_spool()?);
+                Stage::Head(s)
             }
-            this.done += 1;
-            progress(Progress::Tracked {
-                frame: number,
-                done: this.done,
-                total: this.total,
-            });
-            stop_if(hook(this, None)?, None)
-        })?;
-        // Reverse s ..= 0 on a copy of the banks.
-        if s > 0 {
-            let forward_banks: Vec<ObjectBank> = self.banks.clone();
-            let mut spool = spool::Spool::create(&self.cfg.spool_dir)?;
-            let chunk = self.cfg.reverse_chunk.max(1);
-            let mut hi = s as i64; // inclusive upper end of the next chunk
-            while hi >= 0 {
-                let lo = (hi - chunk as i64 + 1).max(0);
-                let (lo_u, hi_u) = (lo as usize, hi as usize);
-                // Only the frames some object is active on are decoded.
-                let numbers: Vec<u64> = (lo_u..=hi_u)
-                    .filter(|&t| self.any_active(t))
-                    .map(|t| self.plan.processed[t])
-                    .collect();
-                let mut imgs: Vec<FrameInput> = Vec::with_capacity(numbers.len());
-                frames.for_each_frame(&numbers, &mut |fi| {
-                    imgs.push(fi);
-                    Ok(())
-                })?;
-                if imgs.len() != numbers.len() {
-                    return Err(TrackError::Video(format!(
-                        "asked for {} frames from {}, got {}",
-                        numbers.len(),
-                        numbers
-                            .first()
-                            .copied()
-                            .unwrap_or(self.plan.processed[lo_u]),
-                        imgs.len()
-                    )));
+        };
+        self.stage = stage;
+        let from = match stage {
+            Stage::Start => return Err(TrackError::Invalid("cannot resume at the start".into())),
+            Stage::Rest(next) => next,
+            Stage::Head(_) | Stage::Reverse(_) => {
+                if let Stage::Head(next) = stage {
+                    // Forward head s ..= head_end: results spooled, banks unpruned.
+                    self.forward(frames, sink, progress, next, head_end + 1, true, hook)?;
+                    if s > 0 {
+                        self.forward_banks = Some(self.banks.clone());
+                    }
                 }
-                let idle = self.idle_seconds(frames, lo_u, hi_u)?;
-                let mut k = idle.len();
-                for t in (lo_u..=hi_u).rev() {
-                    let number = self.plan.processed[t];
-                    let slot = if self.any_active(t) {
-                        Slot::Decoded(imgs.pop().ok_or_else(|| missing_frame(number))?)
-                    } else {
-                        let seconds = if self.plan.written[t] {
-                            k = k.checked_sub(1).ok_or_else(|| missing_frame(number))?;
-                            idle[k]
-                        } else {
-                            f64::NAN
-                        };
-                        Slot::Idle { number, seconds }
+                if s > 0 {
+                    // Reverse s ..= 0 on a copy of the banks.
+                    let below = match stage {
+                        Stage::Reverse(lowest) => lowest,
+                        _ => s + 1,
                     };
-                    if let Some(bytes) = self.process(t, slot, true, true, sink)? {
-                        spool.push(number, &bytes)?;
-                    }
-                    if t != s {
-                        self.done += 1;
-                    }
-                    progress(Progress::Tracked {
-                        frame: number,
-                        done: self.done,
-                        total: self.total,
-                    });
-                    stop_if(hook(self, None)?, None)?;
+                    self.reverse(frames, sink, progress, below, hook)?;
+                    self.banks = self.forward_banks.take().ok_or_else(|| {
+                        TrackError::Invalid("reverse pass without the head's banks".into())
+                    })?;
                 }
-                hi = lo - 1;
+                let mut spool = self
+                    .spool
+                    .take()
+                    .ok_or_else(|| TrackError::Invalid("first stretch without a spool".into()))?;
+                // Ascending; on frame s the reverse pass's result (recorded later) wins.
+                spool.replay_ascending(&mut |n, b| sink.write(n, b))?;
+                drop(spool);
+                for b in self.banks.iter_mut() {
+                    b.prune(head_end as i64, false, &self.select);
+                }
+                self.drop_finished(head_end);
+                self.stage = Stage::Rest(head_end + 1);
+                stop_if(hook(self, self.stage)?, self.stage)?;
+                head_end + 1
             }
-            self.banks = forward_banks;
-            spool.replay_ascending(&mut |n, b| sink.write(n, b))?;
-            // Frame s was written by the reverse pass (its result is the one kept).
-            for (n, b) in head.iter().filter(|(n, _)| *n != self.plan.processed[s]) {
-                sink.write(*n, b)?;
-            }
-        } else {
-            for (n, b) in &head {
-                sink.write(*n, b)?;
-            }
-        }
-        drop(head);
-        for b in self.banks.iter_mut() {
-            b.prune(head_end as i64, false, &self.select);
-        }
-        self.drop_finished(head_end);
-        stop_if(hook(self, Some(head_end + 1))?, Some(head_end + 1))?;
-        self.forward_rest(frames, sink, progress, head_end + 1, hook)
+        };
+        self.forward(frames, sink, progress, from, self.plan.len(), false, hook)
     }
 
-    /// The final forward stretch from processed index `from` (banks pruned for `from - 1`).
-    fn forward_rest(
+    fn new_spool(&self) -> Result<spool::Spool, TrackError> {
+        match &self.spool_file {
+            Some(p) => spool::Spool::create_at(p),
+            None => spool::Spool::create(&self.cfg.spool_dir),
+        }
+    }
+
+    /// A frame the source did not deliver: every object's tracked memories are dropped (the
+    /// conditioning ones stay), so tracking starts again from the prompts after it.
+    fn frame_failed(&mut self, counted: bool) {
+        for b in self.banks.iter_mut() {
+            b.retain_tracked(|_| false);
+        }
+        if counted {
+            self.done += 1;
+        }
+    }
+
+    /// Forward over processed indices `from..to`: the head (results to the spool, banks
+    /// unpruned) or the final stretch (results to the sink, banks pruned).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
         &mut self,
         frames: &mut dyn FrameSource,
         sink: &mut dyn ResultSink,
         progress: &mut dyn FnMut(Progress),
         from: usize,
+        to: usize,
+        head: bool,
         hook: &mut RunHook<'_>,
     ) -> Result<(), TrackError> {
-        let last = self.plan.len().saturating_sub(1);
-        self.visit_ascending(frames, from, last, &mut |this, t, slot| {
-            let number = slot.number();
-            if let Some(bytes) = this.process(t, slot, false, true, sink)? {
-                sink.write(number, &bytes)?;
-            }
-            this.done += 1;
-            progress(Progress::Tracked {
-                frame: number,
-                done: this.done,
-                total: this.total,
-            });
-            stop_if(hook(this, Some(t + 1))?, Some(t + 1))
-        })
-    }
-
-    /// Calls `f` on every processed index of `from ..= to` in ascending order, with the decoded
-    /// frame where some object is active and an idle slot (not decoded: only its number and, if
-    /// written, its time) elsewhere. The active frames are decoded as one stream.
-    fn visit_ascending(
-        &mut self,
-        frames: &mut dyn FrameSource,
-        from: usize,
-        to: usize,
-        f: &mut dyn FnMut(&mut Self, usize, Slot) -> Result<(), TrackError>,
-    ) -> Result<(), TrackError> {
-        if from > to || to >= self.plan.len() {
+        if from >= to {
             return Ok(());
         }
-        let numbers: Vec<u64> = (from..=to)
+        // Only the frames some object is active on are decoded; the others are idle slots.
+        let numbers: Vec<u64> = (from..to)
             .filter(|&t| self.any_active(t))
             .map(|t| self.plan.processed[t])
             .collect();
-        let idle = self.idle_seconds(frames, from, to)?;
+        let idle = self.idle_seconds(frames, from, to - 1)?;
         let mut k = 0usize;
         let mut next = from;
-        let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
-            let t = self
-                .plan
-                .index_of(fi.number)
-                .filter(|&t| t >= next && t <= to)
-                .ok_or_else(|| bad_frame(fi.number))?;
-            while next < t {
-                let slot = self.idle_slot(next, &idle, &mut k)?;
-                f(self, next, slot)?;
-                next += 1;
-            }
-            f(self, t, Slot::Decoded(fi))?;
-            next = t + 1;
-            Ok(())
-        };
-        frames.for_each_frame(&numbers, &mut cb)?;
-        while next <= to {
-            let slot = self.idle_slot(next, &idle, &mut k)?;
-            f(self, next, slot)?;
+        {
+            let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
+                let t = self
+                    .plan
+                    .index_of(fi.number)
+                    .filter(|&t| t >= next && t < to)
+                    .ok_or_else(|| bad_frame(fi.number))?;
+                while next < t {
+                    self.forward_gap(next, &idle, &mut k, head, sink, progress, hook)?;
+                    next += 1;
+                }
+                self.forward_one(t, Slot::Decoded(fi), head, sink, progress, hook)?;
+                next = t + 1;
+                Ok(())
+            };
+            frames.for_each_frame(&numbers, &mut cb)?;
+        }
+        while next < to {
+            self.forward_gap(next, &idle, &mut k, head, sink, progress, hook)?;
             next += 1;
         }
         Ok(())
+    }
+
+    /// A processed index of a forward pass that the source did not deliver: an idle frame (no
+    /// object active) is processed as such; an active one was skipped by the source (a failed
+    /// frame).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_gap(
+        &mut self,
+        t: usize,
+        idle: &[f64],
+        k: &mut usize,
+        head: bool,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        if self.any_active(t) {
+            self.frame_failed(true);
+            return Ok(());
+        }
+        let slot = self.idle_slot(t, idle, k)?;
+        self.forward_one(t, slot, head, sink, progress, hook)
+    }
+
+    /// One processed frame of a forward pass: tracked, its result to the spool (head) or the
+    /// sink, progress, then the hook at the new stage.
+    fn forward_one(
+        &mut self,
+        t: usize,
+        slot: Slot,
+        head: bool,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        let number = slot.number();
+        if let Some(bytes) = self.process(t, slot, false, !head, sink)? {
+            match (head, self.spool.as_mut()) {
+                (true, Some(sp)) => sp.push(number, &bytes)?,
+                (true, None) => {
+                    return Err(TrackError::Invalid("head without a spool".into()));
+                }
+                (false, _) => sink.write(number, &bytes)?,
+            }
+        }
+        self.done += 1;
+        progress(Progress::Tracked {
+            frame: number,
+            done: self.done,
+            total: self.total,
+        });
+        self.stage = if head {
+            Stage::Head(t + 1)
+        } else {
+            Stage::Rest(t + 1)
+        };
+        stop_if(hook(self, self.stage)?, self.stage)
     }
 
     /// The times of the written processed frames of `from ..= to` that no object is active on
@@ -650,6 +708,167 @@ impl<'a> Tracker<'a> {
         Ok(Slot::Idle { number, seconds })
     }
 
+    /// The reverse pass over processed indices `below - 1` down to 0 (on the reverse banks),
+    /// decoded in chunks from the end backwards, results to the spool.
+    fn reverse(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        below: usize,
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        let s = self.plan.start;
+        let chunk = self.cfg.reverse_chunk.max(1) as i64;
+        let mut hi = below as i64 - 1; // inclusive upper end of the next chunk
+        while hi >= 0 {
+            let lo = (hi - chunk + 1).max(0);
+            let (lo_u, hi_u) = (lo as usize, hi as usize);
+            // Only the frames some object is active on are decoded.
+            let numbers: Vec<u64> = (lo_u..=hi_u)
+                .filter(|&t| self.any_active(t))
+                .map(|t| self.plan.processed[t])
+                .collect();
+            let mut imgs: Vec<Option<FrameInput>> = (0..numbers.len()).map(|_| None).collect();
+            frames.for_each_frame(&numbers, &mut |fi| {
+                let k = numbers
+                    .binary_search(&fi.number)
+                    .map_err(|_| bad_frame(fi.number))?;
+                imgs[k] = Some(fi);
+                Ok(())
+            })?;
+            let idle = self.idle_seconds(frames, lo_u, hi_u)?;
+            let (mut ka, mut ki) = (numbers.len(), idle.len());
+            for t in (lo_u..=hi_u).rev() {
+                let number = self.plan.processed[t];
+                let slot = if self.any_active(t) {
+                    ka = ka.checked_sub(1).ok_or_else(|| missing_frame(number))?;
+                    match imgs[ka].take() {
+                        Some(fi) => Slot::Decoded(fi),
+                        None => {
+                            // Skipped by the source: a failed frame.
+                            self.frame_failed(t != s);
+                            continue;
+                        }
+                    }
+                } else {
+                    let seconds = if self.plan.written[t] {
+                        ki = ki.checked_sub(1).ok_or_else(|| missing_frame(number))?;
+                        idle[ki]
+                    } else {
+                        f64::NAN
+                    };
+                    Slot::Idle { number, seconds }
+                };
+                if let Some(bytes) = self.process(t, slot, true, true, sink)? {
+                    self.spool
+                        .as_mut()
+                        .ok_or_else(|| TrackError::Invalid("reverse without a spool".into()))?
+                        .push(number, &bytes)?;
+                }
+                if t != s {
+                    self.done += 1;
+                }
+                progress(Progress::Tracked {
+                    frame: number,
+                    done: self.done,
+                    total: self.total,
+                });
+                self.stage = Stage::Reverse(t);
+                stop_if(hook(self, self.stage)?, self.stage)?;
+            }
+            hi = lo - 1;
+        }
+        Ok(())
+    }
+
+    /// The run's state at its current stage (not [`Stage::Start`]): the banks, inside the
+    /// reverse pass also the head's banks, and inside the first stretch the spool's length
+    /// (the spool is synced to disk first; it must stay as it is up to that length).
+    pub fn save_state(&self) -> Result<Vec<u8>, TrackError> {
+        if !self.can_save() {
+            return Err(TrackError::Invalid(format!(
+                "no resumable state at {:?}{}",
+                self.stage,
+                if self.spool_file.is_none() {
+                    " (no spool file set)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let (tag, index) = match self.stage {
+            Stage::Start => (0u64, 0usize),
+            Stage::Head(k) => (1, k),
+            Stage::Reverse(k) => (2, k),
+            Stage::Rest(k) => (3, k),
+        };
+        let spool_len = match (self.stage, &self.spool) {
+            (Stage::Head(_) | Stage::Reverse(_), Some(sp)) => sp.sync()?,
+            (Stage::Head(_) | Stage::Reverse(_), None) => {
+                return Err(TrackError::Invalid("first stretch without a spool".into()));
+            }
+            _ => 0,
+        };
+        let banks = bank::save_banks(&self.banks)?;
+        let fwd = match (&self.forward_banks, self.stage) {
+            (Some(f), Stage::Reverse(_)) => bank::save_banks(f)?,
+            _ => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(40 + banks.len() + fwd.len());
+        out.extend_from_slice(STATE_MAGIC);
+        for v in [tag, index as u64, spool_len, banks.len() as u64] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&banks);
+        out.extend_from_slice(&fwd);
+        Ok(out)
+    }
+
+    /// The stage saved in a state of [`Self::save_state`].
+    pub fn saved_stage(bytes: &[u8]) -> Result<Stage, TrackError> {
+        Ok(parse_state(bytes)?.0)
+    }
+
+    /// Restores a state of [`Self::save_state`] (after the pre-pass).
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<Stage, TrackError> {
+        let (stage, spool_len, banks, fwd) = parse_state(bytes)?;
+        let (s, head_end, len) = (self.plan.start, self.plan.head_end, self.plan.len());
+        let ok = match stage {
+            Stage::Start => false,
+            Stage::Head(k) => (s..=head_end + 1).contains(&k),
+            Stage::Reverse(k) => k <= s && s > 0 && !fwd.is_empty(),
+            Stage::Rest(k) => (head_end + 1..=len).contains(&k),
+        };
+        if !ok {
+            return Err(TrackError::Invalid(format!(
+                "saved state at {stage:?} does not fit the plan (first prompt {s}, head end \
+                 {head_end}, {len} processed frames)"
+            )));
+        }
+        self.load_banks(banks)?;
+        if !fwd.is_empty() {
+            let f = bank::load_banks(fwd, self.device())?;
+            if f.len() != self.banks.len() {
+                return Err(TrackError::Invalid("saved head banks: object count".into()));
+            }
+            self.forward_banks = Some(f);
+        }
+        self.done = match stage {
+            Stage::Start => 0,
+            Stage::Head(k) => k - s,
+            Stage::Reverse(k) => head_end + 1 - k,
+            Stage::Rest(k) => k,
+        };
+        if let Stage::Head(_) | Stage::Reverse(_) = stage {
+            let path = self.spool_file.as_ref().ok_or_else(|| {
+                TrackError::Invalid("a first-stretch state needs the spool file".into())
+            })?;
+            self.spool = Some(spool::Spool::reopen(path, spool_len)?);
+        }
+        Ok(stage)
+    }
+
     /// The prompt pre-pass: every prompted frame, every object prompted there, as the official
     /// `add_new_mask` / `add_new_points_or_box` then the preflight's memory encoding.
     pub fn prepass(
@@ -657,9 +876,24 @@ impl<'a> Tracker<'a> {
         frames: &mut dyn FrameSource,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), TrackError> {
+        self.prepass_inner(frames, progress, None)
+    }
+
+    /// [`Self::prepass`], calling `hook` (with [`Stage::Start`]) after every prompted frame.
+    fn prepass_inner(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        progress: &mut dyn FnMut(Progress),
+        mut hook: Option<&mut RunHook<'_>>,
+    ) -> Result<(), TrackError> {
         let _g = tch::no_grad_guard();
         let numbers = self.prompts.prompted_frames();
+        let mut got = 0usize;
         let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
+            if numbers.get(got) != Some(&fi.number) {
+                return Err(missing_prompted(numbers.get(got).copied(), fi.number));
+            }
+            got += 1;
             let t = self
                 .plan
                 .index_of(fi.number)
@@ -673,9 +907,16 @@ impl<'a> Tracker<'a> {
                 self.banks[o].insert_cond(t as i64, entry);
             }
             progress(Progress::Prompted { frame: fi.number });
-            Ok(())
+            match hook.as_mut() {
+                Some(h) => stop_if(h(self, Stage::Start)?, Stage::Start),
+                None => Ok(()),
+            }
         };
-        frames.for_each_frame(&numbers, &mut cb)
+        frames.for_each_frame(&numbers, &mut cb)?;
+        if let Some(&n) = numbers.get(got) {
+            return Err(missing_prompted(Some(n), u64::MAX));
+        }
+        Ok(())
     }
 
     /// One object's prompts on one frame -> its conditioning entry.
@@ -1069,15 +1310,55 @@ impl<'a> Tracker<'a> {
     }
 }
 
-fn stop_if(flow: Flow, next: Option<usize>) -> Result<(), TrackError> {
+fn stop_if(flow: Flow, at: Stage) -> Result<(), TrackError> {
     match flow {
         Flow::Continue => Ok(()),
-        Flow::Stop => Err(TrackError::Stopped(next)),
+        Flow::Stop => Err(TrackError::Stopped(at)),
     }
 }
 
 fn missing_frame(n: u64) -> TrackError {
     TrackError::Video(format!("the frame source did not deliver frame {n}"))
+}
+
+fn missing_prompted(want: Option<u64>, got: u64) -> TrackError {
+    match want {
+        Some(n) if n < got => TrackError::Video(format!(
+            "prompted frame {n} could not be decoded (its prompts cannot be used)"
+        )),
+        _ => bad_frame(got),
+    }
+}
+
+const STATE_MAGIC: &[u8; 8] = b"DSTRKST1";
+
+/// A parsed saved state: stage, spool length, banks, head banks.
+type ParsedState<'b> = (Stage, u64, &'b [u8], &'b [u8]);
+
+/// Parses a state of [`Tracker::save_state`].
+fn parse_state(bytes: &[u8]) -> Result<ParsedState<'_>, TrackError> {
+    let bad = |m: &str| TrackError::Invalid(format!("saved tracker state: {m}"));
+    if bytes.len() < 40 || &bytes[..8] != STATE_MAGIC {
+        return Err(bad("not a tracker state"));
+    }
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[8 + 8 * i..16 + 8 * i]);
+        u64::from_le_bytes(w)
+    };
+    let (tag, index, spool_len, n) = (word(0), word(1) as usize, word(2), word(3));
+    let stage = match tag {
+        1 => Stage::Head(index),
+        2 => Stage::Reverse(index),
+        3 => Stage::Rest(index),
+        _ => return Err(bad("unknown stage")),
+    };
+    let rest = &bytes[40..];
+    if n > rest.len() as u64 {
+        return Err(bad("truncated"));
+    }
+    let (banks, fwd) = rest.split_at(n as usize);
+    Ok((stage, spool_len, banks, fwd))
 }
 
 fn bad_frame(n: u64) -> TrackError {
