@@ -76,6 +76,10 @@ pub struct TrackArgs {
     /// Attend to at most N conditioning frames, the temporally closest (-1 = all).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub max_cond_frames: i64,
+    /// Take the recent memories t-2 ... t-6 from every N-th processed frame (the official
+    /// `memory_temporal_stride_for_eval`; 1 in every official config). t-1 is always read.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    pub memory_temporal_stride: i64,
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,

@@ -290,6 +290,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "frame_interval": frame_interval,
         "video_scale_factor": ta.video_scale_factor,
         "max_cond_frames": ta.max_cond_frames,
+        "memory_temporal_stride": ta.memory_temporal_stride,
         "batch_objects": ta.batch_objects.max(1),
         "device": format!("{device:?}"),
         "dtype": ta.dtype,
@@ -368,7 +369,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         &set.prompted_frames(),
         track_stride,
         frame_interval,
-        1,
+        ta.memory_temporal_stride,
     )
     .ok_or_else(|| JobError::Input("no prompted frame inside the video".into()))?;
     if let Some(w) = &win {
@@ -398,7 +399,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let cfg = TrackerConfig {
         fill_hole_area: ta.fill_hole_area,
         max_cond_frames: ta.max_cond_frames,
-        memory_temporal_stride: 1,
+        memory_temporal_stride: ta.memory_temporal_stride,
         reverse_chunk: ta.reverse_chunk.max(1),
         batch_objects: ta.batch_objects.max(1),
         spool_dir: std::env::temp_dir(),
