@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tch::Device;
 
 use super::JobError;
+use super::report::frame_record;
 use crate::prompts::PromptSet;
-use crate::tracker::annotate::frame_record;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
 use crate::video::{Selection, StreamOptions, VideoSource, model_input_tensor, resize_bicubic};
 

@@ -14,6 +14,7 @@ pub mod args;
 pub mod input;
 pub mod io;
 pub mod merge;
+pub mod report;
 pub mod signals;
 pub mod state;
 
@@ -25,11 +26,11 @@ use std::time::Instant;
 use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
 use crate::prompts::{self, VideoGeometry};
-use crate::tracker::annotate::peak_rss_bytes;
 use crate::tracker::{Flow, Plan, Progress, RunEnd, Tracker, TrackerConfig};
 use crate::video::VideoSource;
 
 pub use args::AnnotateJobArgs;
+use report::peak_rss_bytes;
 use state::{Meta, WindowRecord};
 
 /// Success, or a finished run re-run (nothing changed).
