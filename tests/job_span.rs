@@ -306,12 +306,12 @@ fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
     // Resumed, then stopped by SIGTERM on an idle frame.
     let o = densam(&args, &[("DENSAM_TEST_SIGTERM_AT_FRAME", "36")]);
     assert_eq!(code(&o), Some(75), "{}", stderr(&o));
-    assert_eq!(run_json(out.path())["interrupted"]["resume_at"], 37);
+    assert_eq!(run_json(out.path())["interrupted"]["at"]["Rest"], 37);
     let (bytes, run) = complete(&args, out.path(), "frames");
     assert!(bytes == *want, "resumed output differs");
     assert_eq!(run["windows"].as_array().unwrap().len(), 7);
     // Resumed at 37: only idle frames were left, nothing decoded but the pre-pass.
-    assert_eq!(run["this_run"]["resumed_at"], 37);
+    assert_eq!(run["this_run"]["resumed_at"]["Rest"], 37);
     assert_eq!(run["this_run"]["encoded_frames"], 2);
 }
 

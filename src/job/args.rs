@@ -100,6 +100,10 @@ pub struct TrackArgs {
     /// about twice its annotated length; the further from a prompt, the less reliable the masks.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     pub span_margin: f64,
+    /// Take the recent memories t-2 ... t-6 from every N-th processed frame (the official
+    /// `memory_temporal_stride_for_eval`; 1 in every official config). t-1 is always read.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    pub memory_temporal_stride: i64,
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,

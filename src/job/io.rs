@@ -11,8 +11,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::JobError;
+use super::report::frame_record;
 use crate::prompts::PromptSet;
-use crate::tracker::annotate::frame_record;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
 use crate::video::{
     DEFAULT_QUEUE_FRAMES, ErrorPolicy, ModelRgb, Selection, StreamOptions, VideoSource,
@@ -33,6 +33,21 @@ pub struct JobFrames<'a> {
     pub lenient: bool,
     /// The frames skipped so far (each once).
     pub failed: Rc<RefCell<Vec<super::state::FailedFrame>>>,
+}
+
+impl<'a> JobFrames<'a> {
+    /// A strict source (an undecodable frame is an error) with nothing counted yet.
+    pub fn new(video: &'a VideoSource, image_size: usize, scale: f64) -> Self {
+        JobFrames {
+            video,
+            image_size,
+            scale,
+            decode_time: Duration::ZERO,
+            decoded: 0,
+            lenient: false,
+            failed: Rc::default(),
+        }
+    }
 }
 
 impl FrameSource for JobFrames<'_> {

@@ -20,6 +20,7 @@ pub mod args;
 pub mod input;
 pub mod io;
 pub mod merge;
+pub mod report;
 pub mod signals;
 pub mod state;
 
@@ -31,13 +32,13 @@ use std::time::Instant;
 use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
 use crate::prompts::{self, VideoGeometry};
-use crate::tracker::annotate::peak_rss_bytes;
 use crate::tracker::plan::prompt_span;
 use crate::tracker::{Flow, Plan, Progress, RunEnd, Stage, Tracker, TrackerConfig};
 use crate::video::VideoSource;
 
 pub use args::AnnotateJobArgs;
 use args::SpanMode;
+use report::peak_rss_bytes;
 use state::{Meta, WindowRecord};
 
 /// Success, or a finished run re-run (nothing changed).
@@ -397,6 +398,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "frame_interval": frame_interval,
         "video_scale_factor": ta.video_scale_factor,
         "max_cond_frames": ta.max_cond_frames,
+        "memory_temporal_stride": ta.memory_temporal_stride,
         "batch_objects": ta.batch_objects.max(1),
         "device": format!("{device:?}"),
         "dtype": ta.dtype,
@@ -507,7 +509,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         &set.prompted_frames(),
         track_stride,
         frame_interval,
-        1,
+        ta.memory_temporal_stride,
     )
     .ok_or_else(|| JobError::Input("no prompted frame inside the video".into()))?;
     if let Some(w) = &win {
@@ -537,7 +539,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let cfg = TrackerConfig {
         fill_hole_area: ta.fill_hole_area,
         max_cond_frames: ta.max_cond_frames,
-        memory_temporal_stride: 1,
+        memory_temporal_stride: ta.memory_temporal_stride,
         reverse_chunk: ta.reverse_chunk.max(1),
         batch_objects: ta.batch_objects.max(1),
         spool_dir: std::env::temp_dir(),

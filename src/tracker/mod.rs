@@ -18,7 +18,6 @@
 //! a [`ResultSink`] that turns them into bytes (encoded as soon as a frame is computed) and
 //! writes them in ascending frame order.
 
-pub mod annotate;
 pub mod bank;
 pub mod masks;
 pub mod plan;
