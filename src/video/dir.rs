@@ -2,13 +2,16 @@
 //! frame N is the N-th file in the order of the number in its name) and single images.
 //!
 //! These carry no timing: frame N has pts N and lies at `N / fps` seconds, with `fps` from
-//! [`super::OpenOptions::dir_fps`] (30 unless set). JPEG decoding is the `image` crate's, which
-//! may differ from Pillow's libjpeg by ±1 in a few pixels; PNG frames are exact.
+//! [`super::OpenOptions::dir_fps`] (30 unless set). JPEG files (by their content, not their
+//! name) are decoded with libjpeg-turbo, bit-identical to Pillow (see [`super::jpeg`]); PNG
+//! files with the `image` crate, also exact. Neither applies an EXIF orientation, as SAM 2's
+//! loader does not.
 
 use std::path::{Path, PathBuf};
 
 use super::error::VideoError;
 use super::frame::{Frame, FrameInfo, RgbFrame};
+use super::jpeg;
 use super::{ErrorPolicy, Sink, VideoInfo};
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -38,9 +41,16 @@ fn image_err(path: &Path, e: impl std::fmt::Display) -> VideoError {
     }
 }
 
+fn read_bytes(path: &Path) -> Result<Vec<u8>, VideoError> {
+    std::fs::read(path).map_err(|e| image_err(path, e))
+}
+
 fn dimensions(path: &Path) -> Result<(usize, usize), VideoError> {
-    let (w, h) = image::ImageReader::open(path)
-        .map_err(|e| image_err(path, e))?
+    let bytes = read_bytes(path)?;
+    if jpeg::is_jpeg(&bytes) {
+        return jpeg::dimensions(&bytes).map_err(|e| image_err(path, e));
+    }
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_err(path, e))?
         .into_dimensions()
@@ -48,10 +58,14 @@ fn dimensions(path: &Path) -> Result<(usize, usize), VideoError> {
     Ok((w as usize, h as usize))
 }
 
-/// Reads one image file as packed RGB24 (alpha dropped, 16-bit reduced to 8-bit, grey expanded).
+/// Reads one image file as packed RGB24 (alpha dropped, 16-bit reduced to 8-bit, grey expanded),
+/// the pixels of Pillow's `Image.open(path).convert("RGB")` for JPEG files and 8-bit PNGs.
 pub fn read_image(path: &Path) -> Result<RgbFrame, VideoError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| image_err(path, e))?
+    let bytes = read_bytes(path)?;
+    if jpeg::is_jpeg(&bytes) {
+        return jpeg::decode_rgb(&bytes).map_err(|e| image_err(path, e));
+    }
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_err(path, e))?
         .decode()
