@@ -58,8 +58,10 @@ fn dimensions(path: &Path) -> Result<(usize, usize), VideoError> {
     Ok((w as usize, h as usize))
 }
 
-/// Reads one image file as packed RGB24 (alpha dropped, 16-bit reduced to 8-bit, grey expanded),
-/// the pixels of Pillow's `Image.open(path).convert("RGB")` for JPEG files and 8-bit PNGs.
+/// Reads one image file as packed RGB24: the pixels of Pillow's `Image.open(path).convert("RGB")`
+/// (what SAM 2's loader reads) for JPEG files and PNGs of every colour type and depth: alpha
+/// dropped, grey and palettes expanded, 16-bit samples reduced as Pillow reduces them (see
+/// [`pillow_rgb`]).
 pub fn read_image(path: &Path) -> Result<RgbFrame, VideoError> {
     let bytes = read_bytes(path)?;
     if jpeg::is_jpeg(&bytes) {
@@ -69,14 +71,41 @@ pub fn read_image(path: &Path) -> Result<RgbFrame, VideoError> {
         .with_guessed_format()
         .map_err(|e| image_err(path, e))?
         .decode()
-        .map_err(|e| image_err(path, e))?
-        .into_rgb8();
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    Ok(RgbFrame {
-        width: w,
-        height: h,
-        data: img.into_raw(),
-    })
+        .map_err(|e| image_err(path, e))?;
+    Ok(pillow_rgb(img))
+}
+
+/// A decoded image as RGB24 the way Pillow converts it: 8-bit images as the `image` crate does
+/// (identical); 16-bit grey (Pillow mode `I;16`) clipped to 255; other 16-bit images (Pillow
+/// modes `RGB`/`RGBA`, read with the high byte of each sample) shifted right by 8 — where the
+/// `image` crate would round `v / 257` instead.
+fn pillow_rgb(img: image::DynamicImage) -> RgbFrame {
+    use image::DynamicImage as D;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let expand = |samples: &[u16], channels: usize, f: fn(u16) -> u8| -> Vec<u8> {
+        let mut out = Vec::with_capacity(width * height * 3);
+        for px in samples.chunks_exact(channels) {
+            if channels < 3 {
+                out.extend_from_slice(&[f(px[0]); 3]);
+            } else {
+                out.extend(px[..3].iter().map(|&v| f(v)));
+            }
+        }
+        out
+    };
+    let msb = |v: u16| (v >> 8) as u8;
+    let data = match img {
+        D::ImageLuma16(b) => expand(b.as_raw(), 1, |v| v.min(255) as u8),
+        D::ImageLumaA16(b) => expand(b.as_raw(), 2, msb),
+        D::ImageRgb16(b) => expand(b.as_raw(), 3, msb),
+        D::ImageRgba16(b) => expand(b.as_raw(), 4, msb),
+        other => other.into_rgb8().into_raw(),
+    };
+    RgbFrame {
+        width,
+        height,
+        data,
+    }
 }
 
 fn info_for(source: &str, files: &[PathBuf], fps: f64) -> Result<VideoInfo, VideoError> {

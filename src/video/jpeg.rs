@@ -57,22 +57,23 @@ impl Decompressor {
             .into_owned()
     }
 
-    /// Turns a TurboJPEG return value into a result: warnings (corrupt data that libjpeg went
-    /// past) are ignored as Pillow does, except a premature end of the file.
-    fn check(&self, rc: libc::c_int) -> Result<(), String> {
+    /// Turns a TurboJPEG return value into a result. Warnings (corrupt data that libjpeg went
+    /// past) are ignored, as Pillow ignores them, unless the data ran out before the end of the
+    /// image: Pillow then fails ("image file is truncated"), and so does this.
+    fn check(&self, rc: libc::c_int, bytes: &[u8]) -> Result<(), String> {
         if rc == 0 {
             return Ok(());
         }
         let msg = self.message();
         // SAFETY: the handle is live.
         let code = unsafe { tj::tj3GetErrorCode(self.0) };
-        if code == tj::TJERR_TJERR_WARNING as libc::c_int && !msg.contains("Premature end") {
-            return Ok(());
+        if code != tj::TJERR_TJERR_WARNING as libc::c_int {
+            return Err(msg);
         }
-        if msg.contains("Premature end") {
+        if msg.contains("Premature end") || !ends_after_last_scan(bytes) {
             return Err("the file is truncated (premature end of JPEG data)".into());
         }
-        Err(msg)
+        Ok(())
     }
 
     fn get(&self, param: tj::TJPARAM) -> libc::c_int {
@@ -85,7 +86,7 @@ impl Decompressor {
         // outlives the call.
         let rc =
             unsafe { tj::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as tj::size_t) };
-        self.check(rc)?;
+        self.check(rc, bytes)?;
         let precision = self.get(tj::TJPARAM_TJPARAM_PRECISION);
         if precision != 8 {
             return Err(format!(
@@ -153,7 +154,7 @@ pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<RgbFrame, String> {
             format,
         )
     };
-    d.check(rc)?;
+    d.check(rc, bytes)?;
     let data = if h.four_channel {
         cmyk_to_rgb_like_pillow(&out)
     } else {
@@ -179,6 +180,18 @@ fn cmyk_to_rgb_like_pillow(cmyk: &[u8]) -> Vec<u8> {
         }
     }
     rgb
+}
+
+/// Whether an EOI marker follows the last SOS marker, i.e. libjpeg does not run out of data
+/// (libjpeg only reports the first warning, so a truncation after another warning is found
+/// here). In entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so these
+/// byte pairs are markers (an EXIF thumbnail's markers all lie before the image's first scan).
+fn ends_after_last_scan(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w == [0xFF, m]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// Pillow's `MULDIV255(a, b)`: a * b / 255, rounded.
