@@ -82,15 +82,18 @@ save("gray_1x1.jpg", Image.new("L", (1, 1), 77), quality=90)
 save("gray_31x9.jpg", Image.fromarray(content(31, 9, 5)).convert("L"), quality=60)
 
 # Damaged files: cut short (Pillow: "image file is truncated"), junk before a marker (libjpeg
-# warns, Pillow decodes), junk after the end (ignored).
+# warns, Pillow decodes), junk after the end (ignored), a size over Pillow's pixel limit.
 buf = io.BytesIO(); im.save(buf, "JPEG", quality=90); clean = buf.getvalue()
 buf = io.BytesIO(); im.save(buf, "JPEG", quality=90, progressive=True); clean_p = buf.getvalue()
+sof = clean.index(b"\xff\xc0")
+bomb = clean[: sof + 5] + struct.pack(">HH", 20000, 20000) + clean[sof + 9:]
 for name, data in [("bad_truncated.jpg", clean[: len(clean) // 2]),
                    ("bad_no_eoi.jpg", clean[:-2]),
                    ("bad_truncated_prog.jpg", clean_p[: len(clean_p) // 2]),
                    ("bad_junk_before_eoi.jpg", clean[:-2] + b"\x00\x00\xff\xd9"),
                    ("bad_trailing_junk.jpg", clean + b"trailing bytes"),
-                   ("bad_only_soi.jpg", b"\xff\xd8")]:
+                   ("bad_only_soi.jpg", b"\xff\xd8"),
+                   ("bad_bomb_20000x20000.jpg", bomb)]:
     path = os.path.join(out, name)
     open(path, "wb").write(data)
     record(path)
@@ -245,7 +248,7 @@ fn png_bit_exact_with_pillow() {
 #[test]
 fn damaged_jpegs_fail_or_decode_as_in_pillow() {
     let n = check_against_pillow(|n| n.starts_with("bad_"));
-    assert_eq!(n, 6);
+    assert_eq!(n, 7);
     // The ones Pillow refuses are errors that name the file, not panics.
     let e = read_image(&fixtures().join("bad_truncated.jpg")).unwrap_err();
     assert!(e.to_string().contains("bad_truncated.jpg"), "{e}");
@@ -295,4 +298,35 @@ fn jpeg_frame_directory_through_video_source() {
         results[1],
         Err(VideoError::CorruptFrame { frame: 1, .. })
     ));
+}
+
+/// Decode speed of a 1408² q95 4:2:0 JPEG (SAM 2's frame size for 1024 inputs is irrelevant
+/// here; 1408² is the team's benchmark size): densam's libjpeg-turbo path against the `image`
+/// crate's JPEG decoder that it replaced, in the same process. Run by hand:
+/// `cargo test --release --test video_jpeg -- --ignored --nocapture decode_speed`.
+#[test]
+#[ignore]
+fn decode_speed_1408() {
+    let path = fixtures().join("rgb_1408_q95.jpg");
+    let bytes = std::fs::read(&path).unwrap();
+    let reps = 20;
+    let best = |f: &dyn Fn()| {
+        (0..reps)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let turbo = best(&|| {
+        std::hint::black_box(read_image(&path).unwrap());
+    });
+    let image_crate = best(&|| {
+        std::hint::black_box(image::load_from_memory(&bytes).unwrap().into_rgb8());
+    });
+    println!(
+        "1408x1408 q95 4:2:0 JPEG, best of {reps}: densam (libjpeg-turbo, incl. file read) \
+         {turbo:.2} ms, image crate {image_crate:.2} ms"
+    );
 }

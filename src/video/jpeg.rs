@@ -14,13 +14,18 @@
 //! - the EXIF orientation is not applied (the official loader does not call `exif_transpose`);
 //! - libjpeg's warnings about corrupt data are ignored, but a file that ends before its image
 //!   data does ("Premature end of JPEG file") is an error, as Pillow's "image file is truncated";
-//! - only 8-bit samples (Pillow: "cannot handle 12-bit layers").
+//! - only 8-bit samples (Pillow: "cannot handle 12-bit layers");
+//! - at most `2 * Image.MAX_IMAGE_PIXELS` pixels (Pillow's `DecompressionBombError`).
 
 use std::ffi::CStr;
 
 use turbojpeg_sys as tj;
 
 use super::frame::RgbFrame;
+
+/// Pillow refuses images over `2 * Image.MAX_IMAGE_PIXELS` pixels (`DecompressionBombError`),
+/// and so does this, before allocating the output.
+const PILLOW_MAX_PIXELS: u64 = 2 * 89_478_485;
 
 /// Whether `bytes` starts with a JPEG SOI marker.
 pub(crate) fn is_jpeg(bytes: &[u8]) -> bool {
@@ -97,6 +102,13 @@ impl Decompressor {
         let height = self.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT);
         if width <= 0 || height <= 0 {
             return Err(format!("bad JPEG size {width}x{height}"));
+        }
+        let pixels = width as u64 * height as u64;
+        if pixels > PILLOW_MAX_PIXELS {
+            return Err(format!(
+                "{width}x{height} is over Pillow's limit of {PILLOW_MAX_PIXELS} pixels \
+                 (a decompression bomb, or a corrupt header)"
+            ));
         }
         let cs = self.get(tj::TJPARAM_TJPARAM_COLORSPACE);
         let four_channel =
