@@ -21,6 +21,7 @@ mod error;
 #[cfg(feature = "ffmpeg")]
 mod ffmpeg;
 mod frame;
+mod jpeg;
 mod model_input;
 mod resize;
 mod stream;
