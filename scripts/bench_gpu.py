@@ -111,7 +111,10 @@ def run_densam(binary, ckpt, frames, boxes, dtype, out, profile=False):
     if profile:
         cmd += ["--profile"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Logs to files beside the output folder: a pipe nobody reads while polling would block
+    # densam once its log outgrows the pipe buffer.
+    log_out, log_err = open(out + ".stdout", "w+"), open(out + ".stderr", "w+")
+    proc = subprocess.Popen(cmd, stdout=log_out, stderr=log_err, text=True)
     peak_smi = 0
     if DEV == "cuda":
         # Whole-process device memory (CUDA context included), polled from nvidia-smi.
@@ -123,7 +126,12 @@ def run_densam(binary, ckpt, frames, boxes, dtype, out, profile=False):
                 if len(parts) == 2 and parts[0] == str(proc.pid) and parts[1].isdigit():
                     peak_smi = max(peak_smi, int(parts[1]))
             time.sleep(0.05)
-    out_s, err_s = proc.communicate()
+    proc.wait()
+    log_out.seek(0)
+    log_err.seek(0)
+    out_s, err_s = log_out.read(), log_err.read()
+    log_out.close()
+    log_err.close()
     wall = time.perf_counter() - t0
     r = subprocess.CompletedProcess(cmd, proc.returncode, out_s, err_s)
     if r.returncode != 0:

@@ -414,9 +414,10 @@ impl<'a> Tracker<'a> {
             // An [S, S, 3] uint8 model image: 3 bytes per pixel to the device (pinned, async),
             // normalised there (bit-identical to the host normalisation).
             let x = if dev.is_cuda() && image.device() == Device::Cpu {
-                image
-                    .pin_memory(dev)
-                    .to_device_(dev, Kind::Uint8, true, false)
+                match crate::model::cuda::pinned(image) {
+                    Some(p) => p.to_device_(dev, Kind::Uint8, true, false),
+                    None => image.to_device(dev),
+                }
             } else {
                 image.to_device(dev)
             };
@@ -428,10 +429,11 @@ impl<'a> Tracker<'a> {
             // Pinned host memory (libtorch's caching host allocator reuses its blocks, guarded by
             // CUDA events, so no per-frame pinning) and an asynchronous copy on the current
             // stream, ordered before the encoder's kernels.
-            image
-                .to_kind(Kind::Float)
-                .pin_memory(dev)
-                .to_device_(dev, Kind::Float, true, false)
+            let x = image.to_kind(Kind::Float);
+            match crate::model::cuda::pinned(&x) {
+                Some(p) => p.to_device_(dev, Kind::Float, true, false),
+                None => x.to_device(dev),
+            }
         } else {
             image.to_device(dev).to_kind(Kind::Float)
         };
