@@ -1,14 +1,28 @@
 // densam's small C++ shim over libtorch (compiled by build.rs with the `cc` crate):
-// the TF32 switches of at::globalContext() and the CUDA caching allocator's statistics.
+// the TF32 switches of at::globalContext(), the CUDA caching allocator's statistics, and
+// pinning a host tensor without the deprecated device argument.
 // The allocator is reached through c10's device-generic registry (c10::getDeviceAllocator), so
 // only libc10 is linked and no CUDA header is needed: when libtorch's CUDA library is not
 // loaded (CPU-only libtorch, no GPU) the registry has no CUDA allocator and the calls return -1.
 // DENSAM_HAVE_CUDA is defined when libtorch ships libc10_cuda.
 #include <ATen/Context.h>
+#include <ATen/core/Tensor.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <cstdint>
 
 extern "C" {
+
+// A pinned (page-locked) copy of the host tensor `t` (an `at::Tensor*`, as tch's C_tensor), or
+// null on a libtorch error (no CUDA, ...). `Tensor::pin_memory()` without the device argument,
+// which libtorch 2.11 deprecates with a warning printed at every call.
+void* densam_pin_memory(void* t) {
+  try {
+    auto* src = static_cast<at::Tensor*>(t);
+    return new at::Tensor(src->pin_memory());
+  } catch (...) {
+    return nullptr;
+  }
+}
 
 // Allows (1) or forbids (0) TF32 in cuDNN convolutions and cuBLAS matmuls. Returns 0, or -1 on
 // a libtorch error.

@@ -75,20 +75,26 @@ def run_official(ckpt, frames, boxes, dtype, n_frames):
         t1 = time.perf_counter()
         for i, b in enumerate(boxes):
             pred.add_new_points_or_box(state, frame_idx=0, obj_id=i, box=np.array(b, dtype=np.float32))
+        stamps = []
         for t, ids, logits in pred.propagate_in_video(state):
             masks[t] = (logits[:, 0] > 0).cpu().numpy()
+            stamps.append(time.perf_counter())
         sync()
         t2 = time.perf_counter()
+    # Steady state: the median time between consecutive frames after the first 8 (warm-up).
+    gaps = np.diff(np.array(stamps))[8:]
+    steady_ms = float(np.median(gaps)) * 1e3 if len(gaps) else float("nan")
     peak = torch.cuda.max_memory_allocated() if DEV == "cuda" else 0
     peak_res = torch.cuda.max_memory_reserved() if DEV == "cuda" else 0
     del state, pred
     if DEV == "cuda":
         torch.cuda.empty_cache()
     return masks, {"init_s": t1 - t0, "track_s": t2 - t1, "total_s": t2 - t0, "peak_gpu_bytes": peak,
+                   "steady_frame_ms": steady_ms,
                  "peak_reserved_bytes": peak_res}
 
 
-def run_densam(binary, ckpt, frames, boxes, dtype, out):
+def run_densam(binary, ckpt, frames, boxes, dtype, out, profile=False):
     prompts = {"objects": [{"id": str(i), "prompts": [{"frame": 0, "box": b}]} for i, b in enumerate(boxes)]}
     # A fresh output folder: densam resumes (and skips) a finished run in an existing one.
     shutil.rmtree(out, ignore_errors=True)
@@ -102,8 +108,13 @@ def run_densam(binary, ckpt, frames, boxes, dtype, out):
         cmd += ["--image-size", os.environ["BENCH_IMAGE_SIZE"]]
     if dtype != "fp32":
         cmd += ["--dtype", dtype]
+    if profile:
+        cmd += ["--profile"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Logs to files beside the output folder: a pipe nobody reads while polling would block
+    # densam once its log outgrows the pipe buffer.
+    log_out, log_err = open(out + ".stdout", "w+"), open(out + ".stderr", "w+")
+    proc = subprocess.Popen(cmd, stdout=log_out, stderr=log_err, text=True)
     peak_smi = 0
     if DEV == "cuda":
         # Whole-process device memory (CUDA context included), polled from nvidia-smi.
@@ -115,7 +126,12 @@ def run_densam(binary, ckpt, frames, boxes, dtype, out):
                 if len(parts) == 2 and parts[0] == str(proc.pid) and parts[1].isdigit():
                     peak_smi = max(peak_smi, int(parts[1]))
             time.sleep(0.05)
-    out_s, err_s = proc.communicate()
+    proc.wait()
+    log_out.seek(0)
+    log_err.seek(0)
+    out_s, err_s = log_out.read(), log_err.read()
+    log_out.close()
+    log_err.close()
     wall = time.perf_counter() - t0
     r = subprocess.CompletedProcess(cmd, proc.returncode, out_s, err_s)
     if r.returncode != 0:
@@ -197,11 +213,26 @@ def main():
                 "iou_mean": round(float(ious.mean()), 5), "iou_min": round(float(ious.min()), 5),
                 "iou_frac_ge_0.99": round(float((ious >= 0.99).mean()), 4),
             }
+            row["official_steady_frame_ms"] = round(ot["steady_frame_ms"], 2)
+            row["official_steady_obj_frames_per_s"] = round(k * 1e3 / ot["steady_frame_ms"], 2)
+            r = dt["manifest"].get("this_run", {})
+            row["densam_startup_s"] = round(dt["total_s"] - r.get("wall_seconds", 0.0), 2)
+            row["densam_run_wall_s"] = round(r.get("wall_seconds", 0.0), 2)
             results.append(row)
             log(json.dumps(row))
+            if os.environ.get("BENCH_PROFILE", "1") == "1":
+                _, pt = run_densam(args.densam, ckpt, frames, boxes, dtype,
+                                   os.path.join(work, f"out-prof-{dtype}-{k}"), profile=True)
+                st = pt["manifest"].get("this_run", {}).get("stage_seconds") or {}
+                prow = {"profile": True, "dtype": dtype, "objects": k, "frames": n,
+                        "whole_s": round(pt["total_s"], 2),
+                        "run_wall_s": round(pt["manifest"].get("this_run", {}).get("wall_seconds", 0.0), 2),
+                        "stage_ms_per_frame": {kk: round(v * 1e3 / n, 2) for kk, v in st.items()}}
+                results.append(prow)
+                log(json.dumps(prow))
     # Peak device memory against clip length: the same clip looped to BENCH_LONG_FRAMES frames,
     # densam only (the official predictor would hold every frame).
-    long_n = int(os.environ.get("BENCH_LONG_FRAMES", "0"))
+    long_n = int(os.environ.get("BENCH_LONG_FRAMES", str(3 * n)))
     if long_n > n:
         k = max(objs)
         boxes = boxes_for(shapes, k)
@@ -221,6 +252,10 @@ def main():
                                "process_gpu_MiB_nvidia_smi": dt["peak_smi_mib"],
                                "obj_frames_per_s": round(length * k / dt["total_s"], 2)}
             row = {"length_check": True, "dtype": dtype, "objects": k, "by_frames": mem}
+            # Steady state from the two lengths: the extra frames over the extra time.
+            t_short = n * k / mem[n]["obj_frames_per_s"]
+            t_long = long_n * k / mem[long_n]["obj_frames_per_s"]
+            row["densam_steady_obj_frames_per_s"] = round((long_n - n) * k / max(t_long - t_short, 1e-9), 2)
             results.append(row)
             log(json.dumps(row))
     log("SUMMARY " + json.dumps(results))

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod job;
 pub mod model;
 pub mod output;
+pub mod profile;
 pub mod prompts;
 pub mod tracker;
 pub mod video;

@@ -1,11 +1,15 @@
-//! `densam annotate` as a job, through the binary: kill -9 at several points then re-run equals
-//! an uninterrupted run (bytes), SIGTERM then re-run, re-running a finished run, parameter-change
-//! refusal and --restart, windows as checkpoint units (results identical), HD-EPIC input with
-//! both releases' field names and bad entries (warnings, --strict), the seed's flag names, and the
-//! error paths with their exit codes.
+//! `densam annotate` as a job, through the binary: kill -9 at several points (forward head,
+//! reverse pass, final stretch) then re-run equals an uninterrupted run (bytes), SIGTERM then
+//! re-run (also during the checkpoint load, the model load and the prompt pre-pass), re-running a
+//! finished run, parameter-change refusal and --restart, windows as checkpoint units (results
+//! identical), undecodable frames (skipped, re-seeded, reported; --strict stops), a full disk,
+//! HD-EPIC input with both releases' field names and bad entries (warnings, --strict), the seed's
+//! flag names, and the error paths with their exit codes.
 //!
-//! Test hooks of the binary: `DENSAM_TEST_KILL_AT_FRAME=N` raises SIGKILL after frame N is
-//! tracked, `DENSAM_TEST_SIGTERM_AT_FRAME=N` raises SIGTERM there.
+//! Test hooks of the binary: `DENSAM_TEST_KILL_AT_FRAME=N` raises SIGKILL when frame N has been
+//! tracked (before the checkpoint after it), `DENSAM_TEST_SIGTERM_AT_FRAME=N` raises SIGTERM
+//! there, `DENSAM_TEST_SIGTERM_AT=start|checkpoint-load|model-load|prepass` raises SIGTERM at that
+//! point of the start-up.
 
 mod common;
 
@@ -232,12 +236,28 @@ fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
         serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
     assert_eq!(run["status"], "interrupted");
     assert_eq!(run["interrupted"]["signal"], "SIGTERM");
-    assert_eq!(run["interrupted"]["resume_at"], 36);
+    assert_eq!(run["interrupted"]["at"]["Rest"], 36);
     // Changed parameters against the checkpoint: refusal, the checkpoint stays.
     let o = densam(&with(args.clone(), &["--track-stride", "2"]), &[]);
     assert_eq!(code(&o), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("track_stride"), "{}", stderr(&o));
     assert!(out.path().join(".densam-checkpoint").exists());
+    // SIGTERM while the checkpoint, the model or the prompts load: exit 75 at once, the checkpoint
+    // untouched, the output cut to it at most.
+    let ckpt = std::fs::read(out.path().join(".densam-checkpoint")).unwrap();
+    let partial = out.path().join(".dense_annotations_frames.jsonl.partial");
+    let before = std::fs::read(&partial).unwrap();
+    for point in ["checkpoint-load", "model-load", "prepass"] {
+        let o = densam(&args, &[("DENSAM_TEST_SIGTERM_AT", point)]);
+        assert_eq!(code(&o), Some(75), "{point}: {}", stderr(&o));
+        assert_eq!(
+            std::fs::read(out.path().join(".densam-checkpoint")).unwrap(),
+            ckpt,
+            "{point}"
+        );
+        let now = std::fs::read(&partial).unwrap();
+        assert!(before.starts_with(&now) && now.ends_with(b"\n"), "{point}");
+    }
     // Same command: resumes at 36 and ends identical; --keep-checkpoints keeps it.
     let o = densam(&with(args.clone(), &["--keep-checkpoints"]), &[]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
@@ -246,39 +266,301 @@ fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
 }
 
 #[test]
-fn sigterm_in_reverse_pass_cleans_up_and_restarts() {
+fn sigterm_in_reverse_pass_checkpoints_there() {
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let tmpdir = tmp.path().display().to_string();
-    let args = base_args(f, out.path());
-    // Frame 5 is tracked by the reverse pass (10 -> 0), whose spool is in TMPDIR.
+    let args = with(base_args(f, out.path()), &["--checkpoint-every", "1000"]);
+    // Frame 5 is tracked by the reverse pass (10 -> 0): the stop checkpoints there, with the
+    // spool of the first stretch in the output folder (nothing in TMPDIR).
     let o = densam(
         &args,
         &[("DENSAM_TEST_SIGTERM_AT_FRAME", "5"), ("TMPDIR", &tmpdir)],
     );
     assert_eq!(code(&o), Some(75), "{}", stderr(&o));
+    assert!(stderr(&o).contains("checkpoint written"), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["interrupted"]["at"]["Reverse"], 5);
+    assert!(out.path().join(".densam-checkpoint").exists());
+    assert!(out.path().join(".densam-spool").exists());
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    let o = densam(&with(args, &["--verbose"]), &[("TMPDIR", &tmpdir)]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("starts again from the beginning"),
+        stderr(&o).contains("reverse pass below processed frame 5"),
         "{}",
         stderr(&o)
     );
-    assert_eq!(
-        std::fs::read_dir(tmp.path()).unwrap().count(),
-        0,
-        "temp files left"
-    );
-    assert!(!out.path().join(".densam-checkpoint").exists());
-    let o = densam(&args, &[("TMPDIR", &tmpdir)]);
-    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     assert!(output_of(out.path(), "frames") == *want);
     assert_eq!(
         std::fs::read_dir(tmp.path()).unwrap().count(),
         0,
         "temp files left"
     );
+    assert_eq!(
+        names(out.path()),
+        ["dense_annotations_frames.jsonl", "run.json"]
+    );
+}
+
+/// The names in a folder, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kill_in_first_stretch_resumes_there() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let want = baseline();
+    let out = tempfile::tempdir().unwrap();
+    // A checkpoint after every frame.
+    let args = with(
+        base_args(f, out.path()),
+        &["--checkpoint-every", "0", "--verbose"],
+    );
+    // 1: killed in the forward head (frames 10..=25) when frame 18 is tracked: the checkpoint
+    // after frame 17 holds the banks and the spool's length.
+    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "18")]);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    assert!(out.path().join(".densam-spool").exists());
+    // 2: resumes in the head, killed in the reverse pass (9 -> 0) at frame 4.
+    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "4")]);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("forward head at processed frame 18"),
+        "{}",
+        stderr(&o)
+    );
+    // 3: resumes in the reverse pass below 5 and finishes identical.
+    let o = densam(&args, &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("reverse pass below processed frame 5"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(output_of(out.path(), "frames") == *want);
+    assert_eq!(
+        names(out.path()),
+        ["dense_annotations_frames.jsonl", "run.json"]
+    );
+}
+
+/// A copy of the fixture's frames with frames 3 (reverse pass) and 33, 34 (final stretch)
+/// truncated: deterministic decode failures.
+fn bad_frames(dir: &Path) -> PathBuf {
+    let f = fixture();
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for t in 0..N {
+        let name = format!("{t:05}.png");
+        let bytes = std::fs::read(f.frames.join(&name)).unwrap();
+        let keep = if [3, 33, 34].contains(&t) {
+            200
+        } else {
+            bytes.len()
+        };
+        std::fs::write(bad.join(&name), &bytes[..keep]).unwrap();
+    }
+    bad
+}
+
+/// Output lines by frame number.
+fn lines_by_frame(bytes: &[u8]) -> std::collections::BTreeMap<u64, String> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["frame_number"].as_u64().unwrap(), l.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn undecodable_frames_are_skipped_reseeded_and_reported() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let want = lines_by_frame(baseline());
+    let dir = tempfile::tempdir().unwrap();
+    let bad = bad_frames(dir.path());
+    let args_for = |out: &Path, every: &str| {
+        let mut a = base_args(f, out);
+        a[2] = bad.display().to_string();
+        with(a, &["--video-id", "frames", "--checkpoint-every", every])
+    };
+    let out = dir.path().join("out");
+    let o = densam(&args_for(&out, "1000"), &[]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("3 frame(s) could not be decoded: 3, 33, 34"),
+        "{}",
+        stderr(&o)
+    );
+    let got_bytes = output_of(&out, "frames");
+    let got = lines_by_frame(&got_bytes);
+    let frames: Vec<u64> = got.keys().copied().collect();
+    let expect: Vec<u64> = (0..N as u64).filter(|n| ![3, 33, 34].contains(n)).collect();
+    assert_eq!(frames, expect, "the failed frames' lines are missing");
+    // Up to the bad frames each pass is as without them (reverse 10 -> 4, forward 10 -> 32).
+    for n in 4..=32 {
+        assert_eq!(got[&n], want[&n], "frame {n}");
+    }
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "complete");
+    assert_eq!(run["failed_frames"], 3);
+    assert_eq!(run["failures"][0]["frames"], serde_json::json!([3, 33, 34]));
+    assert!(
+        run["failures"][0]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("00003.png")
+    );
+    // Re-run of the finished run: nothing changes, the same exit code.
+    let o = densam(&args_for(&out, "1000"), &[]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    // Killed after a failure in the reverse pass, then after the ones of the final stretch:
+    // the resumed run gives the same bytes and the same failures.
+    let out2 = dir.path().join("out2");
+    let a2 = args_for(&out2, "0");
+    for kill in ["1", "36"] {
+        let o = densam(&a2, &[("DENSAM_TEST_KILL_AT_FRAME", kill)]);
+        assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    }
+    let o = densam(&a2, &[]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(output_of(&out2, "frames") == got_bytes);
+    let run2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run2["failures"], run["failures"]);
+    // --strict: the first bad frame (3, in the reverse pass) stops the run (exit 3).
+    let out3 = dir.path().join("out3");
+    let o = densam(&with(args_for(&out3, "1000"), &["--strict"]), &[]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("frame 3 is corrupt"), "{}", stderr(&o));
+    assert!(!out3.join("dense_annotations_frames.jsonl").exists());
+}
+
+/// Runs `script` (sh) in a private mount namespace as mapped root, if this system allows it.
+fn in_mount_namespace(script: &str, args: &[String]) -> Option<std::process::ExitStatus> {
+    let probe = Command::new("unshare")
+        .args([
+            "-rm",
+            "sh",
+            "-c",
+            r#"d=$(mktemp -d) || exit 1; mount -t tmpfs tmpfs "$d" && umount "$d"; r=$?; rmdir "$d"; exit $r"#,
+        ])
+        .output()
+        .ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    Command::new("unshare")
+        .args(["-rm", "sh", "-c", script, "sh"])
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .status()
+        .ok()
+}
+
+#[test]
+fn disk_full_is_a_clear_error_and_resume_works() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fixture();
+    let want = baseline();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, real) = (dir.path().join("out"), dir.path().join("real"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&real).unwrap();
+    let mut args = base_args(f, &out);
+    args.extend(["--checkpoint-every".into(), "1000".into()]);
+    let out_at = args.iter().position(|a| a == "--out").unwrap();
+    args.drain(out_at..out_at + 2);
+    // A real full disk: a 1.6 MB tmpfs on the output folder holds the first checkpoint (after
+    // the first stretch, ~1.1 MB) but not the temporary copy of the final one; then the tmpfs
+    // is grown ("space is back") and the same command resumes.
+    let script = r#"out=$1; real=$2; shift 2
+        mount -t tmpfs -o size=1600k tmpfs "$out" || exit 99
+        "$@" --out "$out" 2> "$real/err1"; echo $? > "$real/rc1"
+        cp -a "$out" "$real/after1"
+        mount -o remount,size=64m tmpfs "$out" || exit 98
+        "$@" --out "$out" 2> "$real/err2"; echo $? > "$real/rc2"
+        cp -a "$out" "$real/after2""#;
+    let mut sargs = vec![out.display().to_string(), real.display().to_string()];
+    sargs.push(env!("CARGO_BIN_EXE_densam").to_string());
+    sargs.extend(args.iter().cloned());
+    let read = |p: &str| std::fs::read_to_string(real.join(p)).unwrap_or_default();
+    match in_mount_namespace(script, &sargs) {
+        Some(st) => {
+            eprintln!("disk full: a real tmpfs (user + mount namespace)");
+            assert!(st.success(), "{st:?}");
+            assert_eq!(read("rc1").trim(), "5", "{}", read("err1"));
+            let err = read("err1");
+            assert!(
+                err.contains("No space left on device") && err.contains("disk is full"),
+                "{err}"
+            );
+            // The checkpoint and the output up to it intact, no temporary files.
+            let after1 = real.join("after1");
+            assert_eq!(
+                names(&after1),
+                [
+                    ".densam-checkpoint",
+                    ".dense_annotations_frames.jsonl.partial",
+                    "run.json"
+                ]
+            );
+            let run: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(after1.join("run.json")).unwrap()).unwrap();
+            assert_eq!(run["status"], "failed");
+            assert_eq!(read("rc2").trim(), "0", "{}", read("err2"));
+            assert!(output_of(&real.join("after2"), "frames") == *want);
+            assert_eq!(
+                names(&real.join("after2")),
+                ["dense_annotations_frames.jsonl", "run.json"]
+            );
+        }
+        None => {
+            // No mount namespace here: RLIMIT_FSIZE (SIGXFSZ ignored) makes writes past 1 MB fail
+            // with EFBIG through the same write-error path; the first checkpoint (~1.1 MB) fails.
+            eprintln!("disk full: simulated with RLIMIT_FSIZE (no mount namespace)");
+            use std::os::unix::process::CommandExt;
+            let mut a = args.clone();
+            a.extend(["--out".into(), out.display().to_string()]);
+            let mut c = Command::new(env!("CARGO_BIN_EXE_densam"));
+            c.args(&a).env("OMP_NUM_THREADS", "1");
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: 1 << 20,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+            let o = c.output().unwrap();
+            assert_eq!(code(&o), Some(5), "{}", stderr(&o));
+            assert!(stderr(&o).contains("disk is full"), "{}", stderr(&o));
+            assert!(!out.join(".densam-checkpoint.tmp").exists());
+            let o = densam(&a, &[]);
+            assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+            assert!(output_of(&out, "frames") == *want);
+        }
+    }
 }
 
 #[test]

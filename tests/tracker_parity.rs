@@ -1,72 +1,90 @@
-//! End-to-end parity of the streaming tracker with the official `SAM2VideoPredictor` (fp32 CPU,
-//! random tiny 2.1 weights at image size 256, hole filling off as in a CPU-only official run)
-//! on a generated lossless 32-frame 320x240 PNG clip: three objects (a box and a mask prompt,
-//! a positive + negative point pair, an object prompted later than the others with a second
-//! prompt on another frame), forward then reverse from the earliest prompt.
+//! End-to-end parity of `densam annotate` with the official `SAM2VideoPredictor` (fp32 CPU,
+//! random tiny weights at image size 256) on a generated lossless 32-frame 320x240 PNG clip:
+//! three objects (a box and a mask prompt, a positive + negative point pair, an object prompted
+//! later than the others with a second prompt on another frame), forward then reverse from the
+//! earliest prompt.
 //!
-//! Judged by per object-frame mask IoU against the official run, next to the noise floor of
-//! the official predictor against itself at 1 vs 2 threads, plus the max abs difference of the
-//! stored low-res logits. Also: stride > 1 with prompts off the stride grid; objects batched
-//! equals one by one (within fp32 tolerance); save/load of the memory banks equals an
-//! uninterrupted run (bit for bit).
+//! Every mask comparison runs the production path: the `densam` binary (`densam annotate`, the
+//! job of `src/job/`), read back from its JSONL. Cases: the base case (SAM 2.1, hole filling off
+//! as in a CPU-only official run), stride > 1 with prompts off the stride grid,
+//! `--max-cond-frames 2`, a SAM 2.0 checkpoint, `--memory-temporal-stride 2`, and hole filling
+//! on (`--fill-hole-area 8`; the official side gets a CPU version of its CUDA connected-components
+//! kernel, see `tools/parity/reference_video.py`); bad prompts (warnings, `--strict`) and
+//! deterministic bytes. Judged by per object-frame mask IoU against the official run (goal
+//! ≥ 0.99), next to each case's noise floor: the official predictor against itself at 1 vs 2
+//! threads.
+//!
+//! What the job hides stays at the tracker API (`Tracker`, with the job's own frame source): the
+//! stored low-res logits of every processed frame against the official ones, objects batched
+//! against one by one (within fp32 tolerance), the bounded bank, and save/load of the memory
+//! banks equal to an uninterrupted run (bit for bit).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use densam::model::device::DeviceChoice;
+use densam::job::io::JobFrames;
 use densam::model::sam2::Sam2Model;
 use densam::output::jsonl::FrameRecord;
 use densam::output::rle::Rle;
 use densam::prompts::{self, PromptSet, VideoGeometry};
-use densam::tracker::annotate::{self, AnnotateArgs, VideoFrames};
 use densam::tracker::{FrameResult, Plan, ResultSink, TrackError, Tracker, TrackerConfig};
 use densam::video::VideoSource;
 use tch::Device;
 
 const IMAGE_SIZE: i64 = 256;
 const GOAL_IOU: f64 = 0.99;
+const FRAMES: u64 = 32;
 
 /// Masks per (frame, object id), row-major 0/1.
 type Masks = BTreeMap<(u64, String), Vec<u8>>;
 
-fn fixture() -> PathBuf {
-    let scripts = [
-        "tools/parity/make_checkpoint.py",
-        "tools/parity/reference_video.py",
-    ];
-    let args: Vec<String> = [
-        "tiny",
-        "2.1",
-        "256",
-        "seed0",
-        "32x320x240",
-        "s1_t1 s1_t2 s3_t1 mc2_t1",
-    ]
-    .map(String::from)
-    .to_vec();
-    common::fixture_dir("tracker-video", &scripts, &args, |tmp| {
+/// The official runs of the fixture: (tag, version, threads, track stride = frame interval,
+/// max cond frames, memory temporal stride, fill hole area). `_t2` runs are the noise floors.
+const RUNS: [(&str, &str, &str, &str, &str, &str, &str); 10] = [
+    ("s1_t1", "2.1", "1", "1", "-1", "1", "0"),
+    ("s1_t2", "2.1", "2", "1", "-1", "1", "0"),
+    ("s3_t1", "2.1", "1", "3", "-1", "1", "0"),
+    ("mc2_t1", "2.1", "1", "1", "2", "1", "0"),
+    ("v20_t1", "2.0", "1", "1", "-1", "1", "0"),
+    ("v20_t2", "2.0", "2", "1", "-1", "1", "0"),
+    ("ms2_t1", "2.1", "1", "1", "-1", "2", "0"),
+    ("ms2_t2", "2.1", "2", "1", "-1", "2", "0"),
+    ("fh8_t1", "2.1", "1", "1", "-1", "1", "8"),
+    ("fh8_t2", "2.1", "2", "1", "-1", "1", "8"),
+];
+
+struct Fixture {
+    /// Clip (`frames/`), `prompts.json`, `ref_<tag>.json`, `low_s1_t{1,2}.f32`.
+    dir: PathBuf,
+    /// Seeded random tiny checkpoints (`model.pt`) of SAM 2.1 and SAM 2.0.
+    ckpt21: PathBuf,
+    ckpt20: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    // The checkpoints are shared fixtures (generated outside `fixture_dir`'s lock).
+    let ckpt21 = common::checkpoint("tiny", "2.1", IMAGE_SIZE, 0).join("model.pt");
+    let ckpt20 = common::checkpoint("tiny", "2.0", IMAGE_SIZE, 0).join("model.pt");
+    let scripts = [common::MAKE_CHECKPOINT, "tools/parity/reference_video.py"];
+    let mut args: Vec<String> = ["tiny 2.1 2.0", "256", "seed0", "32x320x240"]
+        .map(String::from)
+        .to_vec();
+    args.extend(RUNS.iter().map(|r| format!("{r:?}")));
+    let dir = common::fixture_dir("tracker-video", &scripts, &args, |tmp| {
         let t = |p: &str| tmp.join(p).display().to_string();
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let mut a = s(&["--size", "tiny", "--version", "2.1", "--image-size", "256"]);
-        a.extend(s(&["--seed", "0", "--out"]));
-        a.push(t("ckpt"));
-        common::run_python(scripts[0], &a);
         common::run_python(
             scripts[1],
             &[s(&["make-clip", "--out"]), vec![t("")]].concat(),
         );
-        let runs = [
-            ("s1_t1", "1", "1", "-1"),
-            ("s1_t2", "2", "1", "-1"),
-            ("s3_t1", "1", "3", "-1"),
-            ("mc2_t1", "1", "1", "2"),
-        ];
-        for (tag, threads, stride, max_cond) in runs {
-            let mut r = s(&["run", "--checkpoint"]);
-            r.extend([t("ckpt/model.pt"), "--frames".into(), t("frames")]);
+        for (tag, version, threads, stride, max_cond, mem_stride, fill) in RUNS {
+            let ckpt = if version == "2.0" { &ckpt20 } else { &ckpt21 };
+            let mut r = s(&["run", "--version", version, "--checkpoint"]);
+            r.extend([ckpt.display().to_string(), "--frames".into(), t("frames")]);
             r.extend(["--prompts".into(), t("prompts.json"), "--out".into()]);
             r.push(t(&format!("ref_{tag}.json")));
             r.extend(s(&[
@@ -76,12 +94,24 @@ fn fixture() -> PathBuf {
                 stride,
                 "--frame-interval",
                 stride,
+                "--max-cond-frames",
+                max_cond,
+                "--memory-temporal-stride",
+                mem_stride,
+                "--fill-hole-area",
+                fill,
             ]));
-            r.extend(["--max-cond-frames".into(), max_cond.into()]);
-            r.extend(["--lowres-out".into(), t(&format!("low_{tag}.f32"))]);
+            if tag.starts_with("s1_") {
+                r.extend(["--lowres-out".into(), t(&format!("low_{tag}.f32"))]);
+            }
             common::run_python(scripts[1], &r);
         }
-    })
+    });
+    Fixture {
+        dir,
+        ckpt21,
+        ckpt20,
+    }
 }
 
 fn decode(size: [u32; 2], counts: &str) -> Vec<u8> {
@@ -90,9 +120,15 @@ fn decode(size: [u32; 2], counts: &str) -> Vec<u8> {
         .decode_row_major()
 }
 
+fn read_json(path: &Path) -> serde_json::Value {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 /// The official masks of a reference JSON.
 fn reference_masks(path: &Path) -> Masks {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let v = read_json(path);
     let mut out = Masks::new();
     for f in v["frames"].as_array().unwrap() {
         let n = f["frame_number"].as_u64().unwrap();
@@ -153,27 +189,123 @@ fn compare(a: &Masks, b: &Masks) -> (f64, String, f64, usize) {
     (min.0, min.1, sum / a.len().max(1) as f64, a.len())
 }
 
-fn annotate_args(
-    dir: &Path,
+/// One `densam annotate` run of the binary.
+struct Run {
+    code: Option<i32>,
+    stderr: String,
+    /// `OUT/dense_annotations_frames.jsonl`.
+    output: PathBuf,
+    /// `OUT/run.json`.
+    manifest: PathBuf,
+}
+
+impl Run {
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "densam annotate failed:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    fn manifest(&self) -> serde_json::Value {
+        read_json(&self.manifest)
+    }
+}
+
+/// Runs `densam annotate` on the fixture clip with its prompts, the 2.1 checkpoint, image size
+/// 256 on the CPU, hole filling off and reverse chunks of 5 frames; `opts` (`--name value`, or
+/// `--flag ""`) add to or replace these.
+fn annotate(fx: &Fixture, out: &Path, opts: &[(&str, &str)]) -> Run {
+    let d = |p: &str| fx.dir.join(p).display().to_string();
+    let mut o: BTreeMap<&str, String> = BTreeMap::new();
+    o.insert("--video", d("frames"));
+    o.insert("--prompts", d("prompts.json"));
+    o.insert("--checkpoint", fx.ckpt21.display().to_string());
+    o.insert("--out", out.display().to_string());
+    o.insert("--image-size", IMAGE_SIZE.to_string());
+    o.insert("--device", "cpu".into());
+    o.insert("--fill-hole-area", "0".into());
+    o.insert("--reverse-chunk", "5".into());
+    o.insert("--quiet", String::new());
+    for (k, v) in opts {
+        o.insert(k, v.to_string());
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_densam"));
+    cmd.arg("annotate").env("OMP_NUM_THREADS", "1");
+    for (k, v) in &o {
+        cmd.arg(k);
+        if !v.is_empty() {
+            cmd.arg(v);
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let r = cmd.output().expect("cannot run densam");
+    eprintln!(
+        "densam annotate {opts:?}: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Run {
+        code: r.status.code(),
+        stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+        output: out.join("dense_annotations_frames.jsonl"),
+        manifest: out.join("run.json"),
+    }
+}
+
+/// densam's run of a case, its masks and the official ones.
+struct Case {
+    run: Run,
+    ours: Masks,
+    reference: Masks,
+}
+
+/// Runs densam with `opts` into `out` and compares its masks with the official run `tag`;
+/// prints the comparison next to the noise floor (`floor_tag`, the same official run at 2
+/// threads) and asserts the goal.
+fn official_case(
+    fx: &Fixture,
     out: &Path,
-    stride: u64,
-    batch: usize,
-    max_cond_frames: i64,
-) -> AnnotateArgs {
-    AnnotateArgs {
-        video: dir.join("frames"),
-        prompts: dir.join("prompts.json"),
-        checkpoint: dir.join("ckpt/model.pt"),
-        out: out.to_path_buf(),
-        image_size: IMAGE_SIZE,
-        fill_hole_area: 0,
-        track_stride: stride,
-        frame_interval: stride,
-        max_cond_frames,
-        device: DeviceChoice::Cpu,
-        strict: true,
-        batch_objects: batch,
-        reverse_chunk: 5,
+    name: &str,
+    opts: &[(&str, &str)],
+    tag: &str,
+    floor_tag: Option<&str>,
+) -> Case {
+    let run = annotate(fx, out, opts).ok();
+    let man = run.manifest();
+    assert_eq!(man["status"], "complete");
+    let reference = reference_masks(&fx.dir.join(format!("ref_{tag}.json")));
+    let ours_masks = jsonl_masks(&run.output);
+    let ours = compare(&reference, &ours_masks);
+    let floor = floor_tag
+        .map(|f| {
+            let c = compare(
+                &reference,
+                &reference_masks(&fx.dir.join(format!("ref_{f}.json"))),
+            );
+            format!(
+                "; noise floor (official 1 vs 2 threads) min IoU {:.6} ({})",
+                c.0, c.1
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "{name}: densam vs official min IoU {:.6} ({}), mean {:.7} over {} object-frames{floor}",
+        ours.0, ours.1, ours.2, ours.3
+    );
+    assert!(ours.3 > 0, "{name}: no object-frames");
+    assert!(
+        ours.0 >= GOAL_IOU,
+        "{name}: min IoU {} at {}",
+        ours.0,
+        ours.1
+    );
+    Case {
+        run,
+        ours: ours_masks,
+        reference,
     }
 }
 
@@ -185,6 +317,11 @@ fn load_prompts(dir: &Path, video: &VideoSource) -> PromptSet {
     };
     let raw = prompts::read_prompts_file(&dir.join("prompts.json")).unwrap();
     prompts::validate(raw, geo, true).unwrap().0
+}
+
+/// The job's frame source over the fixture clip.
+fn job_frames(video: &VideoSource) -> JobFrames<'_> {
+    JobFrames::new(video, IMAGE_SIZE as usize, 1.0)
 }
 
 struct Collect(Vec<FrameResult>, Vec<u64>);
@@ -209,13 +346,14 @@ fn reference_lowres(path: &Path) -> Vec<f32> {
         .collect()
 }
 
-/// A whole run through the Tracker API (`batch` objects at a time): the masks of every written
-/// frame and the final low-res logits `[P, N, r, r]` of every processed frame.
-fn run_api(dir: &Path, batch: usize) -> (Masks, Vec<f32>) {
+/// A whole run through the Tracker API (`batch` objects at a time, base case): the masks of
+/// every written frame and the final low-res logits `[P, N, r, r]` of every processed frame.
+fn run_api(fx: &Fixture, batch: usize) -> (Masks, Vec<f32>) {
+    let dir = &fx.dir;
     let video = VideoSource::open(&dir.join("frames")).unwrap();
     let set = load_prompts(dir, &video);
-    let plan = Plan::new(32, &set.prompted_frames(), 1, 1, 1).unwrap();
-    let model = Sam2Model::load(&dir.join("ckpt/model.pt"), Device::Cpu, IMAGE_SIZE).unwrap();
+    let plan = Plan::new(FRAMES, &set.prompted_frames(), 1, 1, 1).unwrap();
+    let model = Sam2Model::load(&fx.ckpt21, Device::Cpu, IMAGE_SIZE).unwrap();
     let spool = tempfile::tempdir().unwrap();
     let cfg = TrackerConfig {
         fill_hole_area: 0,
@@ -238,10 +376,7 @@ fn run_api(dir: &Path, batch: usize) -> (Masks, Vec<f32>) {
             l[base..base + r * r].copy_from_slice(&v);
         }
     }));
-    let mut frames = VideoFrames {
-        video: &video,
-        image_size: IMAGE_SIZE as usize,
-    };
+    let mut frames = job_frames(&video);
     let mut sink = Collect(Vec::new(), Vec::new());
     tracker.run(&mut frames, &mut sink, &mut |_| {}).unwrap();
     // Bounded state: at the end only the read-set of a (virtual) next frame is left: pointers
@@ -252,7 +387,7 @@ fn run_api(dir: &Path, batch: usize) -> (Masks, Vec<f32>) {
     }
     drop(tracker);
     // Output order: ascending, every frame once.
-    assert_eq!(sink.1, (0..32).collect::<Vec<u64>>());
+    assert_eq!(sink.1, (0..FRAMES).collect::<Vec<u64>>());
     let mut masks = Masks::new();
     for fr in &sink.0 {
         for o in &fr.objects {
@@ -278,14 +413,15 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn official_parity_end_to_end() {
     tch::set_num_threads(1);
-    let dir = fixture();
+    let fx = fixture();
     let t0 = std::time::Instant::now();
-    let (one_by_one, low) = run_api(&dir, 1);
-    let reference = reference_masks(&dir.join("ref_s1_t1.json"));
-    let floor = compare(&reference, &reference_masks(&dir.join("ref_s1_t2.json")));
+    // The tracker API: stored low-res logits, one by one and batched.
+    let (one_by_one, low) = run_api(&fx, 1);
+    let reference = reference_masks(&fx.dir.join("ref_s1_t1.json"));
+    let floor = compare(&reference, &reference_masks(&fx.dir.join("ref_s1_t2.json")));
     let ours = compare(&reference, &one_by_one);
-    let ref_low = reference_lowres(&dir.join("low_s1_t1.f32"));
-    let ref_low_t2 = reference_lowres(&dir.join("low_s1_t2.f32"));
+    let ref_low = reference_lowres(&fx.dir.join("low_s1_t1.f32"));
+    let ref_low_t2 = reference_lowres(&fx.dir.join("low_s1_t2.f32"));
     let d_ours = max_abs_diff(&ref_low, &low);
     let d_floor = max_abs_diff(&ref_low, &ref_low_t2);
     eprintln!(
@@ -293,8 +429,8 @@ fn official_parity_end_to_end() {
         floor.0, floor.1, floor.2
     );
     eprintln!(
-        "densam one by one vs official: min IoU {:.6} ({}), mean {:.7} over {} object-frames, \
-         max |dlogit| {d_ours:.3e}",
+        "tracker API one by one vs official: min IoU {:.6} ({}), mean {:.7} over {} \
+         object-frames, max |dlogit| {d_ours:.3e}",
         ours.0, ours.1, ours.2, ours.3
     );
     assert!(ours.0 >= GOAL_IOU, "min IoU {} at {}", ours.0, ours.1);
@@ -302,36 +438,39 @@ fn official_parity_end_to_end() {
 
     // Objects batched (padding + key mask): equal to one by one within fp32 tolerance, which
     // the bf16 rounding of stored memories lets compound over frames.
-    let (batched_api, low_b) = run_api(&dir, 16);
+    let (batched_api, low_b) = run_api(&fx, 16);
     let d_batch = max_abs_diff(&low, &low_b);
     let bi = compare(&one_by_one, &batched_api);
     eprintln!(
-        "batched vs one by one (API): max |dlogit| {d_batch:.3e}, min IoU {:.6} ({})",
+        "tracker API batched vs one by one: max |dlogit| {d_batch:.3e}, min IoU {:.6} ({})",
         bi.0, bi.1
     );
     assert!(d_batch < 1e-2 && bi.0 >= GOAL_IOU);
 
-    // The CLI path (JSONL, manifest), objects batched.
+    // The production path: `densam annotate` (JSONL, manifest), objects batched.
     let out = tempfile::tempdir().unwrap();
-    let s = annotate::run(&annotate_args(&dir, out.path(), 1, 16, -1)).unwrap();
-    assert_eq!(s.written_frames, 32);
-    let batched = jsonl_masks(&s.output);
-    let b = compare(&reference, &batched);
-    let bo = compare(&one_by_one, &batched);
-    eprintln!(
-        "densam batched vs official: min IoU {:.6} ({}); batched vs one by one: min IoU {:.6} ({})",
-        b.0, b.1, bo.0, bo.1
+    let case = official_case(
+        &fx,
+        out.path(),
+        "densam annotate (base)",
+        &[],
+        "s1_t1",
+        Some("s1_t2"),
     );
-    assert!(b.0 >= GOAL_IOU && bo.0 >= GOAL_IOU);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&s.manifest).unwrap()).unwrap();
-    assert_eq!(manifest["written_frames"], 32);
+    let bo = compare(&one_by_one, &case.ours);
+    eprintln!(
+        "densam annotate vs tracker API one by one: min IoU {:.6} ({})",
+        bo.0, bo.1
+    );
+    assert!(bo.0 >= GOAL_IOU);
+    let manifest = case.run.manifest();
+    assert_eq!(manifest["written_frames"], FRAMES);
+    assert_eq!(manifest["processed_frames"], FRAMES);
     assert!(manifest["peak_rss_bytes"].as_u64().unwrap() > 0);
-    let names: Vec<String> = std::fs::read_dir(out.path())
+    let mut names: Vec<String> = std::fs::read_dir(out.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let mut names = names;
     names.sort();
     assert_eq!(names, vec!["dense_annotations_frames.jsonl", "run.json"]);
     eprintln!(
@@ -342,49 +481,134 @@ fn official_parity_end_to_end() {
 
 #[test]
 fn stride_with_prompts_off_the_grid() {
-    tch::set_num_threads(1);
-    let dir = fixture();
+    let fx = fixture();
     let out = tempfile::tempdir().unwrap();
-    let s = annotate::run(&annotate_args(&dir, out.path(), 3, 1, -1)).unwrap();
-    // Written: multiples of 3 below 32; processed adds prompted frames 11, 20 and 25.
-    assert_eq!(s.written_frames, 11);
-    assert_eq!(s.processed_frames, 14);
-    let reference = reference_masks(&dir.join("ref_s3_t1.json"));
-    let ours = compare(&reference, &jsonl_masks(&s.output));
-    eprintln!(
-        "stride 3 (prompts on 11, 20, 25 off the grid): min IoU {:.6} ({}), mean {:.7} over {}",
-        ours.0, ours.1, ours.2, ours.3
+    let opts = [
+        ("--track-stride", "3"),
+        ("--frame-interval", "3"),
+        ("--batch-objects", "1"),
+    ];
+    let case = official_case(
+        &fx,
+        out.path(),
+        "stride 3 (prompts on 11, 20, 25 off the grid)",
+        &opts,
+        "s3_t1",
+        None,
     );
-    assert!(ours.0 >= GOAL_IOU, "min IoU {} at {}", ours.0, ours.1);
+    // Written: multiples of 3 below 32; processed adds prompted frames 11, 20 and 25.
+    let man = case.run.manifest();
+    assert_eq!(man["written_frames"], 11);
+    assert_eq!(man["processed_frames"], 14);
 }
 
 #[test]
 fn max_cond_frames_matches_official() {
-    tch::set_num_threads(1);
-    let dir = fixture();
-    let out = tempfile::tempdir().unwrap();
+    let fx = fixture();
     // `square` has three conditioning frames; with 2 the temporally closest are attended and
     // the third is read as a recent frame when it is one.
-    let s = annotate::run(&annotate_args(&dir, out.path(), 1, 16, 2)).unwrap();
-    let reference = reference_masks(&dir.join("ref_mc2_t1.json"));
-    let ours = compare(&reference, &jsonl_masks(&s.output));
-    let all_cond = compare(&reference, &reference_masks(&dir.join("ref_s1_t1.json")));
-    eprintln!(
-        "max_cond_frames 2: min IoU {:.6} ({}), mean {:.7} over {}; official max 2 vs all: min \
-         IoU {:.6}",
-        ours.0, ours.1, ours.2, ours.3, all_cond.0
+    let out = tempfile::tempdir().unwrap();
+    let Case { reference, .. } = official_case(
+        &fx,
+        out.path(),
+        "max_cond_frames 2",
+        &[("--max-cond-frames", "2")],
+        "mc2_t1",
+        None,
     );
-    assert!(ours.0 >= GOAL_IOU, "min IoU {} at {}", ours.0, ours.1);
+    let all_cond = compare(&reference, &reference_masks(&fx.dir.join("ref_s1_t1.json")));
+    eprintln!(
+        "official max_cond_frames 2 vs all: min IoU {:.6}",
+        all_cond.0
+    );
+}
+
+/// SAM 2.0: absolute pointer temporal positions without a projection, no
+/// `no_obj_embed_spatial`, 468 tensors.
+#[test]
+fn sam20_matches_official() {
+    let fx = fixture();
+    let ckpt = fx.ckpt20.display().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let Case { ours, .. } = official_case(
+        &fx,
+        out.path(),
+        "SAM 2.0 checkpoint",
+        &[("--checkpoint", &ckpt)],
+        "v20_t1",
+        Some("v20_t2"),
+    );
+    assert_eq!(
+        ours.len() as u64,
+        3 * FRAMES,
+        "an object-frame without a mask"
+    );
+}
+
+/// `memory_temporal_stride_for_eval = 2`: recent memories t-1, then t-2 ... t-6 on the grid of
+/// every 2nd processed frame (both passes).
+#[test]
+fn memory_temporal_stride_matches_official() {
+    let fx = fixture();
+    let out = tempfile::tempdir().unwrap();
+    let Case { reference, .. } = official_case(
+        &fx,
+        out.path(),
+        "memory temporal stride 2",
+        &[("--memory-temporal-stride", "2")],
+        "ms2_t1",
+        Some("ms2_t2"),
+    );
+    // The option changes the official results: a run that ignored it would not pass.
+    let stride1 = compare(&reference, &reference_masks(&fx.dir.join("ref_s1_t1.json")));
+    eprintln!(
+        "official memory stride 2 vs 1: min IoU {:.6} ({})",
+        stride1.0, stride1.1
+    );
+    assert!(
+        stride1.0 < GOAL_IOU,
+        "stride 2 does not change the official masks enough to test it"
+    );
+}
+
+/// Hole filling on both sides: densam's own connected components, the official
+/// `fill_holes_in_mask_scores` with a CPU version of the CUDA kernel.
+#[test]
+fn fill_holes_matches_official() {
+    let fx = fixture();
+    let holes = read_json(&fx.dir.join("ref_fh8_t1.json"))["holes"]
+        .as_u64()
+        .unwrap();
+    assert!(holes > 0, "the official run filled no hole");
+    let out = tempfile::tempdir().unwrap();
+    let Case { reference, .. } = official_case(
+        &fx,
+        out.path(),
+        "fill hole area 8",
+        &[("--fill-hole-area", "8")],
+        "fh8_t1",
+        Some("fh8_t2"),
+    );
+    let off = compare(&reference, &reference_masks(&fx.dir.join("ref_s1_t1.json")));
+    eprintln!(
+        "official: {holes} low-res pixels filled; filled vs not filled: min IoU {:.6} ({})",
+        off.0, off.1
+    );
+    assert!(
+        off.0 < GOAL_IOU,
+        "hole filling does not change the official masks enough to test it"
+    );
 }
 
 #[test]
 fn bank_save_load_equals_uninterrupted() {
     tch::set_num_threads(1);
-    let dir = fixture();
+    let fx = fixture();
+    let dir = &fx.dir;
     let video = VideoSource::open(&dir.join("frames")).unwrap();
-    let set = load_prompts(&dir, &video);
-    let model = Sam2Model::load(&dir.join("ckpt/model.pt"), Device::Cpu, IMAGE_SIZE).unwrap();
-    let plan = Plan::new(32, &set.prompted_frames(), 1, 1, 1).unwrap();
+    let set = load_prompts(dir, &video);
+    let model = Sam2Model::load(&fx.ckpt21, Device::Cpu, IMAGE_SIZE).unwrap();
+    let plan = Plan::new(FRAMES, &set.prompted_frames(), 1, 1, 1).unwrap();
     let s = plan.start;
     let cfg = TrackerConfig {
         fill_hole_area: 0,
@@ -392,12 +616,9 @@ fn bank_save_load_equals_uninterrupted() {
         ..TrackerConfig::default()
     };
     let mk = || Tracker::new(&model, cfg.clone(), plan.clone(), set.clone(), 320, 240).unwrap();
-    let mut frames = VideoFrames {
-        video: &video,
-        image_size: IMAGE_SIZE as usize,
-    };
+    let mut frames = job_frames(&video);
     let collect =
-        |t: &mut Tracker, frames: &mut VideoFrames, range: std::ops::RangeInclusive<usize>| {
+        |t: &mut Tracker, frames: &mut JobFrames, range: std::ops::RangeInclusive<usize>| {
             let mut got: Vec<(u64, Vec<f32>)> = Vec::new();
             t.track_range(frames, range, false, true, &mut |n, outs| {
                 for o in outs {
@@ -438,8 +659,7 @@ fn bank_save_load_equals_uninterrupted() {
 
 #[test]
 fn bad_prompts_are_skipped_with_warnings_or_fail_strict() {
-    tch::set_num_threads(1);
-    let dir = fixture();
+    let fx = fixture();
     let work = tempfile::tempdir().unwrap();
     let prompts = work.path().join("prompts.json");
     std::fs::write(
@@ -453,21 +673,25 @@ fn bad_prompts_are_skipped_with_warnings_or_fail_strict() {
         ]}"#,
     )
     .unwrap();
-    let args = |out: &Path, strict: bool| AnnotateArgs {
-        prompts: prompts.clone(),
-        strict,
-        ..annotate_args(&dir, out, 1, 16, -1)
-    };
-    let err = annotate::run(&args(&work.path().join("strict"), true))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("object `a`, frame 29") && err.contains("wholly outside"),
-        "{err}"
+    let p = prompts.display().to_string();
+    let strict = annotate(
+        &fx,
+        &work.path().join("strict"),
+        &[("--prompts", &p), ("--strict", "")],
     );
-    let s1 = annotate::run(&args(&work.path().join("o1"), false)).unwrap();
-    let man: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&s1.manifest).unwrap()).unwrap();
+    assert_eq!(
+        strict.code,
+        Some(densam::job::EXIT_INPUT),
+        "{}",
+        strict.stderr
+    );
+    assert!(
+        strict.stderr.contains("object `a`, frame 29") && strict.stderr.contains("wholly outside"),
+        "{}",
+        strict.stderr
+    );
+    let s1 = annotate(&fx, &work.path().join("o1"), &[("--prompts", &p)]).ok();
+    let man = s1.manifest();
     let warnings = man["warnings"].to_string();
     for w in [
         "object `a`, frame 28: box",
@@ -478,9 +702,9 @@ fn bad_prompts_are_skipped_with_warnings_or_fail_strict() {
     ] {
         assert!(warnings.contains(w), "{w} not in {warnings}");
     }
-    assert_eq!(s1.written_frames, 32);
+    assert_eq!(man["written_frames"], FRAMES);
     // Deterministic bytes.
-    let s2 = annotate::run(&args(&work.path().join("o2"), false)).unwrap();
+    let s2 = annotate(&fx, &work.path().join("o2"), &[("--prompts", &p)]).ok();
     assert_eq!(
         std::fs::read(&s1.output).unwrap(),
         std::fs::read(&s2.output).unwrap()

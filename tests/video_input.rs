@@ -376,9 +376,67 @@ fn stream_all(
         queue_frames: 2,
         on_error: policy,
         threads: 2,
-        model_input_size: None,
+        ..StreamOptions::default()
     };
     v.frames(sel, opts).unwrap().collect()
+}
+
+#[cfg(feature = "ffmpeg")]
+#[test]
+fn pooled_stream_equals_plain_stream() {
+    use densam::video::ModelRgb;
+    // The same items in the same order (frames, model images, frame errors) with the model
+    // images computed on the decoding thread or on a pool of preparing threads.
+    let key = |r: &Result<Frame, VideoError>| match r {
+        Ok(fr) => (
+            fr.info.number,
+            fr.rgb.data.clone(),
+            fr.model_rgb.as_ref().map(|m| m.data.clone()),
+        ),
+        Err(e) => (e.frame().unwrap_or(usize::MAX), Vec::new(), None),
+    };
+    let run = |v: &VideoSource, sel: Selection, policy: ErrorPolicy, pool: usize| {
+        let opts = StreamOptions {
+            queue_frames: 2,
+            on_error: policy,
+            threads: 2,
+            model_rgb: Some(ModelRgb {
+                size: 24,
+                pre_resize: Some((40, 30)),
+            }),
+            prepare_threads: pool,
+            ..StreamOptions::default()
+        };
+        v.frames(sel, opts)
+            .unwrap()
+            .map(|r| key(&r))
+            .collect::<Vec<_>>()
+    };
+    let v = VideoSource::open(&f("corrupt.mp4")).unwrap();
+    for policy in [ErrorPolicy::Skip, ErrorPolicy::Stop] {
+        let plain = run(&v, Selection::All, policy, 0);
+        let pooled = run(&v, Selection::All, policy, 3);
+        assert!(plain.iter().any(|k| k.2.is_some()));
+        assert_eq!(plain, pooled, "{policy:?}");
+    }
+    let v = VideoSource::open(&f("h264_bf.mp4")).unwrap();
+    let sel = Selection::List(vec![0, 3, 4, 17, 30, 39]);
+    let plain = run(&v, sel.clone(), ErrorPolicy::Stop, 0);
+    assert_eq!(plain.len(), 6);
+    assert_eq!(plain, run(&v, sel, ErrorPolicy::Stop, 4));
+    // Dropping a pooled stream part-way stops its threads (no hang).
+    let opts = StreamOptions {
+        queue_frames: 2,
+        model_rgb: Some(ModelRgb {
+            size: 24,
+            pre_resize: None,
+        }),
+        prepare_threads: 3,
+        ..StreamOptions::default()
+    };
+    let mut s = v.frames(Selection::All, opts).unwrap();
+    assert!(s.next().is_some() && s.next().is_some());
+    drop(s);
 }
 
 #[cfg(feature = "ffmpeg")]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::model::device::DeviceChoice;
 use crate::model::layers::Precision;
+pub use crate::prompts::hd_epic::HdEpicPromptKind;
 
 /// Everything `densam annotate` takes.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -41,6 +42,16 @@ pub struct InputArgs {
     /// HD-EPIC `mask_info.json` (or the older `frame_info.json`).
     #[arg(long, requires = "hd_epic_assoc")]
     pub hd_epic_masks: Option<PathBuf>,
+    /// Folder of the released HD-EPIC mask PNGs (`<mask_id>.png`, binary, video resolution),
+    /// for --hd-epic-prompt mask or both.
+    #[arg(long, value_name = "DIR", requires = "hd_epic_assoc")]
+    pub hd_epic_mask_dir: Option<PathBuf>,
+    /// What each HD-EPIC mask id prompts on its frame: its `box` (mask_info's bbox), its `mask`
+    /// (DIR/<mask_id>.png) or `both` (the mask, refined by the box). Boxes and masks come from
+    /// different teams and can disagree. A missing, undecodable, wrong-size or empty PNG is a
+    /// warning and that prompt is skipped (an error with --strict).
+    #[arg(long, value_enum, default_value_t = HdEpicPromptKind::Box)]
+    pub hd_epic_prompt: HdEpicPromptKind,
     /// SAM 2 / 2.1 checkpoint (official .pt or safetensors).
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -76,6 +87,23 @@ pub struct TrackArgs {
     /// Attend to at most N conditioning frames, the temporally closest (-1 = all).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub max_cond_frames: i64,
+    /// Which processed frames each object is tracked on. `video`: all of them, as SAM 2 does.
+    /// `prompts`: only from its first prompt minus --span-margin to its last prompt plus
+    /// --span-margin; frames where no object is tracked are not decoded or run through the
+    /// model but still get their (empty) output line. With HD-EPIC's ~45 briefly moved objects
+    /// per video this is the difference between hours and minutes per video.
+    #[arg(long, value_enum, default_value_t = SpanMode::Video)]
+    pub span: SpanMode,
+    /// Seconds tracked before an object's first and after its last prompt with `--span
+    /// prompts`. The default 2 covers the reach before and the release after an HD-EPIC
+    /// movement (median 4 s between its two boxes) while keeping each object's tracking to
+    /// about twice its annotated length; the further from a prompt, the less reliable the masks.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub span_margin: f64,
+    /// Take the recent memories t-2 ... t-6 from every N-th processed frame (the official
+    /// `memory_temporal_stride_for_eval`; 1 in every official config). t-1 is always read.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    pub memory_temporal_stride: i64,
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -93,6 +121,16 @@ pub struct TrackArgs {
     /// Treat every prompt warning as an error.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// `--span`: which processed frames each object is tracked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanMode {
+    /// Every processed frame (SAM 2's behaviour).
+    Video,
+    /// From the object's first prompt minus the margin to its last prompt plus the margin.
+    Prompts,
 }
 
 impl TrackArgs {
@@ -136,4 +174,9 @@ pub struct JobArgs {
     /// Debug logging (wins over --quiet).
     #[arg(long)]
     pub verbose: bool,
+    /// Time each stage (image encoder, memory attention, mask decoder, memory encoder, output)
+    /// into run.json's `this_run.stage_seconds` and the final log line. On a GPU this
+    /// synchronises the device at every stage boundary, so the run is somewhat slower.
+    #[arg(long)]
+    pub profile: bool,
 }

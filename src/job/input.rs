@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::JobError;
 use super::args::InputArgs;
+use crate::prompts::hd_epic::{HdEpicPromptKind, MaskSource};
 use crate::prompts::{self, RawObject};
 
 /// The resolved input of a job.
@@ -76,8 +77,12 @@ pub fn participant(video_id: &str) -> &str {
     video_id.split('-').next().unwrap_or(video_id)
 }
 
-/// Resolves video, id and prompts.
-pub fn resolve(a: &InputArgs) -> Result<Input, JobError> {
+/// Gives the (width, height) of the video at a path.
+pub type VideoSize<'a> = dyn FnMut(&Path) -> Result<(u32, u32), JobError> + 'a;
+
+/// Resolves video, id and prompts. `video_size` is asked only for HD-EPIC mask prompts, whose
+/// PNGs must match the video.
+pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, JobError> {
     let video = match (&a.video, &a.videos_root, &a.video_id) {
         (Some(v), _, _) => v.clone(),
         (None, Some(root), Some(id)) => root.join(participant(id)).join(format!("{id}.mp4")),
@@ -124,11 +129,43 @@ pub fn resolve(a: &InputArgs) -> Result<Input, JobError> {
                 }
             )));
         }
-        let p = prompts::hd_epic::hd_epic_prompts(&assoc, &masks, &video_id)
+        let kind = a.hd_epic_prompt;
+        let dir = match (kind, &a.hd_epic_mask_dir) {
+            (HdEpicPromptKind::Box, _) => None,
+            (_, None) => {
+                return Err(JobError::Usage(
+                    "--hd-epic-prompt mask or both needs --hd-epic-mask-dir".into(),
+                ));
+            }
+            (_, Some(d)) if !d.is_dir() => {
+                return Err(JobError::Input(format!(
+                    "--hd-epic-mask-dir {}: not a folder",
+                    d.display()
+                )));
+            }
+            (_, Some(d)) => Some(d.clone()),
+        };
+        let source = MaskSource {
+            kind,
+            video_size: match dir {
+                Some(_) => Some(video_size(&video)?),
+                None => None,
+            },
+            dir,
+        };
+        let p = prompts::hd_epic::hd_epic_prompts_with(&assoc, &masks, &video_id, &source)
             .map_err(|e| JobError::Input(format!("{}: {e}", assoc_path.display())))?;
         let mut h = fnv1a(&ab, FNV0);
         h = fnv1a(&mb, h);
         h = fnv1a(video_id.as_bytes(), h);
+        if kind != HdEpicPromptKind::Box {
+            // The prompt kind and the mask PNGs used (a changed PNG changes the results).
+            h = fnv1a(format!("{kind:?}").as_bytes(), h);
+            for f in &p.mask_files {
+                h = fnv1a(f.as_os_str().as_encoded_bytes(), h);
+                h = fnv1a(&read_bytes(f)?, h);
+            }
+        }
         return Ok(Input {
             video,
             video_id,
@@ -137,6 +174,11 @@ pub fn resolve(a: &InputArgs) -> Result<Input, JobError> {
             hd_epic: true,
             prompts_hash: format!("{h:016x}"),
         });
+    }
+    if a.hd_epic_prompt != HdEpicPromptKind::Box {
+        return Err(JobError::Usage(
+            "--hd-epic-prompt applies to HD-EPIC input (--hd-epic-assoc)".into(),
+        ));
     }
     let Some(pp) = &a.prompts else {
         return Err(JobError::Usage(

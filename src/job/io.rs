@@ -3,20 +3,21 @@
 //! `video_id` (and, for HD-EPIC objects, `assoc_id` / `assoc_name`), appended to the partial
 //! output and flushed line by line, with the byte offset kept for checkpoints.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tch::Device;
-
 use super::JobError;
+use super::report::frame_record;
 use crate::prompts::PromptSet;
-use crate::tracker::annotate::frame_record;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
-use crate::video::{Selection, StreamOptions, VideoSource, model_input_tensor, resize_bicubic};
+use crate::video::{
+    DEFAULT_QUEUE_FRAMES, ErrorPolicy, ModelRgb, Selection, StreamOptions, VideoSource,
+    model_input_rgb, model_rgb_tensor,
+};
 
 /// Frames of a video as model input, optionally downscaled by `scale` first.
 pub struct JobFrames<'a> {
@@ -25,6 +26,28 @@ pub struct JobFrames<'a> {
     pub scale: f64,
     /// Time spent decoding and preparing frames.
     pub decode_time: Duration,
+    /// Frames decoded and prepared as model input.
+    pub decoded: usize,
+    /// Skip frames that cannot be decoded (recorded in `failed`; the tracker re-seeds after
+    /// them) instead of failing.
+    pub lenient: bool,
+    /// The frames skipped so far (each once).
+    pub failed: Rc<RefCell<Vec<super::state::FailedFrame>>>,
+}
+
+impl<'a> JobFrames<'a> {
+    /// A strict source (an undecodable frame is an error) with nothing counted yet.
+    pub fn new(video: &'a VideoSource, image_size: usize, scale: f64) -> Self {
+        JobFrames {
+            video,
+            image_size,
+            scale,
+            decode_time: Duration::ZERO,
+            decoded: 0,
+            lenient: false,
+            failed: Rc::default(),
+        }
+    }
 }
 
 impl FrameSource for JobFrames<'_> {
@@ -37,23 +60,61 @@ impl FrameSource for JobFrames<'_> {
             return Ok(());
         }
         let list: Vec<usize> = numbers.iter().map(|&n| n as usize).collect();
+        // The resizes (the costly part after decoding) run on a few preparing threads beside
+        // the decoder; the model image travels as uint8 and is normalised on the model's device.
+        let pre_resize = (self.scale > 1.0).then(|| {
+            let w = ((self.video.width() as f64 / self.scale).round() as usize).max(1);
+            let h = ((self.video.height() as f64 / self.scale).round() as usize).max(1);
+            (w, h)
+        });
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let options = StreamOptions {
+            model_rgb: Some(ModelRgb {
+                size: self.image_size,
+                pre_resize,
+            }),
+            prepare_threads: (threads / 2).clamp(1, 4),
+            queue_frames: DEFAULT_QUEUE_FRAMES.max(threads.min(8)),
+            on_error: if self.lenient {
+                ErrorPolicy::Skip
+            } else {
+                ErrorPolicy::Stop
+            },
+            ..StreamOptions::default()
+        };
         let mut stream = self
             .video
-            .frames(Selection::List(list), StreamOptions::default())
+            .frames(Selection::List(list), options)
             .map_err(|e| TrackError::Video(e.to_string()))?;
         loop {
             let t = Instant::now();
             let Some(fr) = stream.next() else { break };
-            let fr = fr.map_err(|e| TrackError::Video(e.to_string()))?;
-            let image = if self.scale > 1.0 {
-                let w = ((fr.rgb.width as f64 / self.scale).round() as usize).max(1);
-                let h = ((fr.rgb.height as f64 / self.scale).round() as usize).max(1);
-                let small = resize_bicubic(&fr.rgb, w, h);
-                model_input_tensor(&small, self.image_size, Device::Cpu)
-            } else {
-                model_input_tensor(&fr.rgb, self.image_size, Device::Cpu)
+            let fr = match fr {
+                Ok(fr) => fr,
+                Err(e) => match e.frame() {
+                    Some(n) if self.lenient && e.is_frame_error() => {
+                        let mut failed = self.failed.borrow_mut();
+                        if !failed.iter().any(|f| f.frame == n as u64) {
+                            tracing::warn!(
+                                "frame {n} cannot be decoded ({e}): skipped; the objects are \
+                                 re-seeded from their prompts after it"
+                            );
+                            failed.push(super::state::FailedFrame {
+                                frame: n as u64,
+                                error: e.to_string(),
+                            });
+                        }
+                        continue;
+                    }
+                    _ => return Err(TrackError::Video(e.to_string())),
+                },
+            };
+            let image = match &fr.model_rgb {
+                Some(m) => model_rgb_tensor(m),
+                None => model_rgb_tensor(&model_input_rgb(&fr.rgb, self.image_size)),
             };
             self.decode_time += t.elapsed();
+            self.decoded += 1;
             f(FrameInput {
                 number: fr.info.number as u64,
                 seconds: fr.info.seconds,
@@ -61,6 +122,18 @@ impl FrameSource for JobFrames<'_> {
             })?;
         }
         Ok(())
+    }
+
+    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+        numbers
+            .iter()
+            .map(|&n| {
+                self.video
+                    .frame_info(n as usize)
+                    .map(|i| i.seconds)
+                    .map_err(|e| TrackError::Video(e.to_string()))
+            })
+            .collect()
     }
 }
 
@@ -206,6 +279,11 @@ impl FrameSource for Shifted<'_> {
             fi.number -= shift;
             f(fi)
         })
+    }
+
+    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+        let orig: Vec<u64> = numbers.iter().map(|n| n + self.shift).collect();
+        self.inner.frame_seconds(&orig)
     }
 }
 

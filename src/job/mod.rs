@@ -3,10 +3,16 @@
 //! running), checkpoints and resume (byte-identical to an uninterrupted run), stop signals,
 //! windows as checkpoint/timing units, progress and memory reporting, and documented exit codes.
 //!
-//! Checkpoints are taken only where the tracker's run order makes resume exact: after the
-//! first stretch (pre-pass, forward head `s..=s+15`, reverse pass; its output is then written)
-//! and after any frame of the final forward stretch. A run stopped or killed inside the first
-//! stretch starts again from scratch.
+//! Checkpoints can be taken after any tracked frame of any pass (the tracker's [`Stage`]): inside
+//! the first stretch (forward head `s..=s+15`, reverse pass) they hold the banks and the length of
+//! the first stretch's spool, which lives in the output folder (`.densam-spool`) for that; after
+//! it, the banks and the output offset. Only the prompt pre-pass (re-run by every resume) has no
+//! resume point: a stop there leaves the previous checkpoint as it was.
+//!
+//! Stop signals are handled from the start (input, checkpoint and model loading included).
+//! Frames that cannot be decoded are skipped (their lines are missing), the objects re-seeded
+//! from their prompts after them, recorded in `run.json` and reported by a distinct exit code at
+//! the end; `--strict` stops at the first one.
 //!
 //! Exit codes: see [`EXIT_USAGE`] and the other `EXIT_*` constants.
 
@@ -14,6 +20,7 @@ pub mod args;
 pub mod input;
 pub mod io;
 pub mod merge;
+pub mod report;
 pub mod signals;
 pub mod state;
 
@@ -25,11 +32,13 @@ use std::time::Instant;
 use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
 use crate::prompts::{self, VideoGeometry};
-use crate::tracker::annotate::peak_rss_bytes;
-use crate::tracker::{Flow, Plan, Progress, RunEnd, Tracker, TrackerConfig};
+use crate::tracker::plan::prompt_span;
+use crate::tracker::{Flow, Plan, Progress, RunEnd, Stage, Tracker, TrackerConfig};
 use crate::video::VideoSource;
 
 pub use args::AnnotateJobArgs;
+use args::SpanMode;
+use report::peak_rss_bytes;
 use state::{Meta, WindowRecord};
 
 /// Success, or a finished run re-run (nothing changed).
@@ -48,6 +57,10 @@ pub const EXIT_CHECKPOINT: i32 = 4;
 pub const EXIT_OUTPUT: i32 = 5;
 /// The model checkpoint is missing or invalid, or the device is unusable.
 pub const EXIT_MODEL: i32 = 6;
+/// The run finished, but some frames could not be decoded: their lines are missing and the
+/// objects were re-seeded from their prompts after them (listed in `run.json` under
+/// `failures`). Without `--strict` only.
+pub const EXIT_FRAMES_FAILED: i32 = 7;
 /// Stopped by SIGTERM, SIGINT or SIGUSR1 after checkpointing (EX_TEMPFAIL): re-run the same
 /// command to continue.
 pub const EXIT_INTERRUPTED: i32 = 75;
@@ -90,20 +103,32 @@ impl JobError {
 /// How a job ended (errors aside).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// Finished; `failed_frames`: processed frames that could not be decoded.
     Complete {
         output: PathBuf,
         written_frames: usize,
+        failed_frames: usize,
     },
     /// The output was already complete with the same parameters: nothing was changed.
-    AlreadyComplete { output: PathBuf },
-    /// Stopped by a signal; `checkpointed`: a resume point was saved.
+    AlreadyComplete {
+        output: PathBuf,
+        failed_frames: usize,
+    },
+    /// Stopped by a signal; `checkpointed`: a checkpoint to resume from exists.
     Interrupted { checkpointed: bool },
 }
 
 /// Runs the job and returns its exit code (errors are printed on stderr): what `main` calls.
 pub fn main(args: &AnnotateJobArgs) -> i32 {
     match run(args) {
-        Ok(Outcome::Complete { .. }) | Ok(Outcome::AlreadyComplete { .. }) => EXIT_OK,
+        Ok(Outcome::Complete { failed_frames, .. })
+        | Ok(Outcome::AlreadyComplete { failed_frames, .. }) => {
+            if failed_frames > 0 {
+                EXIT_FRAMES_FAILED
+            } else {
+                EXIT_OK
+            }
+        }
         Ok(Outcome::Interrupted { .. }) => EXIT_INTERRUPTED,
         Err(e) => {
             eprintln!("densam annotate: error: {e}");
@@ -151,7 +176,46 @@ impl OutPaths {
 }
 
 fn out_err(p: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
-    move |e| JobError::Output(format!("{}: {e}", p.display()))
+    move |e| output_error(format!("{}: {e}", p.display()))
+}
+
+/// An output error, with a hint when the disk (or quota, or file size limit) is full.
+pub(crate) fn output_error(msg: String) -> JobError {
+    let full = ["os error 28)", "os error 122)", "os error 27)"]
+        .iter()
+        .any(|c| msg.contains(c));
+    if full {
+        JobError::Output(format!(
+            "{msg}: the output disk is full; what was written up to the last checkpoint is \
+             intact: free space and re-run the same command to resume"
+        ))
+    } else {
+        JobError::Output(msg)
+    }
+}
+
+/// A test hook (documented in tests/job_annotate.rs): `DENSAM_TEST_SIGTERM_AT=<point>` raises
+/// SIGTERM at that point of the start-up.
+fn test_signal_at(point: &str) {
+    if std::env::var("DENSAM_TEST_SIGTERM_AT").is_ok_and(|v| v == point) {
+        // SAFETY: raising a signal on this process.
+        unsafe { libc::raise(libc::SIGTERM) };
+    }
+}
+
+/// A stop signal that came while loading: nothing was changed.
+fn stopped_early(during: &str) -> Option<Outcome> {
+    if !signals::stop_requested() {
+        return None;
+    }
+    tracing::warn!(
+        "stopped by {} while {during}; nothing changed; re-run the same command to continue \
+         (exit {EXIT_INTERRUPTED})",
+        signals::signal_name(signals::signal_number())
+    );
+    Some(Outcome::Interrupted {
+        checkpointed: false,
+    })
 }
 
 /// Creates the output folder and checks that it is writable.
@@ -212,7 +276,10 @@ fn window_of(frame: u64, window_frames: u64) -> u64 {
 
 /// Runs the job.
 pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
+    // First of all: a stop while the inputs, the checkpoint or the model load still exits 75.
+    signals::install();
     init_logging(&args.job);
+    test_signal_at("start");
     let t0 = Instant::now();
     let ta = &args.track;
     let (track_stride, frame_interval) = ta.strides();
@@ -224,16 +291,33 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     if !(ta.video_scale_factor.is_finite() && ta.video_scale_factor >= 1.0) {
         return Err(JobError::Usage("--video-scale-factor must be >= 1".into()));
     }
+    if !(ta.span_margin.is_finite() && ta.span_margin >= 0.0) {
+        return Err(JobError::Usage("--span-margin must be >= 0".into()));
+    }
     if !(args.job.window_duration > 0.0 && args.job.window_overlap >= 0.0) {
         return Err(JobError::Usage(
             "--window-duration must be > 0 and --window-overlap >= 0".into(),
         ));
     }
-    let inp = input::resolve(&args.input)?;
+    let open_video = |p: &Path| {
+        VideoSource::open(p).map_err(|e| JobError::Input(format!("video {}: {e}", p.display())))
+    };
+    let mut opened: Option<VideoSource> = None;
+    let inp = input::resolve(&args.input, &mut |p| {
+        let v = open_video(p)?;
+        let size = (v.width() as u32, v.height() as u32);
+        opened = Some(v);
+        Ok(size)
+    })?;
     prepare_out(&args.input.out)?;
     let paths = OutPaths::new(&args.input.out, &inp.video_id);
-    let video = VideoSource::open(&inp.video)
-        .map_err(|e| JobError::Input(format!("video {}: {e}", inp.video.display())))?;
+    let video = match opened {
+        Some(v) => v,
+        None => open_video(&inp.video)?,
+    };
+    if let Some(o) = stopped_early("reading the inputs") {
+        return Ok(o);
+    }
     let geo = VideoGeometry {
         num_frames: video.frame_count() as u64,
         width: video.width() as u32,
@@ -263,18 +347,42 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let (set, more) = prompts::validate(inp.objects, geo, ta.strict)
         .map_err(|e| JobError::Input(e.to_string()))?;
     warnings.extend(more);
+    // `--span prompts`: each object's span in original frames, from all its prompts (a window
+    // run keeps only the prompts near its window, but the span stays that of the whole video).
+    let margin_frames = (ta.span_margin * fps).round() as u64;
+    let spans: std::collections::HashMap<String, (u64, u64)> = match ta.span {
+        SpanMode::Video => Default::default(),
+        SpanMode::Prompts => set
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let first = *o.frames.keys().next()?;
+                let last = *o.frames.keys().next_back()?;
+                Some((
+                    o.id.clone(),
+                    prompt_span(first, last, margin_frames, geo.num_frames),
+                ))
+            })
+            .collect(),
+    };
     let set = match &win {
         Some(wr) => window_prompts(&set, wr, &mut warnings),
         None => set,
     };
     let device = select_device(ta.device).map_err(|e| JobError::Model(e.to_string()))?;
+    if args.job.profile {
+        crate::profile::enable(match device {
+            tch::Device::Cuda(i) => Some(i),
+            _ => None,
+        });
+    }
     let ckpt_meta = std::fs::metadata(&args.input.checkpoint).map_err(|e| {
         JobError::Model(format!(
             "model checkpoint {}: {e}",
             args.input.checkpoint.display()
         ))
     })?;
-    let params = serde_json::json!({
+    let mut params = serde_json::json!({
         "video": std::fs::canonicalize(&inp.video).unwrap_or(inp.video.clone()),
         "video_frames": geo.num_frames,
         "video_size": [geo.width, geo.height],
@@ -290,12 +398,18 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "frame_interval": frame_interval,
         "video_scale_factor": ta.video_scale_factor,
         "max_cond_frames": ta.max_cond_frames,
+        "memory_temporal_stride": ta.memory_temporal_stride,
         "batch_objects": ta.batch_objects.max(1),
         "device": format!("{device:?}"),
         "dtype": ta.dtype,
         "window": win.as_ref().map(|w| serde_json::json!({"index": w.index,
             "first_frame": w.own_from, "end_frame": w.end, "warm_from": w.warm_from})),
     });
+    if ta.span == SpanMode::Prompts {
+        // (absent with the default `video`, so that earlier checkpoints stay valid)
+        params["span"] = serde_json::json!({"mode": "prompts", "margin_s": ta.span_margin,
+                                            "margin_frames": margin_frames});
+    }
 
     // A finished result, a checkpoint, or neither.
     if paths.output.exists() {
@@ -309,12 +423,23 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             .and_then(|s| s.as_str())
             == Some("complete");
         if complete && prev_params.as_ref() == Some(&params) && !args.job.restart {
+            let failed_frames = prev
+                .as_ref()
+                .and_then(|m| m.get("failed_frames"))
+                .and_then(|n| n.as_u64())
+                .unwrap_or(0) as usize;
             tracing::info!(
-                "{} is complete (same parameters): nothing to do",
-                paths.output.display()
+                "{} is complete (same parameters): nothing to do{}",
+                paths.output.display(),
+                if failed_frames > 0 {
+                    format!(" ({failed_frames} frame(s) could not be decoded: see run.json)")
+                } else {
+                    String::new()
+                }
             );
             return Ok(Outcome::AlreadyComplete {
                 output: paths.output,
+                failed_frames,
             });
         }
         if !args.job.restart {
@@ -328,6 +453,8 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         }
     }
     let mut resume: Option<(Meta, Vec<u8>)> = None;
+    test_signal_at("checkpoint-load");
+    state::remove_stale(&paths.dir);
     if args.job.restart {
         state::remove(&paths.dir);
         let _ = std::fs::remove_file(&paths.output);
@@ -343,10 +470,24 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         }
         resume = Some((meta, banks));
     }
+    // A first-stretch spool that no checkpoint refers to (left by a killed run).
+    let mut spool_in_checkpoint = resume
+        .as_ref()
+        .is_some_and(|(m, _)| matches!(m.stage, Stage::Head(_) | Stage::Reverse(_)));
+    if !spool_in_checkpoint {
+        state::remove_spool(&paths.dir);
+    }
+    if let Some(o) = stopped_early("reading the checkpoint") {
+        return Ok(o);
+    }
+    test_signal_at("model-load");
 
     let model = Sam2Model::load(&args.input.checkpoint, device, ta.image_size)
         .map_err(|e| JobError::Model(e.to_string()))?
         .with_precision(ta.dtype);
+    if let Some(o) = stopped_early("loading the model") {
+        return Ok(o);
+    }
     crate::model::cuda::apply_tf32_policy(device, ta.dtype);
     crate::model::cuda::reset_peak_memory(device);
     let (shift, own_from, run_frames) = match &win {
@@ -368,7 +509,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         &set.prompted_frames(),
         track_stride,
         frame_interval,
-        1,
+        ta.memory_temporal_stride,
     )
     .ok_or_else(|| JobError::Input("no prompted frame inside the video".into()))?;
     if let Some(w) = &win {
@@ -398,18 +539,46 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let cfg = TrackerConfig {
         fill_hole_area: ta.fill_hole_area,
         max_cond_frames: ta.max_cond_frames,
-        memory_temporal_stride: 1,
+        memory_temporal_stride: ta.memory_temporal_stride,
         reverse_chunk: ta.reverse_chunk.max(1),
         batch_objects: ta.batch_objects.max(1),
         spool_dir: std::env::temp_dir(),
     };
     let mut tracker = Tracker::new(&model, cfg, plan, set.clone(), geo.width, geo.height)
         .map_err(|e| JobError::Failed(e.to_string()))?;
+    if ta.span == SpanMode::Prompts {
+        let last = run_frames.saturating_sub(1);
+        let local: Vec<(u64, u64)> = set
+            .objects
+            .iter()
+            .map(|o| {
+                let (lo, hi) = spans.get(&o.id).copied().unwrap_or((0, u64::MAX));
+                (lo.saturating_sub(shift), hi.saturating_sub(shift).min(last))
+            })
+            .collect();
+        tracker
+            .set_spans(&local)
+            .map_err(|e| JobError::Internal(e.to_string()))?;
+        tracing::info!(
+            "--span prompts (margin {} s = {margin_frames} frames): {} of {processed_total} \
+             processed frames have an object to track",
+            ta.span_margin,
+            tracker.active_frames()
+        );
+    }
+    tracker.set_spool_file(state::spool_path(&paths.dir));
+    let failed: Rc<std::cell::RefCell<Vec<state::FailedFrame>>> = Rc::new(Default::default());
+    if let Some((meta, _)) = &resume {
+        *failed.borrow_mut() = meta.failed_frames.clone();
+    }
     let mut frames = io::JobFrames {
         video: &video,
         image_size: ta.image_size as usize,
         scale: ta.video_scale_factor,
         decode_time: std::time::Duration::ZERO,
+        decoded: 0,
+        lenient: !ta.strict,
+        failed: failed.clone(),
     };
 
     let bar = (std::io::stderr().is_terminal() && !args.job.quiet).then(|| {
@@ -429,8 +598,13 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         .ok()
         .and_then(|s| s.parse().ok());
     let mut last_log = Instant::now();
+    let mut prompted_seen = false;
     let mut progress = |p: Progress| match p {
         Progress::Prompted { frame } => {
+            if !prompted_seen {
+                prompted_seen = true;
+                test_signal_at("prepass");
+            }
             if let Some(b) = &bar {
                 b.set_message(format!("prompts: frame {frame}"));
             } else {
@@ -463,35 +637,32 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         }
     };
 
-    signals::install();
-    let (resume_at, offset, written0, mut windows, wall_before) = match resume {
-        Some((meta, banks)) => {
-            tracing::info!(
-                "resuming at processed frame {} of {processed_total} ({} frames written)",
-                meta.next,
-                meta.written_frames
-            );
-            tracker
-                .prepass(
-                    &mut io::Shifted {
-                        inner: &mut frames,
-                        shift,
-                    },
-                    &mut progress,
-                )
-                .map_err(|e| JobError::Failed(e.to_string()))?;
-            tracker
-                .load_banks(&banks)
-                .map_err(|e| JobError::Checkpoint(format!("checkpoint banks: {e}")))?;
+    let resumed_stage = resume.as_ref().map(|(m, _)| m.stage);
+    let (resume_at, offset, written0, windows, wall_before, resume_state) = match resume {
+        Some((meta, state)) => {
+            match meta.stage {
+                Stage::Rest(next) => tracing::info!(
+                    "resuming at processed frame {next} of {processed_total} ({} frames written)",
+                    meta.written_frames
+                ),
+                Stage::Head(next) => tracing::info!(
+                    "resuming in the first stretch: forward head at processed frame {next}"
+                ),
+                Stage::Reverse(lowest) => tracing::info!(
+                    "resuming in the first stretch: reverse pass below processed frame {lowest}"
+                ),
+                Stage::Start => {}
+            }
             (
                 Some(meta.next),
                 meta.offset,
                 meta.written_frames,
                 meta.windows,
                 meta.wall_seconds,
+                Some(state),
             )
         }
-        None => (None, 0, 0, Vec::new(), 0.0),
+        None => (None, 0, 0, Vec::new(), 0.0, None),
     };
     let mut sink = io::JobSink::open(
         &paths.partial,
@@ -505,81 +676,56 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let file = sink.file_handle()?;
     let run_start = Instant::now();
     let mut last_ckpt = Instant::now();
-    let mut last_window_end = Instant::now();
-    let mut processed_at_window_end = resume_at.unwrap_or(0);
+    let mut clock = WindowClock {
+        windows,
+        last_window_end: Instant::now(),
+        processed_at_window_end: resume_at.unwrap_or(0),
+        shift,
+        window_frames,
+        num_frames: geo.num_frames,
+    };
     let mut ckpt_error: Option<JobError> = None;
     let mut checkpointed = false;
     let every = args.job.checkpoint_every.max(0.0);
     let params_c = params.clone();
-    let mut hook = |t: &Tracker<'_>,
-                    next: Option<usize>|
-     -> Result<Flow, crate::tracker::TrackError> {
+    let failed_c = failed.clone();
+    let mut hook = |t: &Tracker<'_>, stage: Stage| -> Result<Flow, crate::tracker::TrackError> {
         let stop = signals::stop_requested();
-        let Some(next) = next else {
-            return Ok(if stop { Flow::Stop } else { Flow::Continue });
-        };
-        let plan = t.plan();
-        // Windows finished: every window before the one of the next processed frame.
-        let done_before = if next >= plan.len() {
-            u64::MAX
-        } else {
-            window_of(plan.processed[next] + shift, window_frames)
-        };
-        let first_open = windows
-            .last()
-            .map(|w: &WindowRecord| w.index + 1)
-            .unwrap_or(0);
-        let last_done = window_of(plan.processed[next - 1] + shift, window_frames);
-        let mut window_end = false;
-        if done_before > first_open && last_done >= first_open {
-            let upto = last_done.min(done_before.saturating_sub(1));
-            let n_new = upto + 1 - first_open;
-            let wall = last_window_end.elapsed().as_secs_f64();
-            let nproc = next - processed_at_window_end;
-            for k in first_open..=upto {
-                let first_frame = k * window_frames;
-                let last_frame = ((k + 1) * window_frames - 1).min(geo.num_frames - 1);
-                windows.push(WindowRecord {
-                    index: k,
-                    first_frame,
-                    last_frame,
-                    wall_seconds: wall,
-                    processed_frames: nproc,
-                    fps: nproc as f64 / wall.max(1e-9),
-                    peak_rss_bytes: peak_rss_bytes(),
-                    peak_gpu_bytes: crate::model::cuda::peak_allocated_bytes(device),
-                    in_first_stretch: n_new > 1 || next == plan.head_end + 1,
-                });
-                tracing::info!(
-                    "window {k} (frames {first_frame}..={last_frame}) done: {nproc} processed frames \
-                     in {wall:.1} s; peak RSS {} MiB{}",
-                    peak_rss_bytes().unwrap_or(0) >> 20,
-                    crate::model::cuda::peak_allocated_bytes(device)
-                        .map(|b| format!("; peak GPU {} MiB", b >> 20))
-                        .unwrap_or_default()
-                );
+        let (window_end, force) = match stage {
+            Stage::Rest(next) => {
+                let plan = t.plan();
+                // The first checkpoint after the first stretch is always taken: it frees the
+                // spool.
+                let force = next == plan.head_end + 1 || next >= plan.len();
+                (clock.advance(plan, next, device), force)
             }
-            crate::model::cuda::reset_peak_memory(device);
-            last_window_end = Instant::now();
-            processed_at_window_end = next;
-            window_end = true;
+            _ => (false, false),
+        };
+        if !t.can_save() {
+            return Ok(if stop { Flow::Stop } else { Flow::Continue });
         }
-        if stop || window_end || last_ckpt.elapsed().as_secs_f64() >= every || next >= plan.len() {
+        if stop || window_end || force || last_ckpt.elapsed().as_secs_f64() >= every {
             let res = (|| -> Result<(), JobError> {
                 file.sync_data().map_err(out_err(&paths.partial))?;
-                let banks = t
-                    .save_banks()
-                    .map_err(|e| JobError::Failed(format!("saving banks: {e}")))?;
+                let state = t.save_state().map_err(|e| match e {
+                    crate::tracker::TrackError::Spool { .. } => output_error(e.to_string()),
+                    e => JobError::Failed(format!("saving the tracker state: {e}")),
+                })?;
                 let meta = Meta {
                     format: state::FORMAT,
                     params: params_c.clone(),
-                    next,
+                    stage,
+                    next: match stage {
+                        Stage::Rest(n) => n,
+                        _ => 0,
+                    },
                     offset: pos.offset.get(),
                     written_frames: pos.written.get(),
-                    windows: windows.clone(),
+                    windows: clock.windows.clone(),
                     wall_seconds: wall_before + run_start.elapsed().as_secs_f64(),
+                    failed_frames: failed_c.borrow().clone(),
                 };
-                state::write(&paths.dir, &meta, &banks)
+                state::write(&paths.dir, &meta, &state)
             })();
             if let Err(e) = res {
                 ckpt_error = Some(e);
@@ -587,7 +733,12 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             }
             checkpointed = true;
             last_ckpt = Instant::now();
-            tracing::debug!("checkpoint at processed frame {next}");
+            let first = matches!(stage, Stage::Head(_) | Stage::Reverse(_));
+            if spool_in_checkpoint && !first {
+                state::remove_spool(&paths.dir);
+            }
+            spool_in_checkpoint = first;
+            tracing::debug!("checkpoint at {stage:?}");
         }
         Ok(if stop { Flow::Stop } else { Flow::Continue })
     };
@@ -602,9 +753,10 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             own_from,
         },
         &mut progress,
-        resume_at,
+        resume_state.as_deref(),
         &mut hook,
     );
+    let windows = clock.windows;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -626,8 +778,12 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "dtype": ta.dtype,
         "peak_gpu_bytes": crate::model::cuda::run_peak_allocated_bytes(device),
         "objects": set.objects.iter().map(|o| serde_json::json!({
-            "id": o.id, "label": o.label, "prompted_frames": o.frames.keys().collect::<Vec<_>>()
+            "id": o.id, "label": o.label, "prompted_frames": o.frames.keys().collect::<Vec<_>>(),
+            "span_frames": spans.get(&o.id).map(|&(lo, hi)| [lo, hi]),
         })).collect::<Vec<_>>(),
+        "span": ta.span,
+        "span_margin_s": (ta.span == SpanMode::Prompts).then_some(ta.span_margin),
+        "active_frames": tracker.active_frames(),
         "warnings": warnings,
         "window_frames": window_frames,
         "windows": windows,
@@ -638,18 +794,50 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         "wall_seconds": wall,
         "this_run": {"wall_seconds": run_start.elapsed().as_secs_f64(),
                      "decode_seconds": frames.decode_time.as_secs_f64(),
+                     "decoded_frames": frames.decoded,
+                     "encoded_frames": tracker.encoded_frames(),
                      "encode_write_seconds": sink.write_time.as_secs_f64(),
-                     "resumed_at": resume_at,
+                     "stage_seconds": crate::profile::enabled().then(|| {
+                         let mut m = serde_json::Map::new();
+                         m.insert("decode_wait".into(), frames.decode_time.as_secs_f64().into());
+                         for (k, v) in crate::profile::totals() {
+                             m.insert(k.into(), v.into());
+                         }
+                         m.insert("encode_write".into(), sink.write_time.as_secs_f64().into());
+                         m
+                     }),
+                     "resumed_at": resumed_stage,
                      "fps": (tracker_done(processed_total, resume_at) as f64)
                          / run_start.elapsed().as_secs_f64().max(1e-9)},
         "since_start_seconds": t0.elapsed().as_secs_f64(),
     });
-    let set_status = |m: &mut serde_json::Value, s: &str, err: Option<String>| {
+    if crate::profile::enabled() {
+        let split: Vec<String> = crate::profile::totals()
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        tracing::info!(
+            "stage seconds: decode wait {:.2}, {}, encode+write {:.2}; wall {:.2}",
+            frames.decode_time.as_secs_f64(),
+            split.join(", "),
+            sink.write_time.as_secs_f64(),
+            run_start.elapsed().as_secs_f64()
+        );
+    }
+    // Frames that could not be decoded, by window.
+    let failed_list = failed.borrow().clone();
+    manifest["failed_frames"] = serde_json::json!(failed_list.len());
+    manifest["failures"] = failures_by_window(&failed_list, window_frames);
+    let set_status = |m: &mut serde_json::Value, s: &str, err: Vec<String>| {
         m["status"] = serde_json::json!(s);
-        m["errors"] = serde_json::json!(err.into_iter().collect::<Vec<_>>());
+        m["errors"] = serde_json::json!(err);
     };
+    // The spool goes unless a checkpoint still refers to it.
+    if !spool_in_checkpoint {
+        state::remove_spool(&paths.dir);
+    }
     if let Some(e) = ckpt_error {
-        set_status(&mut manifest, "failed", Some(e.to_string()));
+        set_status(&mut manifest, "failed", vec![e.to_string()]);
         let _ = write_manifest(&paths.manifest, &manifest);
         return Err(e);
     }
@@ -657,9 +845,12 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         Ok(RunEnd::Finished) => {
             sink.sync()?;
             drop(sink);
-            std::fs::rename(&paths.partial, &paths.output).map_err(out_err(&paths.output))?;
-            set_status(&mut manifest, "complete", None);
+            let summary = failure_summary(&failed_list, window_frames);
+            set_status(&mut manifest, "complete", summary.clone());
+            // run.json first: a kill (or a full disk) between the two leaves the partial output
+            // and the final checkpoint, and a re-run finishes at once.
             write_manifest(&paths.manifest, &manifest)?;
+            std::fs::rename(&paths.partial, &paths.output).map_err(out_err(&paths.output))?;
             if !args.job.keep_checkpoints {
                 state::remove(&paths.dir);
             }
@@ -669,39 +860,163 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
                 pos.written.get(),
                 peak.unwrap_or(0) >> 20
             );
+            for line in &summary {
+                tracing::error!("{line}");
+            }
+            if !summary.is_empty() {
+                tracing::error!(
+                    "{} frame(s) could not be decoded: their lines are missing and the objects \
+                     were re-seeded from their prompts after them (exit {EXIT_FRAMES_FAILED}; \
+                     see `failures` in {})",
+                    failed_list.len(),
+                    paths.manifest.display()
+                );
+            }
             Ok(Outcome::Complete {
                 output: paths.output,
                 written_frames: pos.written.get(),
+                failed_frames: failed_list.len(),
             })
         }
-        Ok(RunEnd::Stopped(next)) => {
+        Ok(RunEnd::Stopped(at)) => {
             let sig = signals::signal_name(signals::signal_number());
-            set_status(&mut manifest, "interrupted", None);
-            manifest["interrupted"] = serde_json::json!({"signal": sig, "resume_at": next});
+            let resumable = state::path(&paths.dir).exists();
+            set_status(&mut manifest, "interrupted", Vec::new());
+            manifest["interrupted"] = serde_json::json!({"signal": sig, "at": at,
+                "checkpoint": resumable});
             let _ = write_manifest(&paths.manifest, &manifest);
             let _ = sink.sync();
             tracing::warn!(
                 "stopped by {sig}; {}; re-run the same command to continue (exit {EXIT_INTERRUPTED})",
-                if checkpointed && next.is_some() {
+                if checkpointed {
                     "checkpoint written"
+                } else if resumable {
+                    "the previous checkpoint stays"
                 } else {
                     "no resumable point yet: the next run starts again from the beginning"
                 }
             );
             Ok(Outcome::Interrupted {
-                checkpointed: checkpointed && next.is_some(),
+                checkpointed: resumable,
             })
         }
         Err(e) => {
             let err = match e {
                 crate::tracker::TrackError::Video(m) => JobError::Input(format!("video: {m}")),
-                crate::tracker::TrackError::Sink(m) => JobError::Output(m),
+                crate::tracker::TrackError::Sink(m) => output_error(m),
+                e @ crate::tracker::TrackError::Spool { .. } => output_error(e.to_string()),
                 other => JobError::Failed(other.to_string()),
             };
-            set_status(&mut manifest, "failed", Some(err.to_string()));
+            set_status(&mut manifest, "failed", vec![err.to_string()]);
             let _ = write_manifest(&paths.manifest, &manifest);
             Err(err)
         }
+    }
+}
+
+/// `run.json`'s `failures`: per window, the frames that could not be decoded and why.
+fn failures_by_window(failed: &[state::FailedFrame], window_frames: u64) -> serde_json::Value {
+    let mut by: std::collections::BTreeMap<u64, Vec<&state::FailedFrame>> = Default::default();
+    for f in failed {
+        by.entry(window_of(f.frame, window_frames))
+            .or_default()
+            .push(f);
+    }
+    serde_json::Value::Array(
+        by.into_iter()
+            .map(|(k, v)| {
+                serde_json::json!({
+                    "window": k,
+                    "frames": v.iter().map(|f| f.frame).collect::<Vec<_>>(),
+                    "errors": v.iter().map(|f| f.error.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One line per window with failed frames.
+fn failure_summary(failed: &[state::FailedFrame], window_frames: u64) -> Vec<String> {
+    let mut by: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for f in failed {
+        by.entry(window_of(f.frame, window_frames))
+            .or_default()
+            .push(f.frame);
+    }
+    by.into_iter()
+        .map(|(k, mut v)| {
+            v.sort_unstable();
+            let list: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+            format!(
+                "window {k}: {} frame(s) could not be decoded: {}",
+                v.len(),
+                list.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The windows finished so far in a sequential run (and when).
+struct WindowClock {
+    windows: Vec<WindowRecord>,
+    last_window_end: Instant,
+    processed_at_window_end: usize,
+    shift: u64,
+    window_frames: u64,
+    num_frames: u64,
+}
+
+impl WindowClock {
+    /// Records the windows finished before processed index `next` of the final stretch;
+    /// whether any was (a checkpoint is then due).
+    fn advance(&mut self, plan: &Plan, next: usize, device: tch::Device) -> bool {
+        let (shift, window_frames) = (self.shift, self.window_frames);
+        // Windows finished: every window before the one of the next processed frame.
+        let done_before = if next >= plan.len() {
+            u64::MAX
+        } else {
+            window_of(plan.processed[next] + shift, window_frames)
+        };
+        let first_open = self
+            .windows
+            .last()
+            .map(|w: &WindowRecord| w.index + 1)
+            .unwrap_or(0);
+        let last_done = window_of(plan.processed[next - 1] + shift, window_frames);
+        if !(done_before > first_open && last_done >= first_open) {
+            return false;
+        }
+        let upto = last_done.min(done_before.saturating_sub(1));
+        let n_new = upto + 1 - first_open;
+        let wall = self.last_window_end.elapsed().as_secs_f64();
+        let nproc = next - self.processed_at_window_end;
+        for k in first_open..=upto {
+            let first_frame = k * window_frames;
+            let last_frame = ((k + 1) * window_frames - 1).min(self.num_frames - 1);
+            self.windows.push(WindowRecord {
+                index: k,
+                first_frame,
+                last_frame,
+                wall_seconds: wall,
+                processed_frames: nproc,
+                fps: nproc as f64 / wall.max(1e-9),
+                peak_rss_bytes: peak_rss_bytes(),
+                peak_gpu_bytes: crate::model::cuda::peak_allocated_bytes(device),
+                in_first_stretch: n_new > 1 || next == plan.head_end + 1,
+            });
+            tracing::info!(
+                "window {k} (frames {first_frame}..={last_frame}) done: {nproc} processed frames \
+                 in {wall:.1} s; peak RSS {} MiB{}",
+                peak_rss_bytes().unwrap_or(0) >> 20,
+                crate::model::cuda::peak_allocated_bytes(device)
+                    .map(|b| format!("; peak GPU {} MiB", b >> 20))
+                    .unwrap_or_default()
+            );
+        }
+        crate::model::cuda::reset_peak_memory(device);
+        self.last_window_end = Instant::now();
+        self.processed_at_window_end = next;
+        true
     }
 }
 
@@ -839,5 +1154,6 @@ fn empty_window(
     Ok(Outcome::Complete {
         output: paths.output.clone(),
         written_frames: n_lines,
+        failed_frames: 0,
     })
 }

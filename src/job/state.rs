@@ -1,7 +1,9 @@
 //! Job checkpoints: one file `OUT/.densam-checkpoint` holding the run parameters, the resume
-//! point (next processed index, output byte offset, frames written), the windows done and the
-//! tracker's memory banks. Written atomically (temporary file, fsync, rename, fsync of the
-//! folder), so a kill at any moment leaves either the previous checkpoint or the new one.
+//! point (the tracker's stage, output byte offset, frames written), the windows done, the frames
+//! that failed so far and the tracker's saved state (memory banks; inside the first stretch also
+//! the length of the first stretch's spool `OUT/.densam-spool`, which the checkpoint then needs).
+//! Written atomically (temporary file, fsync, rename, fsync of the folder), so a kill at any
+//! moment leaves either the previous checkpoint or the new one.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,8 +14,15 @@ use serde::{Deserialize, Serialize};
 use super::JobError;
 
 const MAGIC: &[u8; 8] = b"DENSAMCK";
-/// Checkpoint file format version.
-pub const FORMAT: u32 = 1;
+/// Checkpoint file format version (2: the tracker's state with its stage).
+pub const FORMAT: u32 = 2;
+
+/// A processed frame that could not be decoded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailedFrame {
+    pub frame: u64,
+    pub error: String,
+}
 
 /// One finished window, as recorded in checkpoints and `run.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,7 +50,9 @@ pub struct Meta {
     pub format: u32,
     /// The result-determining parameters (compared on resume).
     pub params: serde_json::Value,
-    /// Processed index the run continues at.
+    /// Where the tracker stands (its state is the checkpoint's payload).
+    pub stage: crate::tracker::Stage,
+    /// Processed index the final forward stretch continues at (0 inside the first stretch).
     pub next: usize,
     /// Bytes of the partial output that are final.
     pub offset: u64,
@@ -49,6 +60,9 @@ pub struct Meta {
     pub windows: Vec<WindowRecord>,
     /// Wall time of the runs before this point.
     pub wall_seconds: f64,
+    /// Frames that could not be decoded so far.
+    #[serde(default)]
+    pub failed_frames: Vec<FailedFrame>,
 }
 
 /// The checkpoint file of an output folder.
@@ -56,8 +70,35 @@ pub fn path(out: &Path) -> PathBuf {
     out.join(".densam-checkpoint")
 }
 
+/// The first stretch's spool of an output folder (see [`crate::tracker::Tracker::set_spool_file`]).
+pub fn spool_path(out: &Path) -> PathBuf {
+    out.join(".densam-spool")
+}
+
+/// Removes the spool.
+pub fn remove_spool(out: &Path) {
+    let _ = std::fs::remove_file(spool_path(out));
+}
+
+/// Removes what a killed run can leave besides the checkpoint, the partial output and the spool:
+/// temporary files of atomic writes and write probes.
+pub fn remove_stale(out: &Path) {
+    let _ = std::fs::remove_file(out.join(".densam-checkpoint.tmp"));
+    let _ = std::fs::remove_file(out.join("run.json.tmp"));
+    if let Ok(rd) = std::fs::read_dir(out) {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".densam-write-test-")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
-    move |e| JobError::Output(format!("{}: {e}", path.display()))
+    move |e| super::output_error(format!("{}: {e}", path.display()))
 }
 
 /// Writes a checkpoint atomically.
@@ -118,10 +159,11 @@ pub fn read(out: &Path) -> Result<Option<(Meta, Vec<u8>)>, JobError> {
     Ok(Some((meta, bytes[end..].to_vec())))
 }
 
-/// Removes the checkpoint (and a stray temporary one).
+/// Removes the checkpoint (and a stray temporary one, and the spool).
 pub fn remove(out: &Path) {
     let _ = std::fs::remove_file(path(out));
     let _ = std::fs::remove_file(out.join(".densam-checkpoint.tmp"));
+    remove_spool(out);
 }
 
 /// The top-level keys whose values differ between two parameter objects.
@@ -155,11 +197,13 @@ mod tests {
         let meta = Meta {
             format: FORMAT,
             params: serde_json::json!({"a": 1, "b": "x"}),
+            stage: crate::tracker::Stage::Rest(17),
             next: 17,
             offset: 1234,
             written_frames: 9,
             windows: vec![],
             wall_seconds: 1.5,
+            failed_frames: vec![],
         };
         write(dir.path(), &meta, b"banks").unwrap();
         let (m, b) = read(dir.path()).unwrap().unwrap();

@@ -1,5 +1,6 @@
 //! CUDA runtime settings and statistics through densam's C++ shim (`csrc/torch_shim.cpp`,
-//! compiled by build.rs): the TF32 policy and the caching allocator's peak memory.
+//! compiled by build.rs): the TF32 policy, the caching allocator's peak memory, and pinned host
+//! copies for asynchronous uploads.
 //!
 //! TF32 policy: on CUDA, TF32 is disabled in cuDNN convolutions and cuBLAS matmuls (libtorch's
 //! default allows it in cuDNN), so `--dtype fp32` matches the official fp32 reference run with
@@ -18,6 +19,20 @@ unsafe extern "C" {
     fn densam_has_cuda_stats() -> i32;
     fn densam_cuda_memory_stats(device: i32, out: *mut i64) -> i32;
     fn densam_cuda_reset_peak(device: i32) -> i32;
+    fn densam_pin_memory(t: *mut std::ffi::c_void) -> *mut std::ffi::c_void;
+}
+
+/// A pinned (page-locked) copy of the host tensor `t`, for an asynchronous copy to a GPU
+/// (libtorch's caching host allocator reuses the blocks); `None` when pinning is unavailable.
+/// Unlike tch's `Tensor::pin_memory(device)`, it does not make libtorch 2.11 print a
+/// deprecation warning at every call.
+pub fn pinned(t: &tch::Tensor) -> Option<tch::Tensor> {
+    // SAFETY: `as_ptr` is tch's `at::Tensor*`, which the shim only reads; a non-null result is a
+    // new heap `at::Tensor` whose ownership passes to the returned tch tensor.
+    unsafe {
+        let p = densam_pin_memory(t.as_ptr() as *mut std::ffi::c_void);
+        (!p.is_null()).then(|| tch::Tensor::from_ptr(p as *mut torch_sys::C_tensor))
+    }
 }
 
 /// Whether TF32 is allowed in (cuDNN convolutions, cuBLAS matmuls); `None` on a libtorch error.
@@ -114,5 +129,14 @@ mod tests {
         assert!(set_tf32(true));
         assert_eq!(tf32_allowed(), Some((true, true)));
         set_tf32(before.0);
+    }
+
+    #[test]
+    fn pinned_copy_is_equal_or_unavailable() {
+        // Without a GPU libtorch cannot pin (None, no crash); with one the copy is equal.
+        let t = tch::Tensor::from_slice(&[1u8, 2, 3, 250]).view([2, 2]);
+        if let Some(p) = pinned(&t) {
+            assert!(p.equal(&t));
+        }
     }
 }

@@ -30,6 +30,77 @@ pub fn video_masks(low_res: &Tensor, height: u32, width: u32) -> Tensor {
     up.gt(0.0).squeeze_dim(1).to_device(Device::Cpu)
 }
 
+/// Video-resolution masks of all objects on a frame, run-length encoded: the same result as
+/// [`video_masks`] then [`mask_runs`] per object. On a CUDA device the run boundaries are found
+/// on the device (column-major change points of all masks in one pass), so only the boundary
+/// positions cross to the host instead of `N × H × W` bytes, and the host does no per-pixel
+/// work; on the CPU the row-major encoder is faster and is used as before.
+pub fn frame_mask_runs(low_res: &Tensor, height: u32, width: u32) -> Vec<MaskRuns> {
+    if low_res.device() == Device::Cpu {
+        let masks = video_masks(low_res, height, width);
+        return (0..masks.size()[0])
+            .map(|i| mask_runs(&masks.get(i)))
+            .collect();
+    }
+    device_mask_runs(low_res, height, width)
+}
+
+/// [`frame_mask_runs`] computed with tensor ops on `low_res`'s device (any device; public for
+/// the equality test on the CPU).
+pub fn device_mask_runs(low_res: &Tensor, height: u32, width: u32) -> Vec<MaskRuns> {
+    let n = low_res.size()[0];
+    let (h, w) = (height as i64, width as i64);
+    let total = (h * w) as u32;
+    let up = low_res
+        .to_kind(Kind::Float)
+        .upsample_bilinear2d([h, w], false, None, None);
+    // Column-major order per object: [N, W, H] flattened to [N, W*H].
+    let cm = up
+        .gt(0.0)
+        .view([n, h, w])
+        .transpose(1, 2)
+        .contiguous()
+        .view([n, h * w]);
+    // Positions p (1..HW-1) where the value differs from the one before: a new run starts there.
+    let change = cm
+        .narrow(1, 1, h * w - 1)
+        .ne_tensor(&cm.narrow(1, 0, h * w - 1));
+    let idx = change.nonzero(); // [K, 2]: (object, p - 1), in row-major = (object, p) order
+    let first = Vec::<u8>::try_from(cm.select(1, 0).to_kind(Kind::Uint8).to_device(Device::Cpu))
+        .unwrap_or_default();
+    let pairs = Vec::<i64>::try_from(idx.flatten(0, -1).to_device(Device::Cpu)).unwrap_or_default();
+    let mut starts: Vec<Vec<u32>> = vec![Vec::new(); n as usize];
+    for pr in pairs.chunks_exact(2) {
+        if let Some(v) = starts.get_mut(pr[0] as usize) {
+            v.push(pr[1] as u32 + 1);
+        }
+    }
+    starts
+        .into_iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let mut counts = Vec::with_capacity(st.len() + 2);
+            if first.get(i).copied().unwrap_or(0) != 0 {
+                counts.push(0);
+            }
+            let mut prev = 0u32;
+            for p in st.into_iter().chain(std::iter::once(total)) {
+                counts.push(p - prev);
+                prev = p;
+            }
+            let rle = Rle::from_counts(height, width, counts)
+                .unwrap_or_else(|_| Rle::empty(height, width));
+            MaskRuns {
+                height,
+                width,
+                area: rle.area(),
+                bbox: rle.bbox_xyxy(),
+                counts: rle.counts,
+            }
+        })
+        .collect()
+}
+
 /// Run-length encodes one `[H, W]` boolean mask with the shared COCO RLE encoder
 /// (row-major input, no transposed copy).
 pub fn mask_runs(mask: &Tensor) -> MaskRuns {
@@ -64,6 +135,28 @@ mod tests {
         assert_eq!(e.bbox, None);
         let f = mask_runs(&Tensor::ones([2, 2], (Kind::Bool, Device::Cpu)));
         assert_eq!(f.counts, vec![0, 4]);
+    }
+
+    #[test]
+    fn device_runs_equal_host_runs() {
+        // Random blobs and edge cases (empty, full, first pixel set, last pixel set), odd sizes.
+        tch::manual_seed(7);
+        let (h, w) = (37u32, 53u32);
+        let noise = Tensor::randn([5, 1, 9, 13], (Kind::Float, Device::Cpu));
+        let low = noise.copy();
+        let _ = low.get(1).fill_(-1.0);
+        let _ = low.get(2).fill_(1.0);
+        let _ = low.get(3).fill_(-1.0);
+        let _ = low.get(3).get(0).get(0).get(0).fill_(50.0);
+        let _ = low.get(4).fill_(-1.0);
+        let _ = low.get(4).get(0).get(8).get(12).fill_(50.0);
+        let masks = video_masks(&low, h, w);
+        let host: Vec<MaskRuns> = (0..5).map(|i| mask_runs(&masks.get(i))).collect();
+        let dev = device_mask_runs(&low, h, w);
+        assert_eq!(host, dev);
+        assert_eq!(dev[1].counts, vec![h * w]);
+        assert_eq!(dev[2].counts, vec![0, h * w]);
+        assert!(dev[3].counts[0] == 0 && dev[4].counts.len() >= 2);
     }
 
     #[test]

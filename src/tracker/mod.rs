@@ -6,15 +6,18 @@
 //! `add_new_points_or_box` / `add_new_mask`, hole filling, the binarised conditioning memory as
 //! the official preflight encodes it); forward over `s ..= head_end` (`s + 15` officially), whose
 //! results the reverse pass reads; the reverse pass from `s` down to 0, decoded in chunks from the
-//! end backwards with its encoded outputs spooled to a file and replayed in ascending order; then
-//! forward from `head_end + 1` to the end. Every object is tracked on every processed frame of
-//! both passes. The per-object [`bank::ObjectBank`] holds only what later frames can read.
+//! end backwards; the encoded outputs of both spooled to a file and replayed in ascending order;
+//! then forward from `head_end + 1` to the end. Every object is tracked on every processed frame
+//! of both passes, or only on those of its span ([`Tracker::set_spans`]); a processed frame with
+//! no object active is neither decoded nor encoded. The per-object [`bank::ObjectBank`] holds
+//! only what later frames can read. After every tracked frame the run can be saved and resumed
+//! exactly ([`Stage`], [`Tracker::save_state`]); frames the source skips are failed frames, after
+//! which the objects are re-seeded from their conditioning memories.
 //!
 //! The tracker knows nothing of file formats: frames come from a [`FrameSource`], results go to
 //! a [`ResultSink`] that turns them into bytes (encoded as soon as a frame is computed) and
 //! writes them in ascending frame order.
 
-pub mod annotate;
 pub mod bank;
 pub mod masks;
 pub mod plan;
@@ -47,9 +50,9 @@ pub enum TrackError {
     Bank(#[from] bank::BankError),
     #[error("tracker: {0}")]
     Invalid(String),
-    /// A [`RunHook`] asked the run to stop (`Some(next)`: at a resumable point).
-    #[error("run stopped before processed index {0:?}")]
-    Stopped(Option<usize>),
+    /// A [`RunHook`] asked the run to stop (at `Stage`).
+    #[error("run stopped at {0:?}")]
+    Stopped(Stage),
 }
 
 /// What a [`RunHook`] tells the run.
@@ -63,16 +66,30 @@ pub enum Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunEnd {
     Finished,
-    /// Stopped by the hook; `Some(next)`: at a resumable point (continue at processed index
-    /// `next`), `None`: before the first one (start again from scratch).
-    Stopped(Option<usize>),
+    /// Stopped by the hook at this stage ([`Stage::Start`]: before anything could be saved).
+    Stopped(Stage),
 }
 
-/// Called after every processed frame of every pass with `Some(next)` where the run is
-/// resumable at processed index `next` (the sink has written every written frame before it and
-/// the banks are exactly those the rest reads: after the reverse pass, then after each frame of
-/// the final forward stretch), `None` elsewhere (pre-pass excluded).
-pub type RunHook<'h> = dyn FnMut(&Tracker<'_>, Option<usize>) -> Result<Flow, TrackError> + 'h;
+/// Where a run stands, as far as resuming goes: the point after the last frame tracked. Every
+/// stage but `Start` can be saved ([`Tracker::save_state`]) and resumed exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Stage {
+    /// The prompt pre-pass (recomputed by every run): nothing to save.
+    Start,
+    /// Forward head: the next processed index to track; the results so far are in the spool.
+    Head(usize),
+    /// Reverse pass: the lowest processed index tracked so far (the pass goes on below it); the
+    /// head's banks are kept aside, the results so far are in the spool.
+    Reverse(usize),
+    /// Final forward stretch: the next processed index; the sink has every written frame before
+    /// it.
+    Rest(usize),
+}
+
+/// Called after every tracked frame of every pass, and after every prompted frame of the
+/// pre-pass, with the run's [`Stage`]: the hook may save the state ([`Tracker::save_state`])
+/// and may stop the run.
+pub type RunHook<'h> = dyn FnMut(&Tracker<'_>, Stage) -> Result<Flow, TrackError> + 'h;
 
 /// One decoded frame as model input.
 #[derive(Debug)]
@@ -92,6 +109,34 @@ pub trait FrameSource {
         numbers: &[u64],
         f: &mut dyn FnMut(FrameInput) -> Result<(), TrackError>,
     ) -> Result<(), TrackError>;
+
+    /// The time in seconds of each of the original frames `numbers` (ascending): what a written
+    /// frame that no object is tracked on needs. Sources that know it without decoding (a
+    /// video's frame index) should say so; the default decodes the frames.
+    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+        let mut out = Vec::with_capacity(numbers.len());
+        self.for_each_frame(numbers, &mut |fi| {
+            out.push(fi.seconds);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// A processed frame as a pass meets it: decoded where some object is active, else idle (not
+/// decoded, no image encoder; `seconds` is NaN unless the frame is written).
+enum Slot {
+    Decoded(FrameInput),
+    Idle { number: u64, seconds: f64 },
+}
+
+impl Slot {
+    fn number(&self) -> u64 {
+        match self {
+            Slot::Decoded(fi) => fi.number,
+            Slot::Idle { number, .. } => *number,
+        }
+    }
 }
 
 /// One object's result on one written frame.
@@ -106,7 +151,7 @@ pub struct ObjectResult {
     pub iou: f64,
 }
 
-/// The results of one written frame (every object, empty masks included).
+/// The results of one written frame (every object active there, empty masks included).
 #[derive(Debug, Clone)]
 pub struct FrameResult {
     pub number: u64,
@@ -125,6 +170,8 @@ pub trait ResultSink {
 /// Raw per-object output of one processed frame (low-res logits after hole filling).
 #[derive(Debug)]
 pub struct RawOutput {
+    /// Index into the prompt set's objects.
+    pub object: usize,
     /// `[1, 1, r, r]`.
     pub low_res: Tensor,
     pub score_logit: f64,
@@ -190,11 +237,23 @@ pub struct Tracker<'a> {
     select: SelectCfg,
     /// Per object.
     banks: Vec<ObjectBank>,
+    /// Per object: the processed indices (inclusive) it is tracked on (all by default).
+    spans: Vec<(usize, usize)>,
+    /// Frames run through the image encoder (pre-pass included).
+    encoded: usize,
     /// The memory encoder's sine PE (the same for every frame).
     mem_pos: Option<Tensor>,
     done: usize,
     total: usize,
     observer: Option<Box<RawObserver<'a>>>,
+    /// Resume bookkeeping of the run order (see [`Stage`]).
+    stage: Stage,
+    /// The head's banks, kept aside during the reverse pass.
+    forward_banks: Option<Vec<ObjectBank>>,
+    /// The first stretch's spool (head and reverse results), while it is open.
+    spool: Option<spool::Spool>,
+    /// A fixed path for the spool, so that a first-stretch state can be resumed.
+    spool_file: Option<PathBuf>,
 }
 
 /// Sees the raw outputs of every processed frame of every pass (processed index, outputs).
@@ -237,16 +296,43 @@ impl<'a> Tracker<'a> {
             video_h,
             select,
             banks: (0..n).map(|_| ObjectBank::default()).collect(),
+            spans: vec![(0, total.saturating_sub(1)); n],
+            encoded: 0,
             mem_pos: None,
             done: 0,
             total,
             observer: None,
+            stage: Stage::Start,
+            forward_banks: None,
+            spool: None,
+            spool_file: None,
         })
     }
 
     /// Installs an observer of the raw per-frame outputs (for parity checks).
     pub fn set_observer(&mut self, f: Box<RawObserver<'a>>) {
         self.observer = Some(f);
+    }
+
+    /// Keeps the first stretch's spool at `path` (replaced when a run starts, kept when it ends:
+    /// the caller removes it) instead of a temporary file, so that [`Self::save_state`] works
+    /// inside the first stretch too.
+    pub fn set_spool_file(&mut self, path: PathBuf) {
+        self.spool_file = Some(path);
+    }
+
+    /// Where the run stands.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Whether [`Self::save_state`] can save the current stage.
+    pub fn can_save(&self) -> bool {
+        match self.stage {
+            Stage::Start => false,
+            Stage::Rest(_) => true,
+            Stage::Head(_) | Stage::Reverse(_) => self.spool_file.is_some(),
+        }
     }
 
     pub fn plan(&self) -> &Plan {
@@ -257,20 +343,97 @@ impl<'a> Tracker<'a> {
         &self.banks
     }
 
+    /// Limits each object (in prompt-set order) to the processed frames among original frames
+    /// `first ..= last` (`--span prompts`). Outside its span an object is inactive: no step,
+    /// nothing stored, absent from the results; on the first frame of its span it tracks with
+    /// what its bank holds (its conditioning memories, possibly in the future, as SAM 2 does
+    /// before an object's first prompt), and its bank is emptied after its span in the final
+    /// forward pass. Processed frames where no object is active are not decoded or encoded.
+    /// Each span must hold its object's prompted frames.
+    pub fn set_spans(&mut self, spans: &[(u64, u64)]) -> Result<(), TrackError> {
+        if spans.len() != self.prompts.objects.len() {
+            return Err(TrackError::Invalid(format!(
+                "{} spans for {} objects",
+                spans.len(),
+                self.prompts.objects.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(spans.len());
+        for (obj, &(first, last)) in self.prompts.objects.iter().zip(spans) {
+            let range = self.plan.index_range(first, last).filter(|&(lo, hi)| {
+                obj.frames
+                    .keys()
+                    .all(|f| self.plan.index_of(*f).is_some_and(|i| lo <= i && i <= hi))
+            });
+            let Some(range) = range else {
+                return Err(TrackError::Invalid(format!(
+                    "object `{}`: span {first}..={last} does not hold its prompted frames",
+                    obj.id
+                )));
+            };
+            out.push(range);
+        }
+        self.spans = out;
+        Ok(())
+    }
+
+    /// Per object: the processed indices (inclusive) it is tracked on.
+    pub fn spans(&self) -> &[(usize, usize)] {
+        &self.spans
+    }
+
+    fn active(&self, o: usize, t: usize) -> bool {
+        self.spans
+            .get(o)
+            .is_some_and(|&(lo, hi)| lo <= t && t <= hi)
+    }
+
+    fn any_active(&self, t: usize) -> bool {
+        self.spans.iter().any(|&(lo, hi)| lo <= t && t <= hi)
+    }
+
+    /// The processed frames some object is active on (those the passes decode and encode).
+    pub fn active_frames(&self) -> usize {
+        (0..self.plan.len()).filter(|&t| self.any_active(t)).count()
+    }
+
+    /// Frames run through the image encoder so far (pre-pass included).
+    pub fn encoded_frames(&self) -> usize {
+        self.encoded
+    }
+
     fn device(&self) -> Device {
         self.model.device
     }
 
-    fn encode(&self, image: &Tensor) -> BackboneOut {
+    fn encode(&mut self, image: &Tensor) -> BackboneOut {
+        let _prof = crate::profile::scope(crate::profile::Stage::ImageEncoder);
+        self.encoded += 1;
         let dev = self.device();
+        if image.kind() == Kind::Uint8 {
+            // An [S, S, 3] uint8 model image: 3 bytes per pixel to the device (pinned, async),
+            // normalised there (bit-identical to the host normalisation).
+            let x = if dev.is_cuda() && image.device() == Device::Cpu {
+                match crate::model::cuda::pinned(image) {
+                    Some(p) => p.to_device_(dev, Kind::Uint8, true, false),
+                    None => image.to_device(dev),
+                }
+            } else {
+                image.to_device(dev)
+            };
+            return self
+                .model
+                .encode_image(&crate::video::normalize_tensor(&x).unsqueeze(0));
+        }
         let x = if dev.is_cuda() && image.device() == Device::Cpu {
             // Pinned host memory (libtorch's caching host allocator reuses its blocks, guarded by
             // CUDA events, so no per-frame pinning) and an asynchronous copy on the current
             // stream, ordered before the encoder's kernels.
-            image
-                .to_kind(Kind::Float)
-                .pin_memory(dev)
-                .to_device_(dev, Kind::Float, true, false)
+            let x = image.to_kind(Kind::Float);
+            match crate::model::cuda::pinned(&x) {
+                Some(p) => p.to_device_(dev, Kind::Float, true, false),
+                None => x.to_device(dev),
+            }
         } else {
             image.to_device(dev).to_kind(Kind::Float)
         };
@@ -289,22 +452,30 @@ impl<'a> Tracker<'a> {
             .map(|_| ())
     }
 
-    /// [`Self::run`] with a [`RunHook`] (checkpoints, stopping). `resume_at = Some(i)`: the
-    /// caller has run [`Self::prepass`] and [`Self::load_banks`] with banks saved by the hook at
-    /// `Some(i)`, and the sink has everything written before `i`: only the final forward
-    /// stretch from `i` runs.
+    /// [`Self::run`] with a [`RunHook`] (checkpoints, stopping). `resume`: a state saved by
+    /// [`Self::save_state`] from a run of the same plan, prompts and model, whose sink has
+    /// everything written before that state (nothing, inside the first stretch); the pre-pass
+    /// runs again (it provides the memory PE), then the run goes on from the saved stage.
+    ///
+    /// Frames a source does not deliver (it skipped them as undecodable) are failed frames:
+    /// nothing is written for them, and every object's tracked memories are dropped, so the
+    /// next frame is tracked from the conditioning memories alone (re-seeded from the prompts).
+    /// A prompted frame the source does not deliver is an error.
     pub fn run_resumable(
         &mut self,
         frames: &mut dyn FrameSource,
         sink: &mut dyn ResultSink,
         progress: &mut dyn FnMut(Progress),
-        resume_at: Option<usize>,
+        resume: Option<&[u8]>,
         hook: &mut RunHook<'_>,
     ) -> Result<RunEnd, TrackError> {
         let _g = tch::no_grad_guard();
-        match self.run_inner(frames, sink, progress, resume_at, hook) {
+        let res = self.run_inner(frames, sink, progress, resume, hook);
+        self.spool = None;
+        self.forward_banks = None;
+        match res {
             Ok(()) => Ok(RunEnd::Finished),
-            Err(TrackError::Stopped(next)) => Ok(RunEnd::Stopped(next)),
+            Err(TrackError::Stopped(at)) => Ok(RunEnd::Stopped(at)),
             Err(e) => Err(e),
         }
     }
@@ -314,125 +485,389 @@ impl<'a> Tracker<'a> {
         frames: &mut dyn FrameSource,
         sink: &mut dyn ResultSink,
         progress: &mut dyn FnMut(Progress),
-        resume_at: Option<usize>,
+        resume: Option<&[u8]>,
         hook: &mut RunHook<'_>,
     ) -> Result<(), TrackError> {
         let head_end = self.plan.head_end;
-        if let Some(next) = resume_at {
-            if next <= head_end {
-                return Err(TrackError::Invalid(format!(
-                    "cannot resume at processed index {next}: not after the first stretch ({head_end})"
-                )));
-            }
-            self.done = next;
-            return self.forward_rest(frames, sink, progress, next, hook);
-        }
-        self.prepass(frames, progress)?;
         let s = self.plan.start;
-        // Forward head s ..= head_end, results kept in memory (encoded), banks unpruned.
-        let mut head: Vec<(u64, Vec<u8>)> = Vec::new();
-        let numbers: Vec<u64> = self.plan.processed[s..=head_end].to_vec();
-        {
-            let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
-                let (_, bytes) = self.track_frame(&fi, false, false, sink)?;
-                if let Some(bytes) = bytes {
-                    head.push((fi.number, bytes));
-                }
-                self.done += 1;
-                progress(Progress::Tracked {
-                    frame: fi.number,
-                    done: self.done,
-                    total: self.total,
-                });
-                stop_if(hook(self, None)?, None)
-            };
-            frames.for_each_frame(&numbers, &mut cb)?;
-        }
-        // Reverse s ..= 0 on a copy of the banks.
-        if s > 0 {
-            let forward_banks: Vec<ObjectBank> = self.banks.clone();
-            let mut spool = spool::Spool::create(&self.cfg.spool_dir)?;
-            let chunk = self.cfg.reverse_chunk.max(1);
-            let mut hi = s as i64; // inclusive upper end of the next chunk
-            while hi >= 0 {
-                let lo = (hi - chunk as i64 + 1).max(0);
-                let numbers: Vec<u64> = self.plan.processed[lo as usize..=hi as usize].to_vec();
-                let mut imgs: Vec<FrameInput> = Vec::with_capacity(numbers.len());
-                frames.for_each_frame(&numbers, &mut |fi| {
-                    imgs.push(fi);
-                    Ok(())
-                })?;
-                if imgs.len() != numbers.len() {
-                    return Err(TrackError::Video(format!(
-                        "asked for {} frames from {}, got {}",
-                        numbers.len(),
-                        numbers[0],
-                        imgs.len()
-                    )));
-                }
-                while let Some(fi) = imgs.pop() {
-                    let (t, bytes) = self.track_frame(&fi, true, true, sink)?;
-                    if let Some(bytes) = bytes {
-                        spool.push(fi.number, &bytes)?;
+        self.stage = Stage::Start;
+        self.done = 0;
+        self.prepass_inner(frames, progress, Some(&mut *hook))?;
+        let stage = match resume {
+            Some(bytes) => self.restore_state(bytes)?,
+            None => {
+                self.spool = Some(self.new_spool()?);
+                Stage::Head(s)
+            }
+        };
+        self.stage = stage;
+        let from = match stage {
+            Stage::Start => return Err(TrackError::Invalid("cannot resume at the start".into())),
+            Stage::Rest(next) => next,
+            Stage::Head(_) | Stage::Reverse(_) => {
+                if let Stage::Head(next) = stage {
+                    // Forward head s ..= head_end: results spooled, banks unpruned.
+                    self.forward(frames, sink, progress, next, head_end + 1, true, hook)?;
+                    if s > 0 {
+                        self.forward_banks = Some(self.banks.clone());
                     }
-                    if t != s {
-                        self.done += 1;
-                    }
-                    progress(Progress::Tracked {
-                        frame: fi.number,
-                        done: self.done,
-                        total: self.total,
-                    });
-                    stop_if(hook(self, None)?, None)?;
                 }
-                hi = lo - 1;
+                if s > 0 {
+                    // Reverse s ..= 0 on a copy of the banks.
+                    let below = match stage {
+                        Stage::Reverse(lowest) => lowest,
+                        _ => s + 1,
+                    };
+                    self.reverse(frames, sink, progress, below, hook)?;
+                    self.banks = self.forward_banks.take().ok_or_else(|| {
+                        TrackError::Invalid("reverse pass without the head's banks".into())
+                    })?;
+                }
+                let mut spool = self
+                    .spool
+                    .take()
+                    .ok_or_else(|| TrackError::Invalid("first stretch without a spool".into()))?;
+                // Ascending; on frame s the reverse pass's result (recorded later) wins.
+                spool.replay_ascending(&mut |n, b| sink.write(n, b))?;
+                drop(spool);
+                for b in self.banks.iter_mut() {
+                    b.prune(head_end as i64, false, &self.select);
+                }
+                self.drop_finished(head_end);
+                self.stage = Stage::Rest(head_end + 1);
+                stop_if(hook(self, self.stage)?, self.stage)?;
+                head_end + 1
             }
-            self.banks = forward_banks;
-            spool.replay_ascending(&mut |n, b| sink.write(n, b))?;
-            // Frame s was written by the reverse pass (its result is the one kept).
-            for (n, b) in head.iter().filter(|(n, _)| *n != self.plan.processed[s]) {
-                sink.write(*n, b)?;
-            }
-        } else {
-            for (n, b) in &head {
-                sink.write(*n, b)?;
-            }
-        }
-        drop(head);
-        for b in self.banks.iter_mut() {
-            b.prune(head_end as i64, false, &self.select);
-        }
-        stop_if(hook(self, Some(head_end + 1))?, Some(head_end + 1))?;
-        self.forward_rest(frames, sink, progress, head_end + 1, hook)
+        };
+        self.forward(frames, sink, progress, from, self.plan.len(), false, hook)
     }
 
-    /// The final forward stretch from processed index `from` (banks pruned for `from - 1`).
-    fn forward_rest(
+    fn new_spool(&self) -> Result<spool::Spool, TrackError> {
+        match &self.spool_file {
+            Some(p) => spool::Spool::create_at(p),
+            None => spool::Spool::create(&self.cfg.spool_dir),
+        }
+    }
+
+    /// A frame the source did not deliver: every object's tracked memories are dropped (the
+    /// conditioning ones stay), so tracking starts again from the prompts after it.
+    fn frame_failed(&mut self, counted: bool) {
+        for b in self.banks.iter_mut() {
+            b.retain_tracked(|_| false);
+        }
+        if counted {
+            self.done += 1;
+        }
+    }
+
+    /// Forward over processed indices `from..to`: the head (results to the spool, banks
+    /// unpruned) or the final stretch (results to the sink, banks pruned).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
         &mut self,
         frames: &mut dyn FrameSource,
         sink: &mut dyn ResultSink,
         progress: &mut dyn FnMut(Progress),
         from: usize,
+        to: usize,
+        head: bool,
         hook: &mut RunHook<'_>,
     ) -> Result<(), TrackError> {
-        if from < self.plan.len() {
-            let numbers: Vec<u64> = self.plan.processed[from..].to_vec();
+        if from >= to {
+            return Ok(());
+        }
+        // Only the frames some object is active on are decoded; the others are idle slots.
+        let numbers: Vec<u64> = (from..to)
+            .filter(|&t| self.any_active(t))
+            .map(|t| self.plan.processed[t])
+            .collect();
+        let idle = self.idle_seconds(frames, from, to - 1)?;
+        let mut k = 0usize;
+        let mut next = from;
+        {
             let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
-                let (t, bytes) = self.track_frame(&fi, false, true, sink)?;
-                if let Some(bytes) = bytes {
-                    sink.write(fi.number, &bytes)?;
+                let t = self
+                    .plan
+                    .index_of(fi.number)
+                    .filter(|&t| t >= next && t < to)
+                    .ok_or_else(|| bad_frame(fi.number))?;
+                while next < t {
+                    self.forward_gap(next, &idle, &mut k, head, sink, progress, hook)?;
+                    next += 1;
                 }
-                self.done += 1;
-                progress(Progress::Tracked {
-                    frame: fi.number,
-                    done: self.done,
-                    total: self.total,
-                });
-                stop_if(hook(self, Some(t + 1))?, Some(t + 1))
+                self.forward_one(t, Slot::Decoded(fi), head, sink, progress, hook)?;
+                next = t + 1;
+                Ok(())
             };
             frames.for_each_frame(&numbers, &mut cb)?;
         }
+        while next < to {
+            self.forward_gap(next, &idle, &mut k, head, sink, progress, hook)?;
+            next += 1;
+        }
         Ok(())
+    }
+
+    /// A processed index of a forward pass that the source did not deliver: an idle frame (no
+    /// object active) is processed as such; an active one was skipped by the source (a failed
+    /// frame).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_gap(
+        &mut self,
+        t: usize,
+        idle: &[f64],
+        k: &mut usize,
+        head: bool,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        if self.any_active(t) {
+            self.frame_failed(true);
+            return Ok(());
+        }
+        let slot = self.idle_slot(t, idle, k)?;
+        self.forward_one(t, slot, head, sink, progress, hook)
+    }
+
+    /// One processed frame of a forward pass: tracked, its result to the spool (head) or the
+    /// sink, progress, then the hook at the new stage.
+    fn forward_one(
+        &mut self,
+        t: usize,
+        slot: Slot,
+        head: bool,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        let number = slot.number();
+        if let Some(bytes) = self.process(t, slot, false, !head, sink)? {
+            match (head, self.spool.as_mut()) {
+                (true, Some(sp)) => sp.push(number, &bytes)?,
+                (true, None) => {
+                    return Err(TrackError::Invalid("head without a spool".into()));
+                }
+                (false, _) => sink.write(number, &bytes)?,
+            }
+        }
+        self.done += 1;
+        progress(Progress::Tracked {
+            frame: number,
+            done: self.done,
+            total: self.total,
+        });
+        self.stage = if head {
+            Stage::Head(t + 1)
+        } else {
+            Stage::Rest(t + 1)
+        };
+        stop_if(hook(self, self.stage)?, self.stage)
+    }
+
+    /// The times of the written processed frames of `from ..= to` that no object is active on
+    /// (ascending), from the frame source without decoding where it can.
+    fn idle_seconds(
+        &self,
+        frames: &mut dyn FrameSource,
+        from: usize,
+        to: usize,
+    ) -> Result<Vec<f64>, TrackError> {
+        let numbers: Vec<u64> = (from..=to)
+            .filter(|&t| self.plan.written[t] && !self.any_active(t))
+            .map(|t| self.plan.processed[t])
+            .collect();
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let secs = frames.frame_seconds(&numbers)?;
+        if secs.len() != numbers.len() {
+            return Err(TrackError::Video(format!(
+                "asked for the times of {} frames from {}, got {}",
+                numbers.len(),
+                numbers[0],
+                secs.len()
+            )));
+        }
+        Ok(secs)
+    }
+
+    /// The idle slot of processed index `t` (which no object is active on; else the frame was
+    /// not delivered), taking its time from `idle[*k]` if it is written.
+    fn idle_slot(&self, t: usize, idle: &[f64], k: &mut usize) -> Result<Slot, TrackError> {
+        let number = self.plan.processed[t];
+        if self.any_active(t) {
+            return Err(missing_frame(number));
+        }
+        let seconds = if self.plan.written[t] {
+            let s = *idle.get(*k).ok_or_else(|| missing_frame(number))?;
+            *k += 1;
+            s
+        } else {
+            f64::NAN
+        };
+        Ok(Slot::Idle { number, seconds })
+    }
+
+    /// The reverse pass over processed indices `below - 1` down to 0 (on the reverse banks),
+    /// decoded in chunks from the end backwards, results to the spool.
+    fn reverse(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        sink: &mut dyn ResultSink,
+        progress: &mut dyn FnMut(Progress),
+        below: usize,
+        hook: &mut RunHook<'_>,
+    ) -> Result<(), TrackError> {
+        let s = self.plan.start;
+        let chunk = self.cfg.reverse_chunk.max(1) as i64;
+        let mut hi = below as i64 - 1; // inclusive upper end of the next chunk
+        while hi >= 0 {
+            let lo = (hi - chunk + 1).max(0);
+            let (lo_u, hi_u) = (lo as usize, hi as usize);
+            // Only the frames some object is active on are decoded.
+            let numbers: Vec<u64> = (lo_u..=hi_u)
+                .filter(|&t| self.any_active(t))
+                .map(|t| self.plan.processed[t])
+                .collect();
+            let mut imgs: Vec<Option<FrameInput>> = (0..numbers.len()).map(|_| None).collect();
+            frames.for_each_frame(&numbers, &mut |fi| {
+                let k = numbers
+                    .binary_search(&fi.number)
+                    .map_err(|_| bad_frame(fi.number))?;
+                imgs[k] = Some(fi);
+                Ok(())
+            })?;
+            let idle = self.idle_seconds(frames, lo_u, hi_u)?;
+            let (mut ka, mut ki) = (numbers.len(), idle.len());
+            for t in (lo_u..=hi_u).rev() {
+                let number = self.plan.processed[t];
+                let slot = if self.any_active(t) {
+                    ka = ka.checked_sub(1).ok_or_else(|| missing_frame(number))?;
+                    match imgs[ka].take() {
+                        Some(fi) => Slot::Decoded(fi),
+                        None => {
+                            // Skipped by the source: a failed frame.
+                            self.frame_failed(t != s);
+                            continue;
+                        }
+                    }
+                } else {
+                    let seconds = if self.plan.written[t] {
+                        ki = ki.checked_sub(1).ok_or_else(|| missing_frame(number))?;
+                        idle[ki]
+                    } else {
+                        f64::NAN
+                    };
+                    Slot::Idle { number, seconds }
+                };
+                if let Some(bytes) = self.process(t, slot, true, true, sink)? {
+                    self.spool
+                        .as_mut()
+                        .ok_or_else(|| TrackError::Invalid("reverse without a spool".into()))?
+                        .push(number, &bytes)?;
+                }
+                if t != s {
+                    self.done += 1;
+                }
+                progress(Progress::Tracked {
+                    frame: number,
+                    done: self.done,
+                    total: self.total,
+                });
+                self.stage = Stage::Reverse(t);
+                stop_if(hook(self, self.stage)?, self.stage)?;
+            }
+            hi = lo - 1;
+        }
+        Ok(())
+    }
+
+    /// The run's state at its current stage (not [`Stage::Start`]): the banks, inside the
+    /// reverse pass also the head's banks, and inside the first stretch the spool's length
+    /// (the spool is synced to disk first; it must stay as it is up to that length).
+    pub fn save_state(&self) -> Result<Vec<u8>, TrackError> {
+        if !self.can_save() {
+            return Err(TrackError::Invalid(format!(
+                "no resumable state at {:?}{}",
+                self.stage,
+                if self.spool_file.is_none() {
+                    " (no spool file set)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let (tag, index) = match self.stage {
+            Stage::Start => (0u64, 0usize),
+            Stage::Head(k) => (1, k),
+            Stage::Reverse(k) => (2, k),
+            Stage::Rest(k) => (3, k),
+        };
+        let spool_len = match (self.stage, &self.spool) {
+            (Stage::Head(_) | Stage::Reverse(_), Some(sp)) => sp.sync()?,
+            (Stage::Head(_) | Stage::Reverse(_), None) => {
+                return Err(TrackError::Invalid("first stretch without a spool".into()));
+            }
+            _ => 0,
+        };
+        let banks = bank::save_banks(&self.banks)?;
+        let fwd = match (&self.forward_banks, self.stage) {
+            (Some(f), Stage::Reverse(_)) => bank::save_banks(f)?,
+            _ => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(40 + banks.len() + fwd.len());
+        out.extend_from_slice(STATE_MAGIC);
+        for v in [tag, index as u64, spool_len, banks.len() as u64] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&banks);
+        out.extend_from_slice(&fwd);
+        Ok(out)
+    }
+
+    /// The stage saved in a state of [`Self::save_state`].
+    pub fn saved_stage(bytes: &[u8]) -> Result<Stage, TrackError> {
+        Ok(parse_state(bytes)?.0)
+    }
+
+    /// Restores a state of [`Self::save_state`] (after the pre-pass).
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<Stage, TrackError> {
+        let (stage, spool_len, banks, fwd) = parse_state(bytes)?;
+        let (s, head_end, len) = (self.plan.start, self.plan.head_end, self.plan.len());
+        let ok = match stage {
+            Stage::Start => false,
+            Stage::Head(k) => (s..=head_end + 1).contains(&k),
+            Stage::Reverse(k) => k <= s && s > 0 && !fwd.is_empty(),
+            Stage::Rest(k) => (head_end + 1..=len).contains(&k),
+        };
+        if !ok {
+            return Err(TrackError::Invalid(format!(
+                "saved state at {stage:?} does not fit the plan (first prompt {s}, head end \
+                 {head_end}, {len} processed frames)"
+            )));
+        }
+        self.load_banks(banks)?;
+        if !fwd.is_empty() {
+            let f = bank::load_banks(fwd, self.device())?;
+            if f.len() != self.banks.len() {
+                return Err(TrackError::Invalid("saved head banks: object count".into()));
+            }
+            self.forward_banks = Some(f);
+        }
+        self.done = match stage {
+            Stage::Start => 0,
+            Stage::Head(k) => k - s,
+            Stage::Reverse(k) => head_end + 1 - k,
+            Stage::Rest(k) => k,
+        };
+        if let Stage::Head(_) | Stage::Reverse(_) = stage {
+            let path = self.spool_file.as_ref().ok_or_else(|| {
+                TrackError::Invalid("a first-stretch state needs the spool file".into())
+            })?;
+            self.spool = Some(spool::Spool::reopen(path, spool_len)?);
+        }
+        Ok(stage)
     }
 
     /// The prompt pre-pass: every prompted frame, every object prompted there, as the official
@@ -442,9 +877,24 @@ impl<'a> Tracker<'a> {
         frames: &mut dyn FrameSource,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), TrackError> {
+        self.prepass_inner(frames, progress, None)
+    }
+
+    /// [`Self::prepass`], calling `hook` (with [`Stage::Start`]) after every prompted frame.
+    fn prepass_inner(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        progress: &mut dyn FnMut(Progress),
+        mut hook: Option<&mut RunHook<'_>>,
+    ) -> Result<(), TrackError> {
         let _g = tch::no_grad_guard();
         let numbers = self.prompts.prompted_frames();
+        let mut got = 0usize;
         let mut cb = |fi: FrameInput| -> Result<(), TrackError> {
+            if numbers.get(got) != Some(&fi.number) {
+                return Err(missing_prompted(numbers.get(got).copied(), fi.number));
+            }
+            got += 1;
             let t = self
                 .plan
                 .index_of(fi.number)
@@ -458,9 +908,16 @@ impl<'a> Tracker<'a> {
                 self.banks[o].insert_cond(t as i64, entry);
             }
             progress(Progress::Prompted { frame: fi.number });
-            Ok(())
+            match hook.as_mut() {
+                Some(h) => stop_if(h(self, Stage::Start)?, Stage::Start),
+                None => Ok(()),
+            }
         };
-        frames.for_each_frame(&numbers, &mut cb)
+        frames.for_each_frame(&numbers, &mut cb)?;
+        if let Some(&n) = numbers.get(got) {
+            return Err(missing_prompted(Some(n), u64::MAX));
+        }
+        Ok(())
     }
 
     /// One object's prompts on one frame -> its conditioning entry.
@@ -524,37 +981,59 @@ impl<'a> Tracker<'a> {
         })
     }
 
-    /// Every object on processed frame `t`: the stored output on its conditioning frames, a
-    /// tracking step elsewhere (stored in its bank).
-    /// Tracks every object on one processed frame: image encoder, one step, optionally drops
-    /// what no later frame of the pass can read, and encodes the result if the frame is written.
-    /// Returns the frame's processed index and the encoded result.
-    fn track_frame(
+    /// One processed frame of a pass. A decoded frame: the image encoder once, then every object
+    /// active there (its stored output on its conditioning frames, a tracking step stored in its
+    /// bank elsewhere). An idle frame (no object active): nothing. Then optionally drops what no
+    /// later frame of the pass can read, and encodes the result if the frame is written (an idle
+    /// frame's result has no objects).
+    fn process(
         &mut self,
-        fi: &FrameInput,
+        t: usize,
+        slot: Slot,
         reverse: bool,
         prune: bool,
         sink: &mut dyn ResultSink,
-    ) -> Result<(usize, Option<Vec<u8>>), TrackError> {
-        let t = self
-            .plan
-            .index_of(fi.number)
-            .ok_or_else(|| bad_frame(fi.number))?;
-        let feats = self.encode(&fi.image);
-        let outs = self.step(&feats, t as i64, reverse)?;
+    ) -> Result<Option<Vec<u8>>, TrackError> {
+        let result = match slot {
+            Slot::Decoded(fi) => {
+                if self.plan.processed.get(t) != Some(&fi.number) {
+                    return Err(bad_frame(fi.number));
+                }
+                let feats = self.encode(&fi.image);
+                let outs = self.step(&feats, t as i64, reverse)?;
+                self.plan.written[t].then(|| self.frame_result(fi.number, fi.seconds, &outs))
+            }
+            Slot::Idle { number, seconds } => self.plan.written[t].then(|| FrameResult {
+                number,
+                seconds,
+                objects: Vec::new(),
+            }),
+        };
         if prune {
             for b in self.banks.iter_mut() {
                 b.prune(t as i64, reverse, &self.select);
             }
+            if !reverse {
+                self.drop_finished(t);
+            }
         }
-        let bytes = if self.plan.written[t] {
-            Some(sink.encode(self.frame_result(fi, &outs))?)
-        } else {
-            None
-        };
-        Ok((t, bytes))
+        result.map(|r| sink.encode(r)).transpose()
     }
 
+    /// Empties the banks of the objects whose span ended at or before processed index `t` (of
+    /// the final forward pass): nothing reads them again. Spans that reach the last processed
+    /// frame are left alone.
+    fn drop_finished(&mut self, t: usize) {
+        let last = self.plan.len().saturating_sub(1);
+        for (b, &(_, hi)) in self.banks.iter_mut().zip(&self.spans) {
+            if hi <= t && hi < last && !(b.cond.is_empty() && b.tracked.is_empty()) {
+                *b = ObjectBank::default();
+            }
+        }
+    }
+
+    /// Every active object on processed frame `t`: the stored output on its conditioning
+    /// frames, a tracking step elsewhere (stored in its bank), in object order.
     pub fn step(
         &mut self,
         feats: &BackboneOut,
@@ -578,8 +1057,12 @@ impl<'a> Tracker<'a> {
         let mut outs: Vec<Option<RawOutput>> = (0..n).map(|_| None).collect();
         let mut to_track: Vec<usize> = Vec::new();
         for (o, b) in self.banks.iter().enumerate() {
+            if !self.active(o, t as usize) {
+                continue;
+            }
             if let Some(c) = b.cond_entry(t) {
                 outs[o] = Some(RawOutput {
+                    object: o,
                     low_res: c.low_res.shallow_clone(),
                     score_logit: c.score_logit,
                     iou: c.iou,
@@ -599,9 +1082,7 @@ impl<'a> Tracker<'a> {
                 outs[*o] = Some(r);
             }
         }
-        outs.into_iter()
-            .map(|o| o.ok_or_else(|| TrackError::Invalid("object without output".into())))
-            .collect()
+        Ok(outs.into_iter().flatten().collect())
     }
 
     fn entries(
@@ -652,6 +1133,7 @@ impl<'a> Tracker<'a> {
         let (features, _pos) =
             self.model
                 .encode_memory(feats, &out.high_res_masks, &out.object_score_logits, false);
+        let _prof = crate::profile::scope(crate::profile::Stage::StepPost);
         let low = fill_holes(&out.low_res_masks, self.cfg.fill_hole_area);
         let osl = Vec::<f32>::try_from(
             out.object_score_logits
@@ -678,6 +1160,7 @@ impl<'a> Tracker<'a> {
                 },
             );
             res.push(RawOutput {
+                object: o,
                 low_res: low.narrow(0, i64i, 1).copy(),
                 score_logit: osl.get(i).copied().unwrap_or(f32::NAN) as f64,
                 iou: ious.get(i).copied().unwrap_or(f32::NAN) as f64,
@@ -728,23 +1211,31 @@ impl<'a> Tracker<'a> {
         Ok(self.finish_tracked(&fb, t, objs, out))
     }
 
-    /// The written result of a frame: video-resolution masks as runs.
-    fn frame_result(&self, fi: &FrameInput, outs: &[RawOutput]) -> FrameResult {
+    /// The written result of a frame: video-resolution masks as runs (of the active objects).
+    fn frame_result(&self, number: u64, seconds: f64, outs: &[RawOutput]) -> FrameResult {
+        if outs.is_empty() {
+            return FrameResult {
+                number,
+                seconds,
+                objects: Vec::new(),
+            };
+        }
+        let _prof = crate::profile::scope(crate::profile::Stage::Output);
         let lows: Vec<Tensor> = outs.iter().map(|o| o.low_res.shallow_clone()).collect();
-        let masks = masks::video_masks(&Tensor::cat(&lows, 0), self.video_h, self.video_w);
+        let runs = masks::frame_mask_runs(&Tensor::cat(&lows, 0), self.video_h, self.video_w);
         let objects = outs
             .iter()
-            .enumerate()
-            .map(|(i, o)| ObjectResult {
-                object: i,
-                mask: masks::mask_runs(&masks.get(i as i64)),
+            .zip(runs)
+            .map(|(o, mask)| ObjectResult {
+                object: o.object,
+                mask,
                 score: 1.0 / (1.0 + (-(o.score_logit as f32)).exp()) as f64,
                 iou: o.iou,
             })
             .collect();
         FrameResult {
-            number: fi.number,
-            seconds: fi.seconds,
+            number,
+            seconds,
             objects,
         }
     }
@@ -820,11 +1311,55 @@ impl<'a> Tracker<'a> {
     }
 }
 
-fn stop_if(flow: Flow, next: Option<usize>) -> Result<(), TrackError> {
+fn stop_if(flow: Flow, at: Stage) -> Result<(), TrackError> {
     match flow {
         Flow::Continue => Ok(()),
-        Flow::Stop => Err(TrackError::Stopped(next)),
+        Flow::Stop => Err(TrackError::Stopped(at)),
     }
+}
+
+fn missing_frame(n: u64) -> TrackError {
+    TrackError::Video(format!("the frame source did not deliver frame {n}"))
+}
+
+fn missing_prompted(want: Option<u64>, got: u64) -> TrackError {
+    match want {
+        Some(n) if n < got => TrackError::Video(format!(
+            "prompted frame {n} could not be decoded (its prompts cannot be used)"
+        )),
+        _ => bad_frame(got),
+    }
+}
+
+const STATE_MAGIC: &[u8; 8] = b"DSTRKST1";
+
+/// A parsed saved state: stage, spool length, banks, head banks.
+type ParsedState<'b> = (Stage, u64, &'b [u8], &'b [u8]);
+
+/// Parses a state of [`Tracker::save_state`].
+fn parse_state(bytes: &[u8]) -> Result<ParsedState<'_>, TrackError> {
+    let bad = |m: &str| TrackError::Invalid(format!("saved tracker state: {m}"));
+    if bytes.len() < 40 || &bytes[..8] != STATE_MAGIC {
+        return Err(bad("not a tracker state"));
+    }
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[8 + 8 * i..16 + 8 * i]);
+        u64::from_le_bytes(w)
+    };
+    let (tag, index, spool_len, n) = (word(0), word(1) as usize, word(2), word(3));
+    let stage = match tag {
+        1 => Stage::Head(index),
+        2 => Stage::Reverse(index),
+        3 => Stage::Rest(index),
+        _ => return Err(bad("unknown stage")),
+    };
+    let rest = &bytes[40..];
+    if n > rest.len() as u64 {
+        return Err(bad("truncated"));
+    }
+    let (banks, fwd) = rest.split_at(n as usize);
+    Ok((stage, spool_len, banks, fwd))
 }
 
 fn bad_frame(n: u64) -> TrackError {

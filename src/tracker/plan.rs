@@ -1,5 +1,6 @@
 //! The run plan: which original frames are processed (the video SAM 2 sees), which are written,
-//! where the forward and reverse passes start, and how far the first forward stretch must go so
+//! the span of frames an object is tracked on under `--span prompts` ([`prompt_span`]), where the
+//! forward and reverse passes start, and how far the first forward stretch must go so
 //! that the reverse pass and the rest of the forward pass read exactly what the official
 //! forward-then-reverse order would have them read.
 
@@ -88,6 +89,25 @@ impl Plan {
     pub fn index_of(&self, frame: u64) -> Option<usize> {
         self.processed.binary_search(&frame).ok()
     }
+
+    /// The processed indices `(lo, hi)` (inclusive) of the processed frames among original
+    /// frames `first ..= last`; `None` if there is none.
+    pub fn index_range(&self, first: u64, last: u64) -> Option<(usize, usize)> {
+        let lo = self.processed.partition_point(|&f| f < first);
+        let hi = self.processed.partition_point(|&f| f <= last);
+        (lo < hi).then(|| (lo, hi - 1))
+    }
+}
+
+/// An object's span under `--span prompts`, in original frames (inclusive): its first prompted
+/// frame minus `margin` frames to its last plus `margin`, clipped to `0..num_frames`.
+pub fn prompt_span(first: u64, last: u64, margin: u64, num_frames: u64) -> (u64, u64) {
+    (
+        first.saturating_sub(margin),
+        last.saturating_add(margin)
+            .min(num_frames.saturating_sub(1))
+            .max(first),
+    )
 }
 
 /// The smallest `n' >= n` that is a multiple of `a` or of `b`.
@@ -132,6 +152,19 @@ mod tests {
         assert_eq!(p.start, 9);
         assert!(Plan::new(10, &[10], 1, 1, 1).is_none());
         assert!(Plan::new(10, &[], 1, 1, 1).is_none());
+    }
+
+    #[test]
+    fn spans_and_index_ranges() {
+        let p = Plan::new(20, &[7, 3], 5, 4, 1).unwrap();
+        // processed: 0, 3, 4, 5, 7, 8, 10, 12, 15, 16
+        assert_eq!(p.index_range(3, 7), Some((1, 4)));
+        assert_eq!(p.index_range(1, 9), Some((1, 5)));
+        assert_eq!(p.index_range(17, 19), None);
+        assert_eq!(p.index_range(0, 100), Some((0, 9)));
+        assert_eq!(prompt_span(10, 30, 5, 100), (5, 35));
+        assert_eq!(prompt_span(2, 98, 5, 100), (0, 99));
+        assert_eq!(prompt_span(2, 2, 0, 100), (2, 2));
     }
 
     #[test]

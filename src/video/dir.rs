@@ -2,13 +2,16 @@
 //! frame N is the N-th file in the order of the number in its name) and single images.
 //!
 //! These carry no timing: frame N has pts N and lies at `N / fps` seconds, with `fps` from
-//! [`super::OpenOptions::dir_fps`] (30 unless set). JPEG decoding is the `image` crate's, which
-//! may differ from Pillow's libjpeg by ±1 in a few pixels; PNG frames are exact.
+//! [`super::OpenOptions::dir_fps`] (30 unless set). JPEG files (by their content, not their
+//! name) are decoded with libjpeg-turbo, bit-identical to Pillow (see [`super::jpeg`]); PNG
+//! files with the `image` crate, also exact. Neither applies an EXIF orientation, as SAM 2's
+//! loader does not.
 
 use std::path::{Path, PathBuf};
 
 use super::error::VideoError;
 use super::frame::{Frame, FrameInfo, RgbFrame};
+use super::jpeg;
 use super::{ErrorPolicy, Sink, VideoInfo};
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -38,9 +41,16 @@ fn image_err(path: &Path, e: impl std::fmt::Display) -> VideoError {
     }
 }
 
+fn read_bytes(path: &Path) -> Result<Vec<u8>, VideoError> {
+    std::fs::read(path).map_err(|e| image_err(path, e))
+}
+
 fn dimensions(path: &Path) -> Result<(usize, usize), VideoError> {
-    let (w, h) = image::ImageReader::open(path)
-        .map_err(|e| image_err(path, e))?
+    let bytes = read_bytes(path)?;
+    if jpeg::is_jpeg(&bytes) {
+        return jpeg::dimensions(&bytes).map_err(|e| image_err(path, e));
+    }
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_err(path, e))?
         .into_dimensions()
@@ -48,21 +58,54 @@ fn dimensions(path: &Path) -> Result<(usize, usize), VideoError> {
     Ok((w as usize, h as usize))
 }
 
-/// Reads one image file as packed RGB24 (alpha dropped, 16-bit reduced to 8-bit, grey expanded).
+/// Reads one image file as packed RGB24: the pixels of Pillow's `Image.open(path).convert("RGB")`
+/// (what SAM 2's loader reads) for JPEG files and PNGs of every colour type and depth: alpha
+/// dropped, grey and palettes expanded, 16-bit samples reduced as Pillow reduces them (see
+/// [`pillow_rgb`]).
 pub fn read_image(path: &Path) -> Result<RgbFrame, VideoError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| image_err(path, e))?
+    let bytes = read_bytes(path)?;
+    if jpeg::is_jpeg(&bytes) {
+        return jpeg::decode_rgb(&bytes).map_err(|e| image_err(path, e));
+    }
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_err(path, e))?
         .decode()
-        .map_err(|e| image_err(path, e))?
-        .into_rgb8();
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    Ok(RgbFrame {
-        width: w,
-        height: h,
-        data: img.into_raw(),
-    })
+        .map_err(|e| image_err(path, e))?;
+    Ok(pillow_rgb(img))
+}
+
+/// A decoded image as RGB24 the way Pillow converts it: 8-bit images as the `image` crate does
+/// (identical); 16-bit grey (Pillow mode `I;16`) clipped to 255; other 16-bit images (Pillow
+/// modes `RGB`/`RGBA`, read with the high byte of each sample) shifted right by 8 — where the
+/// `image` crate would round `v / 257` instead.
+fn pillow_rgb(img: image::DynamicImage) -> RgbFrame {
+    use image::DynamicImage as D;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let expand = |samples: &[u16], channels: usize, f: fn(u16) -> u8| -> Vec<u8> {
+        let mut out = Vec::with_capacity(width * height * 3);
+        for px in samples.chunks_exact(channels) {
+            if channels < 3 {
+                out.extend_from_slice(&[f(px[0]); 3]);
+            } else {
+                out.extend(px[..3].iter().map(|&v| f(v)));
+            }
+        }
+        out
+    };
+    let msb = |v: u16| (v >> 8) as u8;
+    let data = match img {
+        D::ImageLuma16(b) => expand(b.as_raw(), 1, |v| v.min(255) as u8),
+        D::ImageLumaA16(b) => expand(b.as_raw(), 2, msb),
+        D::ImageRgb16(b) => expand(b.as_raw(), 3, msb),
+        D::ImageRgba16(b) => expand(b.as_raw(), 4, msb),
+        other => other.into_rgb8().into_raw(),
+    };
+    RgbFrame {
+        width,
+        height,
+        data,
+    }
 }
 
 fn info_for(source: &str, files: &[PathBuf], fps: f64) -> Result<VideoInfo, VideoError> {
@@ -195,6 +238,7 @@ impl DirIndex {
             info: self.frame_info(n),
             rgb,
             model_input: None,
+            model_rgb: None,
         })
     }
 

@@ -771,6 +771,7 @@ impl FileReader {
             info: frame_info(&self.index, n),
             rgb,
             model_input: None,
+            model_rgb: None,
         })
     }
 

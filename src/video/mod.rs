@@ -21,6 +21,7 @@ mod error;
 #[cfg(feature = "ffmpeg")]
 mod ffmpeg;
 mod frame;
+mod jpeg;
 mod model_input;
 mod resize;
 mod stream;
@@ -34,7 +35,7 @@ pub use error::VideoError;
 pub use frame::{Frame, FrameInfo, RgbFrame, Transform};
 pub use model_input::{
     DEFAULT_IMAGE_SIZE, IMG_MEAN, IMG_STD, model_input, model_input_rgb, model_input_tensor,
-    normalize_chw,
+    model_rgb_tensor, normalize_chw, normalize_tensor,
 };
 pub use resize::resize_bicubic;
 pub use stream::{DEFAULT_QUEUE_FRAMES, FrameStream};
@@ -82,6 +83,23 @@ pub struct StreamOptions {
     /// (`Frame::model_input`), so the resize overlaps the consumer's work. The queue then also
     /// holds `queue_frames * 3 * S * S * 4` bytes of model inputs.
     pub model_input_size: Option<usize>,
+    /// Also compute each frame's S×S uint8 model image (`Frame::model_rgb`), optionally after a
+    /// first downscale of the source frame to a fixed size.
+    pub model_rgb: Option<ModelRgb>,
+    /// Threads that compute the model inputs (`model_input_size` / `model_rgb`) while the
+    /// decoding thread goes on decoding; frames still come out in order. 0 or 1: on the
+    /// decoding thread. At most `queue_frames` frames are in flight in total.
+    pub prepare_threads: usize,
+}
+
+/// The S×S uint8 model image a stream computes per frame (see [`StreamOptions::model_rgb`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelRgb {
+    /// SAM 2's input size S.
+    pub size: usize,
+    /// A first Pillow-bicubic downscale of the source frame to `(width, height)` (the seed's
+    /// `--video_scale_factor`), before the resize to S×S.
+    pub pre_resize: Option<(usize, usize)>,
 }
 
 impl Default for StreamOptions {
@@ -91,6 +109,8 @@ impl Default for StreamOptions {
             on_error: ErrorPolicy::Stop,
             threads: 0,
             model_input_size: None,
+            model_rgb: None,
+            prepare_threads: 0,
         }
     }
 }

@@ -8,15 +8,25 @@ fp32 CPU) on a generated lossless clip, with the prompts of a densam prompts fil
       and a click on the same frame, an object with three conditioning frames.
 
   reference_video.py run --checkpoint model.pt --frames DIR --prompts P.json --out R.json
-      [--image-size 256 --threads 1 --track-stride 1 --frame-interval 1 --max-cond-frames -1]
+      [--version 2.1 --image-size 256 --threads 1 --track-stride 1 --frame-interval 1
+       --max-cond-frames -1 --memory-temporal-stride 1 --fill-hole-area 0]
       The processed frames (every track-stride-th, every frame-interval-th and every prompted
       frame, as densam plans them) are the video the predictor sees; prompts are added per
       object in file order, frames ascending (mask first, then box + points in one call);
       `propagate_in_video` forward from the earliest prompt, then reverse=True, the last result
-      kept per frame. fill_hole_area is 0 (the CUDA extension is absent on CPU, so the official
-      package skips hole filling anyway). Writes the masks (logits > 0 at video resolution) of
-      the written frames as COCO RLE: {"frames": [{"frame_number", "objects": {id: rle}}]};
-      with --lowres-out, the stored low-res logits of every processed frame and object.
+      kept per frame. Writes the masks (logits > 0 at video resolution) of the written frames
+      as COCO RLE: {"frames": [{"frame_number", "objects": {id: rle}}]}, plus "holes": the
+      number of low-res pixels hole filling changed (over every call); with --lowres-out, the
+      stored low-res logits of every processed frame and object.
+
+Hole filling (--fill-hole-area N > 0): the official `fill_holes_in_mask_scores` needs the CUDA
+extension `sam2._C` for its connected components; a CPU-only install has none, and the official
+code then silently skips hole filling. Here `sam2.utils.misc.get_connected_components` is
+replaced by a CPU version with the kernel's semantics (`sam2/csrc/connected_components.cu`):
+8-connectivity components of the nonzero pixels of each [1, H, W] map (H, W even, as the kernel
+asserts), labels = 1 + the smallest 2x2-block origin index of the component (the root its
+atomicMin union-find ends at), 0 elsewhere; counts = the component's area at each of its pixels,
+0 elsewhere. With 0, hole filling is off (what the official package does on a CPU).
 
 The official code raises a dtype error when an object is tracked before its own first prompt
 without autocast (bf16 memories and no object pointer, spec §4.4); memory attention's memory
@@ -84,6 +94,31 @@ def make_clip(out: str, n: int, width: int, height: int) -> None:
         json.dump(prompts, f, indent=1)
 
 
+def connected_components_like_cuda(mask):
+    """`sam2._C.get_connected_componnets` on the CPU: (labels, counts), int32 [N, 1, H, W]."""
+    import torch
+    from scipy import ndimage
+
+    m = mask.to(torch.uint8).cpu().numpy()
+    n, c, h, w = m.shape
+    assert c == 1 and h % 2 == 0 and w % 2 == 0, "inputs must be [N, 1, H, W], H and W even"
+    labels = np.zeros(m.shape, np.int32)
+    counts = np.zeros(m.shape, np.int32)
+    rows, cols = np.mgrid[0:h, 0:w]
+    block = (rows // 2 * 2) * w + (cols // 2 * 2)
+    for i in range(n):
+        lab, k = ndimage.label(m[i, 0] != 0, structure=np.ones((3, 3), bool))
+        if k == 0:
+            continue
+        ids = np.arange(1, k + 1)
+        root = np.asarray(ndimage.minimum(block, lab, ids), np.int64)
+        area = np.bincount(lab.ravel(), minlength=k + 1)
+        fg = lab > 0
+        labels[i, 0][fg] = root[lab[fg] - 1] + 1
+        counts[i, 0][fg] = area[lab[fg]]
+    return torch.from_numpy(labels).to(mask.device), torch.from_numpy(counts).to(mask.device)
+
+
 def processed_frames(num_frames, prompted, stride, interval):
     return sorted({f for f in range(num_frames) if f % stride == 0 or f % interval == 0}
                   | set(prompted))
@@ -126,11 +161,21 @@ def run(args) -> None:
         cfg = "configs/sam2.1/sam2.1_hiera_t.yaml"
     pred = build_sam2_video_predictor(
         cfg, ckpt_path=args.checkpoint, device="cpu", mode="eval",
-        hydra_overrides_extra=[f"++model.image_size={args.image_size}", "++model.fill_hole_area=0"])
-    # build_sam2_video_predictor appends fill_hole_area=8 after our overrides; without the CUDA
-    # extension it is skipped with a warning anyway. Make it explicit.
-    pred.fill_hole_area = 0
+        hydra_overrides_extra=[f"++model.image_size={args.image_size}"])
+    # build_sam2_video_predictor appends fill_hole_area=8 after our overrides: set it here.
+    pred.fill_hole_area = args.fill_hole_area
     pred.max_cond_frames_in_attn = args.max_cond_frames
+    pred.memory_temporal_stride_for_eval = args.memory_temporal_stride
+    holes = [0]
+    if args.fill_hole_area > 0:
+        import sam2.utils.misc as misc
+
+        def get_connected_components(mask):
+            labels, counts = connected_components_like_cuda(mask)
+            holes[0] += int(((labels > 0) & (counts <= args.fill_hole_area)).sum())
+            return labels, counts
+
+        misc.get_connected_components = get_connected_components
     orig_fwd = pred.memory_attention.forward
 
     def fwd(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
@@ -193,7 +238,7 @@ def run(args) -> None:
             objs[oid] = {"size": [H, W], "counts": rle["counts"].decode("ascii")}
         frames.append({"frame_number": f, "objects": objs})
     with open(args.out, "w") as fh:
-        json.dump({"processed": proc, "frames": frames}, fh)
+        json.dump({"processed": proc, "holes": holes[0], "frames": frames}, fh)
 
 
 def main() -> None:
@@ -216,6 +261,10 @@ def main() -> None:
     r.add_argument("--track-stride", type=int, default=1)
     r.add_argument("--frame-interval", type=int, default=1)
     r.add_argument("--max-cond-frames", type=int, default=-1)
+    r.add_argument("--memory-temporal-stride", type=int, default=1,
+                   help="memory_temporal_stride_for_eval")
+    r.add_argument("--fill-hole-area", type=int, default=0,
+                   help="hole filling up to this area (CPU connected components, see above)")
     r.add_argument("--lowres-out", help="also write the low-res logits [P, N, r, r] as raw f32")
     args = ap.parse_args()
     if args.cmd == "make-clip":
