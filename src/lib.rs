@@ -5,6 +5,7 @@
 //! in bounded memory, `output` writes them. `model` knows nothing of videos or files; `tracker`
 //! knows nothing of file formats.
 
+pub mod alloc;
 pub mod cluster;
 pub mod eval;
 pub mod job;

@@ -67,6 +67,7 @@ enum Command {
 
 /// Runs the command; errors are printed as one line (with their causes), never a backtrace.
 fn main() -> std::process::ExitCode {
+    densam::alloc::configure(); // malloc settings before any tensor exists (src/alloc.rs)
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

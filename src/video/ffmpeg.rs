@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 
-use ff::codec::packet::Ref as _;
+use ff::codec::packet::{Mut as _, Ref as _};
 use ff::ffi;
 use ffmpeg_next as ff;
 
@@ -74,6 +74,23 @@ fn ff_err(path: &Path, context: &str, e: impl std::fmt::Display) -> VideoError {
 
 fn rational(r: ffi::AVRational) -> Option<f64> {
     (r.num > 0 && r.den > 0).then(|| r.num as f64 / r.den as f64)
+}
+
+/// `av_read_frame` into a reused `packet`, releasing the buffer it still holds first.
+/// `av_read_frame` (libavformat 59, FFmpeg 5.1) blanks the packet it is given without
+/// unreferencing its buffer, and ffmpeg-next's `Packet::read` does not unreference it either, so
+/// reading into one packet over and over leaked every packet read: the whole compressed file
+/// during the index pass (`densam probe` peak RSS 152 / 176 / 234 MiB for the 2-, 10- and
+/// 30-minute videos of scripts/bench-tracker-memory, 147 MiB for all three now), and every packet
+/// demuxed by a decode pass.
+fn read_packet(
+    packet: &mut ff::Packet,
+    input: &mut ff::format::context::Input,
+) -> Result<(), ff::Error> {
+    // SAFETY: the packet is valid (blank or filled by av_read_frame); unreferencing leaves it
+    // blank.
+    unsafe { ffi::av_packet_unref(packet.as_mut_ptr()) };
+    packet.read(input)
 }
 
 /// Opens the input and picks the video stream: the largest non-cover-art video stream.
@@ -188,7 +205,7 @@ pub(crate) fn index_file(path: &Path) -> Result<FileIndex, VideoError> {
     let mut demux_error = None;
     let mut packet = ff::Packet::empty();
     loop {
-        match packet.read(&mut input) {
+        match read_packet(&mut packet, &mut input) {
             Ok(()) => {}
             Err(ff::Error::Eof) => break,
             Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => continue,
@@ -334,7 +351,7 @@ fn decode_timestamps(path: &Path) -> Result<Vec<i64>, VideoError> {
         }
     };
     loop {
-        match packet.read(&mut input) {
+        match read_packet(&mut packet, &mut input) {
             Ok(()) => {
                 if packet.stream() == stream_index && packet.size() > 0 {
                     let _ = decoder.send_packet(&packet);
@@ -618,7 +635,7 @@ impl FileReader {
             }
             // Feed one packet of our stream.
             loop {
-                match self.packet.read(&mut self.input) {
+                match read_packet(&mut self.packet, &mut self.input) {
                     Ok(()) => {
                         if self.packet.stream() != self.index.stream_index
                             || self.packet.size() == 0
