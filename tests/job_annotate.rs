@@ -13,8 +13,10 @@
 
 mod common;
 
+use common::{code, densam, output_of, stderr, with};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 const W: u32 = 160;
@@ -104,32 +106,6 @@ fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
         .map(String::from),
     );
     v
-}
-
-fn densam(args: &[String], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_densam"));
-    c.args(args).env("OMP_NUM_THREADS", "1");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn code(o: &Output) -> Option<i32> {
-    o.status.code()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn with(mut a: Vec<String>, extra: &[&str]) -> Vec<String> {
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
-fn output_of(out: &Path, id: &str) -> Vec<u8> {
-    std::fs::read(out.join(format!("dense_annotations_{id}.jsonl"))).unwrap()
 }
 
 /// The uninterrupted result (computed once).

@@ -215,3 +215,34 @@ pub fn assert_close(name: &str, got: &tch::Tensor, want: &tch::Tensor, tol: f64)
     assert!(err <= tol, "{name}: max abs err {err:.3e} > {tol:.0e}");
     err
 }
+
+/// Runs the `densam` binary of this build with `args` and extra environment (one torch thread).
+pub fn densam(args: &[String], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_densam"));
+    c.args(args).env("OMP_NUM_THREADS", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// The exit code (`None`: killed by a signal).
+pub fn code(o: &std::process::Output) -> Option<i32> {
+    o.status.code()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `a` with `extra` arguments appended.
+pub fn with(mut a: Vec<String>, extra: &[&str]) -> Vec<String> {
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// The finished JSONL of video `id` in output folder `out`.
+pub fn output_of(out: &Path, id: &str) -> Vec<u8> {
+    std::fs::read(out.join(format!("dense_annotations_{id}.jsonl"))).unwrap()
+}
