@@ -9,8 +9,9 @@
 //! included) to bf16 and return bf16, the ops of its fp32 list (layer_norm, pow) cast to f32,
 //! and every other op follows PyTorch's ordinary type promotion, as under autocast. The bf16
 //! copies of the fp32 master weights are made once per layer and cached (autocast re-casts them
-//! per region; the values are the same). Without a guard every op runs in f32, bit-exact with
-//! the official fp32 model.
+//! per region; the values are the same). Without a guard every op runs in f32, as the official
+//! fp32 model does (bit-exact with it except the memory attention's cross-attention on the CPU,
+//! which weighs the memory before projecting it: see `memory_attention`).
 
 use std::cell::{Cell, OnceCell};
 
@@ -22,7 +23,7 @@ use super::weights::{Weights, WeightsError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Everything in f32 (bit-exact with the official fp32 model).
+    /// Everything in f32, as the official fp32 model.
     #[default]
     Fp32,
     /// The official `torch.autocast("cuda", torch.bfloat16)` regions in bf16.

@@ -132,7 +132,7 @@ pub fn axial_rope_cis(dim: i64, end_x: i64, end_y: i64, theta: f64, device: Devi
 
 /// Rotates `x [B, heads, N, dim]` by `freqs_cis [N, dim/2]`, pairing channels `(2j, 2j+1)`
 /// as complex numbers; computed in float32 and returned in `x`'s kind.
-fn rotate(x: &Tensor, freqs_cis: &Tensor) -> Tensor {
+pub fn rotate(x: &Tensor, freqs_cis: &Tensor) -> Tensor {
     let size = x.size();
     let mut pairs = size.clone();
     let last = pairs.pop().unwrap_or(0);
@@ -156,26 +156,38 @@ pub fn apply_rotary_enc(
     repeat_freqs_k: bool,
     num_k_exclude: i64,
 ) -> (Tensor, Tensor) {
-    let q_out = rotate(q, freqs_cis);
-    let nk = k.size()[2];
-    let num_rope = nk - num_k_exclude;
-    if num_rope <= 0 {
-        return (q_out, k.shallow_clone());
-    }
-    let k_rope = k.narrow(2, 0, num_rope);
-    let f = if repeat_freqs_k {
-        let nq = freqs_cis.size()[0];
+    let table = key_rope_table(freqs_cis, k.size()[2], repeat_freqs_k, num_k_exclude);
+    (rotate(q, freqs_cis), rotate(k, &table))
+}
+
+/// The rotation of every one of `nk` keys as [`apply_rotary_enc`] applies it, complex
+/// `[nk, d/2]`: `freqs_cis` (tiled when `repeat_freqs_k`) for the first `nk − num_k_exclude`
+/// keys, `1 + 0i` for the excluded ones. Multiplying by `1 + 0i` returns a value bit for bit
+/// (`a·1 − b·0 = a`), so one pass over all keys equals rotating the head and concatenating the
+/// untouched tail, without the two copies; a layer stack builds the table once per frame.
+pub fn key_rope_table(
+    freqs_cis: &Tensor,
+    nk: i64,
+    repeat_freqs_k: bool,
+    num_k_exclude: i64,
+) -> Tensor {
+    let num_rope = (nk - num_k_exclude).max(0);
+    let nq = freqs_cis.size()[0];
+    let head = if num_rope == 0 {
+        freqs_cis.narrow(0, 0, 0)
+    } else if repeat_freqs_k {
         freqs_cis.repeat([num_rope / nq, 1])
     } else {
         freqs_cis.shallow_clone()
     };
-    let k_rot = rotate(&k_rope, &f);
-    let k_out = if num_k_exclude > 0 {
-        Tensor::cat(&[k_rot, k.narrow(2, num_rope, num_k_exclude)], 2)
-    } else {
-        k_rot
-    };
-    (q_out, k_out)
+    let tail_len = nk - head.size()[0];
+    if tail_len == 0 {
+        return head;
+    }
+    let half = freqs_cis.size()[1];
+    let ones = Tensor::ones([tail_len, half], (Kind::Float, freqs_cis.device()));
+    let tail = Tensor::complex(&ones, &ones.zeros_like());
+    Tensor::cat(&[head, tail], 0)
 }
 
 #[cfg(test)]
