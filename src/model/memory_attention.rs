@@ -1,7 +1,8 @@
 //! Memory attention (`memory_attention`, official `modeling/memory_attention.py` and
 //! `RoPEAttention` in `sam/transformer.py`, spec §3.8): 4 layers of RoPE self-attention over the
 //! current frame's tokens, RoPE cross-attention to the memory (spatial memories with the RoPE
-//! table repeated per memory frame, object-pointer tokens without RoPE), and a ReLU FFN.
+//! table repeated per memory frame, object-pointer tokens without RoPE), and a ReLU FFN. On the
+//! CPU in fp32 the cross-attention takes the values-first order ([`attend_values_first`]).
 
 use tch::{Device, Kind, Tensor};
 
@@ -77,9 +78,11 @@ const QUERY_BLOCK: i64 = 256;
 ///
 /// The cross-attention's values are `v_proj(x) = x Wᵀ + b` and every row of the softmax sums to
 /// one, so `softmax(·) v_proj(x) = v_proj(softmax(·) x)`: applying `v_proj` after the weighted
-/// sum gives the official result up to fp32 rounding (the same order as SDPA's own kernel
-/// choice), while the weighted sum runs over 64 channels instead of 256. On the CPU this cuts
-/// the dominant cost of tracking by about a third; on CUDA the fused SDPA kernels are kept.
+/// sum gives the official result up to fp32 rounding (differences of the size SDPA's own choice
+/// of kernel makes: ~5e-6 in a tracked frame's logits), while the weighted sum runs over 64
+/// channels instead of 256. On the CPU this takes about a quarter off the memory attention, the
+/// dominant cost of tracking (`scripts/bench-tracker-speed`); on CUDA the fused SDPA kernels
+/// are kept.
 fn attend_values_first(q: &Tensor, k: &Tensor, x: &Tensor, mask: Option<&Tensor>) -> Tensor {
     let (b, nq) = (q.size()[0], q.size()[1]);
     // 1/√256 is a power of two: scaling q first is exact.
