@@ -26,73 +26,46 @@ const N: u32 = 40;
 /// One heavy run at a time (2 cores shared by the team).
 static LOCK: Mutex<()> = Mutex::new(());
 
+/// The job clip and, next to it, an HD-EPIC root made of its frames.
 struct Fixture {
-    _dir: tempfile::TempDir,
-    frames: PathBuf,
-    prompts: PathBuf,
-    ckpt: PathBuf,
+    clip: common::DiscClip,
     root: PathBuf,
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let frames = dir.path().join("frames");
-        std::fs::create_dir_all(&frames).unwrap();
-        for t in 0..N {
-            let img = image::RgbImage::from_fn(W, H, |x, y| {
-                let (xi, yi, ti) = (x as i32, y as i32, t as i32);
-                let (cx, cy) = (30 + 2 * ti, 50);
-                if (xi - cx).pow(2) + (yi - cy).pow(2) < 14 * 14 {
-                    image::Rgb([220, 30, 30])
-                } else if (xi - 115).abs() < 14 && (yi - (20 + ti)).abs() < 14 {
-                    image::Rgb([30, 200, 40])
-                } else {
-                    let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
-                    image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
-                }
-            });
-            img.save(frames.join(format!("{t:05}.png"))).unwrap();
-        }
-        let prompts = dir.path().join("prompts.json");
-        std::fs::write(
-            &prompts,
+        let clip = common::disc_clip(
+            N,
+            W,
+            H,
             r#"{"objects": [
               {"id": "disc", "label": "disc", "prompts": [{"frame": 10, "box": [34, 34, 66, 66]}]},
               {"id": "sq", "label": "square", "prompts": [
                  {"frame": 12, "points": [[115, 32]], "labels": [1]},
                  {"frame": 30, "box": [101, 36, 129, 64]}]}]}"#,
-        )
-        .unwrap();
+        );
         // An HD-EPIC layout: ROOT/P01/P01-20240202-171220.mp4 (if ffmpeg is there).
-        let root = dir.path().join("videos");
+        let root = clip.dir.path().join("videos");
         std::fs::create_dir_all(root.join("P01")).unwrap();
         let _ = Command::new("ffmpeg")
             .args(["-loglevel", "error", "-y", "-framerate", "30", "-i"])
-            .arg(frames.join("%05d.png"))
+            .arg(clip.frames.join("%05d.png"))
             .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "8"])
             .arg(root.join("P01/P01-20240202-171220.mp4"))
             .status();
-        let ckpt = common::checkpoint("tiny", "2.1", 256, 0).join("model.pt");
-        Fixture {
-            _dir: dir,
-            frames,
-            prompts,
-            ckpt,
-            root,
-        }
+        Fixture { clip, root }
     })
 }
 
 fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
-    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
-    v.push(f.frames.display().to_string());
-    v.extend(["--prompts".into(), f.prompts.display().to_string()]);
-    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
-    v.extend(["--out".into(), out.display().to_string()]);
-    v.extend(
-        [
+    let c = &f.clip;
+    common::annotate_args(
+        &c.frames,
+        &c.prompts,
+        &c.ckpt,
+        out,
+        &[
             "--image-size",
             "256",
             "--device",
@@ -102,10 +75,8 @@ fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
             "--reverse-chunk",
             "4",
             "--quiet",
-        ]
-        .map(String::from),
-    );
-    v
+        ],
+    )
 }
 
 /// The uninterrupted result (computed once).
@@ -340,7 +311,7 @@ fn bad_frames(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&bad).unwrap();
     for t in 0..N {
         let name = format!("{t:05}.png");
-        let bytes = std::fs::read(f.frames.join(&name)).unwrap();
+        let bytes = std::fs::read(f.clip.frames.join(&name)).unwrap();
         let keep = if [3, 33, 34].contains(&t) {
             200
         } else {
@@ -621,7 +592,7 @@ fn hd_args(f: &Fixture, a: &Path, m: &Path, out: &Path, id: &str) -> Vec<String>
     v.extend(["--hd-epic-masks".into(), m.display().to_string()]);
     v.extend(["--video_id".into(), id.into()]);
     v.extend(["--video_path".into(), f.root.display().to_string()]);
-    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
+    v.extend(["--checkpoint".into(), f.clip.ckpt.display().to_string()]);
     v.extend(["--out".into(), out.display().to_string()]);
     v.extend(
         [

@@ -14,10 +14,10 @@
 
 mod common;
 
-use common::{code, densam, output_of, stderr, with};
+use common::{code, densam, disc_center, output_of, stderr, with};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 const W: u32 = 160;
@@ -27,64 +27,29 @@ const N: u32 = 40;
 /// One heavy run at a time (2 cores shared by the team).
 static LOCK: Mutex<()> = Mutex::new(());
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    frames: PathBuf,
-    prompts: PathBuf,
-    ckpt: PathBuf,
-}
-
-fn disc_center(t: u32) -> (i32, i32) {
-    (30 + 2 * t as i32, 50)
-}
+type Fixture = common::DiscClip;
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let frames = dir.path().join("frames");
-        std::fs::create_dir_all(&frames).unwrap();
-        for t in 0..N {
-            let img = image::RgbImage::from_fn(W, H, |x, y| {
-                let (xi, yi, ti) = (x as i32, y as i32, t as i32);
-                let (cx, cy) = disc_center(t);
-                if (xi - cx).pow(2) + (yi - cy).pow(2) < 14 * 14 {
-                    image::Rgb([220, 30, 30])
-                } else if (xi - 115).abs() < 14 && (yi - (20 + ti)).abs() < 14 {
-                    image::Rgb([30, 200, 40])
-                } else {
-                    let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
-                    image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
-                }
-            });
-            img.save(frames.join(format!("{t:05}.png"))).unwrap();
-        }
-        let prompts = dir.path().join("prompts.json");
-        std::fs::write(
-            &prompts,
+        common::disc_clip(
+            N,
+            W,
+            H,
             r#"{"objects": [
               {"id": "disc", "label": "disc", "prompts": [{"frame": 10, "box": [34, 34, 66, 66]}]},
               {"id": "sq", "label": "square", "prompts": [{"frame": 30, "box": [101, 36, 129, 64]}]}]}"#,
         )
-        .unwrap();
-        let ckpt = common::checkpoint("tiny", "2.1", 256, 0).join("model.pt");
-        Fixture {
-            _dir: dir,
-            frames,
-            prompts,
-            ckpt,
-        }
     })
 }
 
 fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
-    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
-    v.push(f.frames.display().to_string());
-    v.extend(["--prompts".into(), f.prompts.display().to_string()]);
-    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
-    v.extend(["--out".into(), out.display().to_string()]);
-    v.extend(
-        [
+    common::annotate_args(
+        &f.frames,
+        &f.prompts,
+        &f.ckpt,
+        out,
+        &[
             "--image-size",
             "256",
             "--device",
@@ -96,10 +61,8 @@ fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
             "--batch-objects",
             "1",
             "--quiet",
-        ]
-        .map(String::from),
-    );
-    v
+        ],
+    )
 }
 
 fn run_json(out: &Path) -> serde_json::Value {

@@ -246,3 +246,72 @@ pub fn with(mut a: Vec<String>, extra: &[&str]) -> Vec<String> {
 pub fn output_of(out: &Path, id: &str) -> Vec<u8> {
     std::fs::read(out.join(format!("dense_annotations_{id}.jsonl"))).unwrap()
 }
+
+/// The arguments of `densam annotate --video FRAMES --prompts PROMPTS --checkpoint CKPT --out OUT`
+/// followed by `opts` (the video path is argument 2, the checkpoint 6).
+pub fn annotate_args(
+    frames: &Path,
+    prompts: &Path,
+    ckpt: &Path,
+    out: &Path,
+    opts: &[&str],
+) -> Vec<String> {
+    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
+    v.push(frames.display().to_string());
+    v.extend(["--prompts".into(), prompts.display().to_string()]);
+    v.extend(["--checkpoint".into(), ckpt.display().to_string()]);
+    v.extend(["--out".into(), out.display().to_string()]);
+    with(v, opts)
+}
+
+/// The centre of the red disc of [`write_disc_frames`] on frame `t`: it moves 2 px right a frame.
+pub fn disc_center(t: u32) -> (i32, i32) {
+    (30 + 2 * t as i32, 50)
+}
+
+/// Writes `n` frames `00000.png`, ... of `w` x `h` into `dir`: a red disc of radius 14 around
+/// [`disc_center`], a green 27 px square centred on (115, 20 + t) and a textured background.
+pub fn write_disc_frames(dir: &Path, n: u32, w: u32, h: u32) {
+    for t in 0..n {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let (xi, yi, ti) = (x as i32, y as i32, t as i32);
+            let (cx, cy) = disc_center(t);
+            if (xi - cx).pow(2) + (yi - cy).pow(2) < 14 * 14 {
+                image::Rgb([220, 30, 30])
+            } else if (xi - 115).abs() < 14 && (yi - (20 + ti)).abs() < 14 {
+                image::Rgb([30, 200, 40])
+            } else {
+                let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
+                image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
+            }
+        });
+        img.save(dir.join(format!("{t:05}.png"))).unwrap();
+    }
+}
+
+/// The input of the job tests (job_annotate, job_span): a temporary folder with the frames of
+/// [`write_disc_frames`] in `frames/` and `prompts.json`, and the seeded tiny 2.1 checkpoint at
+/// image size 256.
+pub struct DiscClip {
+    pub dir: tempfile::TempDir,
+    pub frames: PathBuf,
+    pub prompts: PathBuf,
+    pub ckpt: PathBuf,
+}
+
+/// Makes a [`DiscClip`] of `n` frames of `w` x `h` with `prompts` as the prompts JSON.
+pub fn disc_clip(n: u32, w: u32, h: u32, prompts: &str) -> DiscClip {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    write_disc_frames(&frames, n, w, h);
+    let prompts_path = dir.path().join("prompts.json");
+    std::fs::write(&prompts_path, prompts).unwrap();
+    let ckpt = checkpoint("tiny", "2.1", 256, 0).join("model.pt");
+    DiscClip {
+        dir,
+        frames,
+        prompts: prompts_path,
+        ckpt,
+    }
+}
