@@ -13,7 +13,9 @@
 
 mod common;
 
-use common::{code, densam, output_of, stderr, with};
+use common::{
+    code, densam, frame_numbers, mask_iou, masks_of, names, output_of, run_json, stderr, with,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,12 +91,10 @@ fn baseline() -> &'static Vec<u8> {
         assert_eq!(code(&o), Some(0), "{}", stderr(&o));
         let b = output_of(out.path(), "frames");
         // Exactly the output, run.json and nothing else.
-        let mut names: Vec<String> = std::fs::read_dir(out.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, vec!["dense_annotations_frames.jsonl", "run.json"]);
+        assert_eq!(
+            names(out.path()),
+            ["dense_annotations_frames.jsonl", "run.json"]
+        );
         let text = String::from_utf8(b.clone()).unwrap();
         assert_eq!(text.lines().count(), N as usize);
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -146,8 +146,7 @@ fn kill_then_rerun_equals_uninterrupted() {
     );
     assert!(!out.path().join(".densam-checkpoint").exists());
     assert!(!partial.exists());
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    let run = run_json(out.path());
     assert_eq!(run["status"], "complete");
     let windows = run["windows"].as_array().unwrap();
     assert_eq!(windows.len(), 4, "{windows:?}");
@@ -179,8 +178,7 @@ fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
     let args = with(base_args(f, out.path()), &["--checkpoint-every", "1000"]);
     let o = densam(&args, &[("DENSAM_TEST_SIGTERM_AT_FRAME", "35")]);
     assert_eq!(code(&o), Some(75), "{}", stderr(&o));
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    let run = run_json(out.path());
     assert_eq!(run["status"], "interrupted");
     assert_eq!(run["interrupted"]["signal"], "SIGTERM");
     assert_eq!(run["interrupted"]["at"]["Rest"], 36);
@@ -229,8 +227,7 @@ fn sigterm_in_reverse_pass_checkpoints_there() {
     );
     assert_eq!(code(&o), Some(75), "{}", stderr(&o));
     assert!(stderr(&o).contains("checkpoint written"), "{}", stderr(&o));
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    let run = run_json(out.path());
     assert_eq!(run["interrupted"]["at"]["Reverse"], 5);
     assert!(out.path().join(".densam-checkpoint").exists());
     assert!(out.path().join(".densam-spool").exists());
@@ -252,16 +249,6 @@ fn sigterm_in_reverse_pass_checkpoints_there() {
         names(out.path()),
         ["dense_annotations_frames.jsonl", "run.json"]
     );
-}
-
-/// The names in a folder, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -363,8 +350,7 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     for n in 4..=32 {
         assert_eq!(got[&n], want[&n], "frame {n}");
     }
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let run = run_json(&out);
     assert_eq!(run["status"], "complete");
     assert_eq!(run["failed_frames"], 3);
     assert_eq!(run["failures"][0]["frames"], serde_json::json!([3, 33, 34]));
@@ -388,8 +374,7 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     let o = densam(&a2, &[]);
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
     assert!(output_of(&out2, "frames") == got_bytes);
-    let run2: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out2.join("run.json")).unwrap()).unwrap();
+    let run2 = run_json(&out2);
     assert_eq!(run2["failures"], run["failures"]);
     // --strict: the first bad frame (3, in the reverse pass) stops the run (exit 3).
     let out3 = dir.path().join("out3");
@@ -468,8 +453,7 @@ fn disk_full_is_a_clear_error_and_resume_works() {
                     "run.json"
                 ]
             );
-            let run: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(after1.join("run.json")).unwrap()).unwrap();
+            let run = run_json(&after1);
             assert_eq!(run["status"], "failed");
             assert_eq!(read("rc2").trim(), "0", "{}", read("err2"));
             assert!(output_of(&real.join("after2"), "frames") == *want);
@@ -530,8 +514,7 @@ fn windows_and_frequent_checkpoints_change_nothing() {
     let o = densam(&args, &[]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     assert!(output_of(out.path(), "frames") == *want);
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    let run = run_json(out.path());
     assert_eq!(run["windows"].as_array().unwrap().len(), 7);
     assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0);
     // The seed's --video_scale_factor: model input from frames downscaled by 2, outputs in
@@ -635,17 +618,9 @@ fn hd_epic_input_seed_flags_warnings_and_strict() {
         }
         let text = String::from_utf8(output_of(&out, id)).unwrap();
         // --frame_interval 3: every third frame, processed and written.
-        let frames: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["frame_number"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let frames = frame_numbers(text.as_bytes());
         assert_eq!(frames, (0..N as u64).step_by(3).collect::<Vec<_>>());
-        let run: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+        let run = run_json(&out);
         assert_eq!(run["params"]["track_stride"], 3);
         assert!(run["warnings"].as_array().unwrap().len() >= 3);
         let mut seen = std::collections::BTreeSet::new();
@@ -706,33 +681,6 @@ fn error_paths_have_documented_exit_codes() {
     assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
 }
 
-/// Masks per (frame, object id) of a JSONL result.
-fn masks_of(bytes: &[u8]) -> std::collections::BTreeMap<(u64, String), Vec<u8>> {
-    let mut m = std::collections::BTreeMap::new();
-    for l in String::from_utf8(bytes.to_vec()).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let n = v["frame_number"].as_u64().unwrap();
-        for o in v["objects"].as_array().unwrap() {
-            let s = &o["segmentation"];
-            let (h, w) = (
-                s["size"][0].as_u64().unwrap(),
-                s["size"][1].as_u64().unwrap(),
-            );
-            let rle = densam::output::rle::Rle::from_counts_string(
-                s["counts"].as_str().unwrap(),
-                h as u32,
-                w as u32,
-            )
-            .unwrap();
-            m.insert(
-                (n, o["id"].as_str().unwrap().to_string()),
-                rle.decode_row_major(),
-            );
-        }
-    }
-    m
-}
-
 /// (min, mean, count) of the mask IoU over object-frames with a mask in either result, for
 /// frames in `frames`.
 fn iou_stats(a: &[u8], b: &[u8], frames: std::ops::Range<u64>) -> (f64, f64, usize) {
@@ -744,17 +692,7 @@ fn iou_stats(a: &[u8], b: &[u8], frames: std::ops::Range<u64>) -> (f64, f64, usi
     for k in keys.into_iter().filter(|k| frames.contains(&k.0)) {
         let empty = Vec::new();
         let (x, y) = (ma.get(k).unwrap_or(&empty), mb.get(k).unwrap_or(&empty));
-        let len = x.len().max(y.len());
-        let (mut i, mut u) = (0u64, 0u64);
-        for p in 0..len {
-            let (xa, ya) = (
-                x.get(p).copied().unwrap_or(0),
-                y.get(p).copied().unwrap_or(0),
-            );
-            i += u64::from(xa & ya);
-            u += u64::from(xa | ya);
-        }
-        let iou = if u == 0 { 1.0 } else { i as f64 / u as f64 };
+        let iou = mask_iou(x, y);
         min = min.min(iou);
         sum += iou;
         n += 1;
@@ -785,15 +723,7 @@ fn window_parallel_merge_vs_sequential() {
         );
         let o = densam(&args, &[]);
         assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-        let text = String::from_utf8(output_of(&out, "frames")).unwrap();
-        let frames: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["frame_number"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let frames = frame_numbers(&output_of(&out, "frames"));
         assert_eq!(frames, (20 * k..20 * k + 20).collect::<Vec<_>>());
         parts.push(out.display().to_string());
     }

@@ -14,9 +14,9 @@
 
 mod common;
 
-use common::{code, densam, disc_center, output_of, stderr, with};
+use common::{code, densam, disc_center, masks_of, output_of, run_json, stderr, with};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
@@ -65,10 +65,6 @@ fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
     )
 }
 
-fn run_json(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap()
-}
-
 /// Runs to completion (exit 0) and returns the JSONL bytes and run.json.
 fn complete(args: &[String], out: &Path, id: &str) -> (Vec<u8>, serde_json::Value) {
     let o = densam(args, &[]);
@@ -92,29 +88,6 @@ fn lines(bytes: &[u8]) -> Vec<(u64, Vec<String>)> {
             (v["frame_number"].as_u64().unwrap(), ids)
         })
         .collect()
-}
-
-/// Masks per (frame, object id).
-fn masks_of(bytes: &[u8]) -> BTreeMap<(u64, String), Vec<u8>> {
-    let mut m = BTreeMap::new();
-    for l in String::from_utf8(bytes.to_vec()).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let n = v["frame_number"].as_u64().unwrap();
-        for o in v["objects"].as_array().unwrap() {
-            let s = &o["segmentation"];
-            let rle = densam::output::rle::Rle::from_counts_string(
-                s["counts"].as_str().unwrap(),
-                s["size"][0].as_u64().unwrap() as u32,
-                s["size"][1].as_u64().unwrap() as u32,
-            )
-            .unwrap();
-            m.insert(
-                (n, o["id"].as_str().unwrap().to_string()),
-                rle.decode_row_major(),
-            );
-        }
-    }
-    m
 }
 
 /// Frames an object appears on.

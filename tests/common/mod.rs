@@ -315,3 +315,72 @@ pub fn disc_clip(n: u32, w: u32, h: u32, prompts: &str) -> DiscClip {
         ckpt,
     }
 }
+
+/// `OUT/run.json`, parsed.
+pub fn run_json(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap()
+}
+
+/// The names in a folder, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `frame_number` of each line of a JSONL result, in order.
+pub fn frame_numbers(bytes: &[u8]) -> Vec<u64> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["frame_number"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Masks (row-major, 0/1) per (frame, object id) of a JSONL result.
+pub fn masks_of(bytes: &[u8]) -> std::collections::BTreeMap<(u64, String), Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in String::from_utf8(bytes.to_vec()).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let n = v["frame_number"].as_u64().unwrap();
+        for o in v["objects"].as_array().unwrap() {
+            let s = &o["segmentation"];
+            let (h, w) = (
+                s["size"][0].as_u64().unwrap(),
+                s["size"][1].as_u64().unwrap(),
+            );
+            let rle = densam::output::rle::Rle::from_counts_string(
+                s["counts"].as_str().unwrap(),
+                h as u32,
+                w as u32,
+            )
+            .unwrap();
+            m.insert(
+                (n, o["id"].as_str().unwrap().to_string()),
+                rle.decode_row_major(),
+            );
+        }
+    }
+    m
+}
+
+/// IoU of two 0/1 masks (the shorter one padded with 0); 1 when both are empty.
+pub fn mask_iou(x: &[u8], y: &[u8]) -> f64 {
+    let (mut i, mut u) = (0u64, 0u64);
+    for p in 0..x.len().max(y.len()) {
+        let (a, b) = (
+            x.get(p).copied().unwrap_or(0),
+            y.get(p).copied().unwrap_or(0),
+        );
+        i += u64::from(a & b);
+        u += u64::from(a | b);
+    }
+    if u == 0 { 1.0 } else { i as f64 / u as f64 }
+}
