@@ -60,25 +60,9 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The clip's annotate arguments for these tests, quiet.
 fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
-    let c = &f.clip;
-    common::annotate_args(
-        &c.frames,
-        &c.prompts,
-        &c.ckpt,
-        out,
-        &[
-            "--image-size",
-            "256",
-            "--device",
-            "cpu",
-            "--fill-hole-area",
-            "0",
-            "--reverse-chunk",
-            "4",
-            "--quiet",
-        ],
-    )
+    f.clip.args(out, &["--quiet"])
 }
 
 /// The uninterrupted result (computed once).

@@ -43,26 +43,9 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The clip's annotate arguments for these tests: objects one at a time, quiet.
 fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
-    common::annotate_args(
-        &f.frames,
-        &f.prompts,
-        &f.ckpt,
-        out,
-        &[
-            "--image-size",
-            "256",
-            "--device",
-            "cpu",
-            "--fill-hole-area",
-            "0",
-            "--reverse-chunk",
-            "4",
-            "--batch-objects",
-            "1",
-            "--quiet",
-        ],
-    )
+    f.args(out, &["--batch-objects", "1", "--quiet"])
 }
 
 /// Runs to completion (exit 0) and returns the JSONL bytes and run.json.

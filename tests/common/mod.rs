@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: running the venv's Python (the official `sam2`
 //! package) with pinned threads, and a fixture cache under `.cache/<name>-<hash>/` keyed by the
-//! contents of the generating scripts and their arguments, regenerated when missing.
+//! contents of the generating scripts and their arguments, regenerated when missing; running the
+//! `densam` binary and reading its results (JSONL masks, `run.json`); the synthetic clip of the
+//! job tests ([`DiscClip`]).
 //!
 //! Use from a test file with `mod common;`. Generation is atomic: a fixture is written into a
 //! temporary directory next to its final place and renamed into it, so an interrupted or
@@ -293,10 +295,38 @@ pub fn write_disc_frames(dir: &Path, n: u32, w: u32, h: u32) {
 /// [`write_disc_frames`] in `frames/` and `prompts.json`, and the seeded tiny 2.1 checkpoint at
 /// image size 256.
 pub struct DiscClip {
+    /// The temporary folder (removed when dropped).
     pub dir: tempfile::TempDir,
+    /// `DIR/frames`.
     pub frames: PathBuf,
+    /// `DIR/prompts.json`.
     pub prompts: PathBuf,
+    /// The checkpoint's `model.pt` (in the fixture cache).
     pub ckpt: PathBuf,
+}
+
+impl DiscClip {
+    /// [`annotate_args`] on this clip at image size 256 on the CPU, hole filling off and reverse
+    /// chunks of 4 frames, then `opts`.
+    pub fn args(&self, out: &Path, opts: &[&str]) -> Vec<String> {
+        let a = annotate_args(
+            &self.frames,
+            &self.prompts,
+            &self.ckpt,
+            out,
+            &[
+                "--image-size",
+                "256",
+                "--device",
+                "cpu",
+                "--fill-hole-area",
+                "0",
+                "--reverse-chunk",
+                "4",
+            ],
+        );
+        with(a, opts)
+    }
 }
 
 /// Makes a [`DiscClip`] of `n` frames of `w` x `h` with `prompts` as the prompts JSON.
