@@ -14,7 +14,9 @@
 
 mod common;
 
-use common::{code, densam, disc_center, masks_of, output_of, run_json, stderr, with};
+use common::{
+    code, densam, disc_center, frame_numbers, masks_of, output_of, run_json, stderr, with,
+};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -46,6 +48,15 @@ fn fixture() -> &'static Fixture {
 /// The clip's annotate arguments for these tests: objects one at a time, quiet.
 fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
     f.args(out, &["--batch-objects", "1", "--quiet"])
+}
+
+/// [`base_args`] with `--span prompts --span-margin 0.1` (spans 7..=13 and 27..=33), then `extra`.
+fn span_args(f: &Fixture, out: &Path, extra: &[&str]) -> Vec<String> {
+    let span = with(
+        base_args(f, out),
+        &["--span", "prompts", "--span-margin", "0.1"],
+    );
+    with(span, extra)
 }
 
 /// Runs to completion (exit 0) and returns the JSONL bytes and run.json.
@@ -96,11 +107,7 @@ fn span_result() -> &'static (Vec<u8>, serde_json::Value) {
     static B: OnceLock<(Vec<u8>, serde_json::Value)> = OnceLock::new();
     B.get_or_init(|| {
         let out = tempfile::tempdir().unwrap();
-        let args = with(
-            base_args(fixture(), out.path()),
-            &["--span", "prompts", "--span-margin", "0.1"],
-        );
-        complete(&args, out.path(), "frames")
+        complete(&span_args(fixture(), out.path(), &[]), out.path(), "frames")
     })
 }
 
@@ -173,18 +180,10 @@ fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
     let (want, _) = span_result();
     let out = tempfile::tempdir().unwrap();
     // Windows of 6 frames and a checkpoint after every frame (idle ones included).
-    let args = with(
-        base_args(f, out.path()),
-        &[
-            "--span",
-            "prompts",
-            "--span-margin",
-            "0.1",
-            "--window-duration",
-            "0.2",
-            "--checkpoint-every",
-            "0",
-        ],
+    let args = span_args(
+        f,
+        out.path(),
+        &["--window-duration", "0.2", "--checkpoint-every", "0"],
     );
     // Killed while tracking `sq` (after the checkpoint at frame 30).
     let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "31")]);
@@ -217,21 +216,10 @@ fn span_with_frame_interval_and_window_parallel() {
     // The seed's --frame_interval 3: processed and written every third frame (and the prompted
     // frames): disc on 9 and 12, sq on 27, 30 and 33 at most.
     let out = dir.path().join("fi");
-    let args = with(
-        base_args(f, &out),
-        &[
-            "--span",
-            "prompts",
-            "--span-margin",
-            "0.1",
-            "--frame_interval",
-            "3",
-        ],
-    );
+    let args = span_args(f, &out, &["--frame_interval", "3"]);
     let (bytes, run) = complete(&args, &out, "frames");
-    let ls = lines(&bytes);
     assert_eq!(
-        ls.iter().map(|l| l.0).collect::<Vec<_>>(),
+        frame_numbers(&bytes),
         (0..N as u64).step_by(3).collect::<Vec<_>>()
     );
     assert!(frames_of(&bytes, "disc").is_subset(&[9, 12].into()));
@@ -241,13 +229,10 @@ fn span_with_frame_interval_and_window_parallel() {
     // Window 1 of 2 (frames 20..40, warm-up from 10): spans stay those of the whole video, so
     // disc (7..=13) is never tracked in the window's own frames.
     let out = dir.path().join("w1");
-    let args = with(
-        base_args(f, &out),
+    let args = span_args(
+        f,
+        &out,
         &[
-            "--span",
-            "prompts",
-            "--span-margin",
-            "0.1",
             "--window-duration",
             "0.6666667",
             "--window-overlap",
@@ -257,11 +242,7 @@ fn span_with_frame_interval_and_window_parallel() {
         ],
     );
     let (bytes, run) = complete(&args, &out, "frames");
-    let ls = lines(&bytes);
-    assert_eq!(
-        ls.iter().map(|l| l.0).collect::<Vec<_>>(),
-        (20..N as u64).collect::<Vec<_>>()
-    );
+    assert_eq!(frame_numbers(&bytes), (20..N as u64).collect::<Vec<_>>());
     assert!(frames_of(&bytes, "disc").is_empty());
     let sq = frames_of(&bytes, "sq");
     assert!(
@@ -407,13 +388,11 @@ fn hd_epic_mask_prompts() {
     assert!(stderr(&o).contains("m-small"), "{}", stderr(&o));
     // both: a1 by mask and box on frame 10 (box alone on 20), a2 by its boxes.
     let out = dir.path().join("both");
-    let o = densam(
-        &hd(
-            &out,
-            &["--hd-epic-mask-dir", &mask_dir, "--hd-epic-prompt", "both"],
-        ),
-        &[],
+    let both = hd(
+        &out,
+        &["--hd-epic-mask-dir", &mask_dir, "--hd-epic-prompt", "both"],
     );
+    let o = densam(&both, &[]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let run = run_json(&out);
     let objs = run["objects"].as_array().unwrap();
@@ -423,13 +402,7 @@ fn hd_epic_mask_prompts() {
     // A changed PNG changes the prompts hash (a checkpoint or result is not reused).
     let prompts_hash = run["params"]["prompts"].clone();
     disc_png(&masks.join("m1.png"), 11, W, H, false);
-    let o = densam(
-        &hd(
-            &out,
-            &["--hd-epic-mask-dir", &mask_dir, "--hd-epic-prompt", "both"],
-        ),
-        &[],
-    );
+    let o = densam(&both, &[]);
     assert_eq!(code(&o), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("prompts"), "{}", stderr(&o));
     assert_ne!(prompts_hash, serde_json::Value::Null);
