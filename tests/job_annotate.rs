@@ -14,19 +14,17 @@
 mod common;
 
 use common::{
-    code, densam, frame_numbers, mask_iou, masks_of, names, output_of, run_json, stderr, with,
+    assert_exit_says, code, densam, frame_numbers, killed_at, mask_iou, masks_of, names,
+    one_heavy_run, output_of, run_json, stderr, with,
 };
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 const W: u32 = 160;
 const H: u32 = 120;
 const N: u32 = 40;
-
-/// One heavy run at a time (2 cores shared by the team).
-static LOCK: Mutex<()> = Mutex::new(());
 
 /// The job clip and, next to it, an HD-EPIC root made of its frames.
 struct Fixture {
@@ -90,7 +88,7 @@ fn baseline() -> &'static Vec<u8> {
 
 #[test]
 fn kill_then_rerun_equals_uninterrupted() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -106,24 +104,17 @@ fn kill_then_rerun_equals_uninterrupted() {
         ],
     );
     // 1: killed inside the first stretch (forward head): no resume point yet.
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "20")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 20);
     assert!(!out.path().join(".densam-checkpoint").exists());
     // 2: starts again; killed at frame 33, after the checkpoint at 30 with lines written past it.
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "33")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 33);
     assert!(out.path().join(".densam-checkpoint").exists());
     let partial = out.path().join(".dense_annotations_frames.jsonl.partial");
     let plines = std::fs::read_to_string(&partial).unwrap().lines().count();
     assert_eq!(plines, 34, "lines 0..=33 written before the kill");
     // 3: resumes at frame 30 (truncating 30..=33) and finishes.
     let o = densam(&with(args.clone(), &["--verbose"]), &[]);
-    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("resuming at processed frame 30"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(0), "resuming at processed frame 30");
     assert!(
         output_of(out.path(), "frames") == *want,
         "resumed output differs"
@@ -145,8 +136,7 @@ fn kill_then_rerun_equals_uninterrupted() {
     // 5: other parameters against the finished result: refusal; --restart replaces it.
     let changed = with(args.clone(), &["--max-cond-frames", "1"]);
     let o = densam(&changed, &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("max_cond_frames"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "max_cond_frames");
     assert!(
         output_of(out.path(), "frames") == *want,
         "refusal changed the output"
@@ -155,7 +145,7 @@ fn kill_then_rerun_equals_uninterrupted() {
 
 #[test]
 fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -168,8 +158,7 @@ fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
     assert_eq!(run["interrupted"]["at"]["Rest"], 36);
     // Changed parameters against the checkpoint: refusal, the checkpoint stays.
     let o = densam(&with(args.clone(), &["--track-stride", "2"]), &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("track_stride"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "track_stride");
     assert!(out.path().join(".densam-checkpoint").exists());
     // SIGTERM while the checkpoint, the model or the prompts load: exit 75 at once, the checkpoint
     // untouched, the output cut to it at most.
@@ -196,7 +185,7 @@ fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
 
 #[test]
 fn sigterm_in_reverse_pass_checkpoints_there() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -209,20 +198,14 @@ fn sigterm_in_reverse_pass_checkpoints_there() {
         &args,
         &[("DENSAM_TEST_SIGTERM_AT_FRAME", "5"), ("TMPDIR", &tmpdir)],
     );
-    assert_eq!(code(&o), Some(75), "{}", stderr(&o));
-    assert!(stderr(&o).contains("checkpoint written"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(75), "checkpoint written");
     let run = run_json(out.path());
     assert_eq!(run["interrupted"]["at"]["Reverse"], 5);
     assert!(out.path().join(".densam-checkpoint").exists());
     assert!(out.path().join(".densam-spool").exists());
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     let o = densam(&with(args, &["--verbose"]), &[("TMPDIR", &tmpdir)]);
-    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("reverse pass below processed frame 5"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(0), "reverse pass below processed frame 5");
     assert!(output_of(out.path(), "frames") == *want);
     assert_eq!(
         std::fs::read_dir(tmp.path()).unwrap().count(),
@@ -237,7 +220,7 @@ fn sigterm_in_reverse_pass_checkpoints_there() {
 
 #[test]
 fn kill_in_first_stretch_resumes_there() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -248,25 +231,14 @@ fn kill_in_first_stretch_resumes_there() {
     );
     // 1: killed in the forward head (frames 10..=25) when frame 18 is tracked: the checkpoint
     // after frame 17 holds the banks and the spool's length.
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "18")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 18);
     assert!(out.path().join(".densam-spool").exists());
     // 2: resumes in the head, killed in the reverse pass (9 -> 0) at frame 4.
     let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "4")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("forward head at processed frame 18"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, None, "forward head at processed frame 18");
     // 3: resumes in the reverse pass below 5 and finishes identical.
     let o = densam(&args, &[]);
-    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("reverse pass below processed frame 5"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(0), "reverse pass below processed frame 5");
     assert!(output_of(out.path(), "frames") == *want);
     assert_eq!(
         names(out.path()),
@@ -307,7 +279,7 @@ fn lines_by_frame(bytes: &[u8]) -> std::collections::BTreeMap<u64, String> {
 
 #[test]
 fn undecodable_frames_are_skipped_reseeded_and_reported() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = lines_by_frame(baseline());
     let dir = tempfile::tempdir().unwrap();
@@ -319,12 +291,7 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     };
     let out = dir.path().join("out");
     let o = densam(&args_for(&out, "1000"), &[]);
-    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("3 frame(s) could not be decoded: 3, 33, 34"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(7), "3 frame(s) could not be decoded: 3, 33, 34");
     let got_bytes = output_of(&out, "frames");
     let got = lines_by_frame(&got_bytes);
     let frames: Vec<u64> = got.keys().copied().collect();
@@ -351,9 +318,8 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     // the resumed run gives the same bytes and the same failures.
     let out2 = dir.path().join("out2");
     let a2 = args_for(&out2, "0");
-    for kill in ["1", "36"] {
-        let o = densam(&a2, &[("DENSAM_TEST_KILL_AT_FRAME", kill)]);
-        assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    for kill in [1, 36] {
+        killed_at(&a2, kill);
     }
     let o = densam(&a2, &[]);
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
@@ -363,8 +329,7 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     // --strict: the first bad frame (3, in the reverse pass) stops the run (exit 3).
     let out3 = dir.path().join("out3");
     let o = densam(&with(args_for(&out3, "1000"), &["--strict"]), &[]);
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("frame 3 is corrupt"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "frame 3 is corrupt");
     assert!(!out3.join("dense_annotations_frames.jsonl").exists());
 }
 
@@ -392,7 +357,7 @@ fn in_mount_namespace(script: &str, args: &[String]) -> Option<std::process::Exi
 
 #[test]
 fn disk_full_is_a_clear_error_and_resume_works() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let dir = tempfile::tempdir().unwrap();
@@ -468,8 +433,7 @@ fn disk_full_is_a_clear_error_and_resume_works() {
                 });
             }
             let o = c.output().unwrap();
-            assert_eq!(code(&o), Some(5), "{}", stderr(&o));
-            assert!(stderr(&o).contains("disk is full"), "{}", stderr(&o));
+            assert_exit_says(&o, Some(5), "disk is full");
             assert!(!out.join(".densam-checkpoint.tmp").exists());
             let o = densam(&a, &[]);
             assert_eq!(code(&o), Some(0), "{}", stderr(&o));
@@ -480,7 +444,7 @@ fn disk_full_is_a_clear_error_and_resume_works() {
 
 #[test]
 fn windows_and_frequent_checkpoints_change_nothing() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -578,7 +542,7 @@ fn hd_args(f: &Fixture, a: &Path, m: &Path, out: &Path, id: &str) -> Vec<String>
 
 #[test]
 fn hd_epic_input_seed_flags_warnings_and_strict() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     if !f.root.join("P01/P01-20240202-171220.mp4").exists() {
         eprintln!("ffmpeg missing: HD-EPIC video test skipped");
@@ -634,14 +598,12 @@ fn error_paths_have_documented_exit_codes() {
     let out = dir.path().join("out");
     // Unknown video id: near matches listed.
     let o = densam(&hd_args(f, &a, &m, &out, "P01-20240202-171229"), &[]);
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("P01-20240202-171220"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "P01-20240202-171220");
     // Malformed JSON: file, line and column.
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\n  \"P01-x\": {\n    \"a1\": [1, 2,,]\n}").unwrap();
     let o = densam(&hd_args(f, &bad, &m, &out, "P01-x"), &[]);
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("bad.json:3:"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "bad.json:3:");
     // Missing video.
     let mut args = base_args(f, &out);
     args[2] = dir.path().join("nope.mp4").display().to_string();
@@ -661,8 +623,7 @@ fn error_paths_have_documented_exit_codes() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join(".densam-checkpoint"), b"garbage").unwrap();
     let o = densam(&base_args(f, &out), &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "--restart");
 }
 
 /// (min, mean, count) of the mask IoU over object-frames with a mask in either result, for
@@ -686,7 +647,7 @@ fn iou_stats(a: &[u8], b: &[u8], frames: std::ops::Range<u64>) -> (f64, f64, usi
 
 #[test]
 fn window_parallel_merge_vs_sequential() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let dir = tempfile::tempdir().unwrap();

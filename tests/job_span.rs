@@ -15,19 +15,17 @@
 mod common;
 
 use common::{
-    code, densam, disc_center, frame_numbers, masks_of, output_of, run_json, stderr, with,
+    assert_exit_says, code, densam, disc_center, frame_numbers, killed_at, masks_of, one_heavy_run,
+    output_of, run_json, stderr, with,
 };
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 const W: u32 = 160;
 const H: u32 = 120;
 const N: u32 = 40;
-
-/// One heavy run at a time (2 cores shared by the team).
-static LOCK: Mutex<()> = Mutex::new(());
 
 type Fixture = common::DiscClip;
 
@@ -113,7 +111,7 @@ fn span_result() -> &'static (Vec<u8>, serde_json::Value) {
 
 #[test]
 fn span_prompts_tracks_objects_only_in_their_spans_and_skips_idle_frames() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let (video, vrun) = video_result();
     let (span, run) = span_result();
     // Every frame still has its line, in order; idle ones list no object.
@@ -157,7 +155,7 @@ fn span_prompts_tracks_objects_only_in_their_spans_and_skips_idle_frames() {
 
 #[test]
 fn span_covering_the_video_equals_span_video() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let (video, _) = video_result();
     let out = tempfile::tempdir().unwrap();
@@ -175,7 +173,7 @@ fn span_covering_the_video_equals_span_video() {
 
 #[test]
 fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let (want, _) = span_result();
     let out = tempfile::tempdir().unwrap();
@@ -186,16 +184,14 @@ fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
         &["--window-duration", "0.2", "--checkpoint-every", "0"],
     );
     // Killed while tracking `sq` (after the checkpoint at frame 30).
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "31")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 31);
     assert!(out.path().join(".densam-checkpoint").exists());
     // Another margin against the checkpoint: refused.
     let mut other = args.clone();
     let i = other.iter().position(|a| a == "0.1").unwrap();
     other[i] = "0.2".into();
     let o = densam(&other, &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("span"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "span");
     // Resumed, then stopped by SIGTERM on an idle frame.
     let o = densam(&args, &[("DENSAM_TEST_SIGTERM_AT_FRAME", "36")]);
     assert_eq!(code(&o), Some(75), "{}", stderr(&o));
@@ -210,7 +206,7 @@ fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
 
 #[test]
 fn span_with_frame_interval_and_window_parallel() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     // The seed's --frame_interval 3: processed and written every third frame (and the prompted
@@ -265,7 +261,7 @@ fn disc_png(path: &Path, t: u32, w: u32, h: u32, empty: bool) {
 
 #[test]
 fn hd_epic_mask_prompts() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let id = "P01-20240202-171220";
@@ -384,8 +380,7 @@ fn hd_epic_mask_prompts() {
         ),
         &[],
     );
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("m-small"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "m-small");
     // both: a1 by mask and box on frame 10 (box alone on 20), a2 by its boxes.
     let out = dir.path().join("both");
     let both = hd(
@@ -403,14 +398,12 @@ fn hd_epic_mask_prompts() {
     let prompts_hash = run["params"]["prompts"].clone();
     disc_png(&masks.join("m1.png"), 11, W, H, false);
     let o = densam(&both, &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("prompts"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "prompts");
     assert_ne!(prompts_hash, serde_json::Value::Null);
     // Usage: mask prompts need the folder.
     let o = densam(
         &hd(&dir.path().join("usage"), &["--hd-epic-prompt", "mask"]),
         &[],
     );
-    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--hd-epic-mask-dir"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(2), "--hd-epic-mask-dir");
 }

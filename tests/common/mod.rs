@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The repository root (where Cargo.toml is).
@@ -413,4 +413,28 @@ pub fn mask_iou(x: &[u8], y: &[u8]) -> f64 {
         u += u64::from(a | b);
     }
     if u == 0 { 1.0 } else { i as f64 / u as f64 }
+}
+
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// One heavy test at a time in this test binary (2 cores shared by the team): hold the guard for
+/// the whole test. A lock poisoned by a failed test is taken over.
+pub fn one_heavy_run() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `densam args` with `DENSAM_TEST_KILL_AT_FRAME=frame` and asserts that a signal ended it.
+#[track_caller]
+pub fn killed_at(args: &[String], frame: u64) -> std::process::Output {
+    let o = densam(args, &[("DENSAM_TEST_KILL_AT_FRAME", &frame.to_string())]);
+    assert_eq!(code(&o), None, "{}", stderr(&o));
+    o
+}
+
+/// Asserts that `o` ended with exit code `exit` (`None`: by a signal) and that its standard
+/// error contains `text`; either failure shows the standard error.
+#[track_caller]
+pub fn assert_exit_says(o: &std::process::Output, exit: Option<i32>, text: &str) {
+    assert_eq!(code(o), exit, "{}", stderr(o));
+    assert!(stderr(o).contains(text), "{}", stderr(o));
 }
