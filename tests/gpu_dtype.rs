@@ -8,8 +8,9 @@
 
 mod common;
 
+use common::{densam, mask_iou, masks_of, output_of, run_json};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 /// Per object-frame mask IoU, bf16 vs fp32 (the tolerance). Measured on this clip:
 /// min 0.9912, mean 0.9943 over 96 object-frames (the official predictor itself, fp32 vs its
@@ -32,66 +33,15 @@ fn clip() -> (PathBuf, PathBuf) {
     (dir.join("frames"), dir.join("prompts.json"))
 }
 
-fn densam(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_densam"))
-        .args(args)
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .unwrap()
-}
-
+/// `densam annotate` on `frames` with `prompts` at image size 256, hole filling off.
 fn annotate_args(frames: &Path, prompts: &Path, ckpt: &Path, out: &Path) -> Vec<String> {
-    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
-    v.push(frames.display().to_string());
-    v.extend(["--prompts".into(), prompts.display().to_string()]);
-    v.extend(["--checkpoint".into(), ckpt.display().to_string()]);
-    v.extend(["--out".into(), out.display().to_string()]);
-    v.extend(["--image-size", "256", "--fill-hole-area", "0", "--quiet"].map(String::from));
-    v
-}
-
-/// Masks per (frame, object id) of a JSONL result.
-fn masks_of(path: &Path) -> std::collections::BTreeMap<(u64, String), Vec<u8>> {
-    let mut m = std::collections::BTreeMap::new();
-    for l in std::fs::read_to_string(path).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let n = v["frame_number"].as_u64().unwrap();
-        for o in v["objects"].as_array().unwrap() {
-            let s = &o["segmentation"];
-            let (h, w) = (
-                s["size"][0].as_u64().unwrap(),
-                s["size"][1].as_u64().unwrap(),
-            );
-            let rle = densam::output::rle::Rle::from_counts_string(
-                s["counts"].as_str().unwrap(),
-                h as u32,
-                w as u32,
-            )
-            .unwrap();
-            m.insert(
-                (n, o["id"].as_str().unwrap().to_string()),
-                rle.decode_row_major(),
-            );
-        }
-    }
-    m
-}
-
-fn iou(x: &[u8], y: &[u8]) -> f64 {
-    let (mut i, mut u) = (0u64, 0u64);
-    for p in 0..x.len().max(y.len()) {
-        let (a, b) = (
-            x.get(p).copied().unwrap_or(0),
-            y.get(p).copied().unwrap_or(0),
-        );
-        i += u64::from(a & b);
-        u += u64::from(a | b);
-    }
-    if u == 0 { 1.0 } else { i as f64 / u as f64 }
-}
-
-fn run_json(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap()
+    common::annotate_args(
+        frames,
+        prompts,
+        ckpt,
+        out,
+        &["--image-size", "256", "--fill-hole-area", "0", "--quiet"],
+    )
 }
 
 #[test]
@@ -105,7 +55,7 @@ fn bf16_matches_fp32_masks_on_cpu() {
         let mut args = annotate_args(&frames, &prompts, &ckpt, &out);
         args.extend(["--device", "cpu", "--dtype", dtype].map(String::from));
         let t = std::time::Instant::now();
-        let o = densam(&args);
+        let o = densam(&args, &[]);
         assert!(
             o.status.success(),
             "{dtype}: {}",
@@ -116,7 +66,7 @@ fn bf16_matches_fp32_masks_on_cpu() {
         assert_eq!(m["dtype"], dtype, "run.json dtype");
         assert_eq!(m["params"]["dtype"], dtype, "run.json params.dtype");
         assert!(m["peak_gpu_bytes"].is_null(), "no GPU peak on the CPU");
-        results.push(masks_of(&out.join("dense_annotations_frames.jsonl")));
+        results.push(masks_of(&output_of(&out, "frames")));
     }
     let (a, b) = (&results[0], &results[1]);
     let mut keys: Vec<_> = a.keys().chain(b.keys()).collect();
@@ -130,7 +80,7 @@ fn bf16_matches_fp32_masks_on_cpu() {
         if x.iter().any(|&v| v != 0) {
             nonempty += 1;
         }
-        let v = iou(x, y);
+        let v = mask_iou(x, y);
         assert!(
             v >= MIN_IOU,
             "object-frame {k:?}: bf16 vs fp32 IoU {v:.4} < {MIN_IOU}"
@@ -209,7 +159,7 @@ fn cuda_without_gpu_is_a_clear_error() {
     let out = dir.path().join("out");
     let mut args = annotate_args(&frames, &prompts, &ckpt, &out);
     args.extend(["--device", "cuda", "--dtype", "bf16"].map(String::from));
-    let o = densam(&args);
+    let o = densam(&args, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(6), "{err}");
     assert!(err.contains("--device cuda"), "{err}");

@@ -13,99 +13,54 @@
 
 mod common;
 
-use common::{code, densam, output_of, stderr, with};
+use common::{
+    assert_exit_says, code, densam, frame_numbers, killed_at, mask_iou, masks_of, names,
+    one_heavy_run, output_of, run_json, stderr, with,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 const W: u32 = 160;
 const H: u32 = 120;
 const N: u32 = 40;
 
-/// One heavy run at a time (2 cores shared by the team).
-static LOCK: Mutex<()> = Mutex::new(());
-
+/// The job clip and, next to it, an HD-EPIC root made of its frames.
 struct Fixture {
-    _dir: tempfile::TempDir,
-    frames: PathBuf,
-    prompts: PathBuf,
-    ckpt: PathBuf,
+    clip: common::DiscClip,
     root: PathBuf,
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let frames = dir.path().join("frames");
-        std::fs::create_dir_all(&frames).unwrap();
-        for t in 0..N {
-            let img = image::RgbImage::from_fn(W, H, |x, y| {
-                let (xi, yi, ti) = (x as i32, y as i32, t as i32);
-                let (cx, cy) = (30 + 2 * ti, 50);
-                if (xi - cx).pow(2) + (yi - cy).pow(2) < 14 * 14 {
-                    image::Rgb([220, 30, 30])
-                } else if (xi - 115).abs() < 14 && (yi - (20 + ti)).abs() < 14 {
-                    image::Rgb([30, 200, 40])
-                } else {
-                    let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
-                    image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
-                }
-            });
-            img.save(frames.join(format!("{t:05}.png"))).unwrap();
-        }
-        let prompts = dir.path().join("prompts.json");
-        std::fs::write(
-            &prompts,
+        let clip = common::disc_clip(
+            N,
+            W,
+            H,
             r#"{"objects": [
               {"id": "disc", "label": "disc", "prompts": [{"frame": 10, "box": [34, 34, 66, 66]}]},
               {"id": "sq", "label": "square", "prompts": [
                  {"frame": 12, "points": [[115, 32]], "labels": [1]},
                  {"frame": 30, "box": [101, 36, 129, 64]}]}]}"#,
-        )
-        .unwrap();
+        );
         // An HD-EPIC layout: ROOT/P01/P01-20240202-171220.mp4 (if ffmpeg is there).
-        let root = dir.path().join("videos");
+        let root = clip.dir.path().join("videos");
         std::fs::create_dir_all(root.join("P01")).unwrap();
         let _ = Command::new("ffmpeg")
             .args(["-loglevel", "error", "-y", "-framerate", "30", "-i"])
-            .arg(frames.join("%05d.png"))
+            .arg(clip.frames.join("%05d.png"))
             .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "8"])
             .arg(root.join("P01/P01-20240202-171220.mp4"))
             .status();
-        let ckpt = common::checkpoint("tiny", "2.1", 256, 0).join("model.pt");
-        Fixture {
-            _dir: dir,
-            frames,
-            prompts,
-            ckpt,
-            root,
-        }
+        Fixture { clip, root }
     })
 }
 
+/// The clip's annotate arguments for these tests, quiet.
 fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
-    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
-    v.push(f.frames.display().to_string());
-    v.extend(["--prompts".into(), f.prompts.display().to_string()]);
-    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
-    v.extend(["--out".into(), out.display().to_string()]);
-    v.extend(
-        [
-            "--image-size",
-            "256",
-            "--device",
-            "cpu",
-            "--fill-hole-area",
-            "0",
-            "--reverse-chunk",
-            "4",
-            "--quiet",
-        ]
-        .map(String::from),
-    );
-    v
+    f.clip.args(out, &["--quiet"])
 }
 
 /// The uninterrupted result (computed once).
@@ -118,12 +73,10 @@ fn baseline() -> &'static Vec<u8> {
         assert_eq!(code(&o), Some(0), "{}", stderr(&o));
         let b = output_of(out.path(), "frames");
         // Exactly the output, run.json and nothing else.
-        let mut names: Vec<String> = std::fs::read_dir(out.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, vec!["dense_annotations_frames.jsonl", "run.json"]);
+        assert_eq!(
+            names(out.path()),
+            ["dense_annotations_frames.jsonl", "run.json"]
+        );
         let text = String::from_utf8(b.clone()).unwrap();
         assert_eq!(text.lines().count(), N as usize);
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -135,7 +88,7 @@ fn baseline() -> &'static Vec<u8> {
 
 #[test]
 fn kill_then_rerun_equals_uninterrupted() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -151,32 +104,24 @@ fn kill_then_rerun_equals_uninterrupted() {
         ],
     );
     // 1: killed inside the first stretch (forward head): no resume point yet.
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "20")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 20);
     assert!(!out.path().join(".densam-checkpoint").exists());
     // 2: starts again; killed at frame 33, after the checkpoint at 30 with lines written past it.
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "33")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 33);
     assert!(out.path().join(".densam-checkpoint").exists());
     let partial = out.path().join(".dense_annotations_frames.jsonl.partial");
     let plines = std::fs::read_to_string(&partial).unwrap().lines().count();
     assert_eq!(plines, 34, "lines 0..=33 written before the kill");
     // 3: resumes at frame 30 (truncating 30..=33) and finishes.
     let o = densam(&with(args.clone(), &["--verbose"]), &[]);
-    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("resuming at processed frame 30"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(0), "resuming at processed frame 30");
     assert!(
         output_of(out.path(), "frames") == *want,
         "resumed output differs"
     );
     assert!(!out.path().join(".densam-checkpoint").exists());
     assert!(!partial.exists());
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    let run = run_json(out.path());
     assert_eq!(run["status"], "complete");
     let windows = run["windows"].as_array().unwrap();
     assert_eq!(windows.len(), 4, "{windows:?}");
@@ -191,8 +136,7 @@ fn kill_then_rerun_equals_uninterrupted() {
     // 5: other parameters against the finished result: refusal; --restart replaces it.
     let changed = with(args.clone(), &["--max-cond-frames", "1"]);
     let o = densam(&changed, &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("max_cond_frames"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "max_cond_frames");
     assert!(
         output_of(out.path(), "frames") == *want,
         "refusal changed the output"
@@ -201,22 +145,20 @@ fn kill_then_rerun_equals_uninterrupted() {
 
 #[test]
 fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
     let args = with(base_args(f, out.path()), &["--checkpoint-every", "1000"]);
     let o = densam(&args, &[("DENSAM_TEST_SIGTERM_AT_FRAME", "35")]);
     assert_eq!(code(&o), Some(75), "{}", stderr(&o));
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    let run = run_json(out.path());
     assert_eq!(run["status"], "interrupted");
     assert_eq!(run["interrupted"]["signal"], "SIGTERM");
     assert_eq!(run["interrupted"]["at"]["Rest"], 36);
     // Changed parameters against the checkpoint: refusal, the checkpoint stays.
     let o = densam(&with(args.clone(), &["--track-stride", "2"]), &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("track_stride"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "track_stride");
     assert!(out.path().join(".densam-checkpoint").exists());
     // SIGTERM while the checkpoint, the model or the prompts load: exit 75 at once, the checkpoint
     // untouched, the output cut to it at most.
@@ -243,7 +185,7 @@ fn sigterm_checkpoints_and_rerun_equals_uninterrupted() {
 
 #[test]
 fn sigterm_in_reverse_pass_checkpoints_there() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -256,21 +198,14 @@ fn sigterm_in_reverse_pass_checkpoints_there() {
         &args,
         &[("DENSAM_TEST_SIGTERM_AT_FRAME", "5"), ("TMPDIR", &tmpdir)],
     );
-    assert_eq!(code(&o), Some(75), "{}", stderr(&o));
-    assert!(stderr(&o).contains("checkpoint written"), "{}", stderr(&o));
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    assert_exit_says(&o, Some(75), "checkpoint written");
+    let run = run_json(out.path());
     assert_eq!(run["interrupted"]["at"]["Reverse"], 5);
     assert!(out.path().join(".densam-checkpoint").exists());
     assert!(out.path().join(".densam-spool").exists());
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     let o = densam(&with(args, &["--verbose"]), &[("TMPDIR", &tmpdir)]);
-    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("reverse pass below processed frame 5"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(0), "reverse pass below processed frame 5");
     assert!(output_of(out.path(), "frames") == *want);
     assert_eq!(
         std::fs::read_dir(tmp.path()).unwrap().count(),
@@ -283,19 +218,9 @@ fn sigterm_in_reverse_pass_checkpoints_there() {
     );
 }
 
-/// The names in a folder, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn kill_in_first_stretch_resumes_there() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -306,25 +231,14 @@ fn kill_in_first_stretch_resumes_there() {
     );
     // 1: killed in the forward head (frames 10..=25) when frame 18 is tracked: the checkpoint
     // after frame 17 holds the banks and the spool's length.
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "18")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 18);
     assert!(out.path().join(".densam-spool").exists());
     // 2: resumes in the head, killed in the reverse pass (9 -> 0) at frame 4.
     let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "4")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("forward head at processed frame 18"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, None, "forward head at processed frame 18");
     // 3: resumes in the reverse pass below 5 and finishes identical.
     let o = densam(&args, &[]);
-    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("reverse pass below processed frame 5"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(0), "reverse pass below processed frame 5");
     assert!(output_of(out.path(), "frames") == *want);
     assert_eq!(
         names(out.path()),
@@ -340,7 +254,7 @@ fn bad_frames(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&bad).unwrap();
     for t in 0..N {
         let name = format!("{t:05}.png");
-        let bytes = std::fs::read(f.frames.join(&name)).unwrap();
+        let bytes = std::fs::read(f.clip.frames.join(&name)).unwrap();
         let keep = if [3, 33, 34].contains(&t) {
             200
         } else {
@@ -365,7 +279,7 @@ fn lines_by_frame(bytes: &[u8]) -> std::collections::BTreeMap<u64, String> {
 
 #[test]
 fn undecodable_frames_are_skipped_reseeded_and_reported() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = lines_by_frame(baseline());
     let dir = tempfile::tempdir().unwrap();
@@ -377,12 +291,7 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     };
     let out = dir.path().join("out");
     let o = densam(&args_for(&out, "1000"), &[]);
-    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("3 frame(s) could not be decoded: 3, 33, 34"),
-        "{}",
-        stderr(&o)
-    );
+    assert_exit_says(&o, Some(7), "3 frame(s) could not be decoded: 3, 33, 34");
     let got_bytes = output_of(&out, "frames");
     let got = lines_by_frame(&got_bytes);
     let frames: Vec<u64> = got.keys().copied().collect();
@@ -392,8 +301,7 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     for n in 4..=32 {
         assert_eq!(got[&n], want[&n], "frame {n}");
     }
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let run = run_json(&out);
     assert_eq!(run["status"], "complete");
     assert_eq!(run["failed_frames"], 3);
     assert_eq!(run["failures"][0]["frames"], serde_json::json!([3, 33, 34]));
@@ -410,21 +318,18 @@ fn undecodable_frames_are_skipped_reseeded_and_reported() {
     // the resumed run gives the same bytes and the same failures.
     let out2 = dir.path().join("out2");
     let a2 = args_for(&out2, "0");
-    for kill in ["1", "36"] {
-        let o = densam(&a2, &[("DENSAM_TEST_KILL_AT_FRAME", kill)]);
-        assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    for kill in [1, 36] {
+        killed_at(&a2, kill);
     }
     let o = densam(&a2, &[]);
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
     assert!(output_of(&out2, "frames") == got_bytes);
-    let run2: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out2.join("run.json")).unwrap()).unwrap();
+    let run2 = run_json(&out2);
     assert_eq!(run2["failures"], run["failures"]);
     // --strict: the first bad frame (3, in the reverse pass) stops the run (exit 3).
     let out3 = dir.path().join("out3");
     let o = densam(&with(args_for(&out3, "1000"), &["--strict"]), &[]);
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("frame 3 is corrupt"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "frame 3 is corrupt");
     assert!(!out3.join("dense_annotations_frames.jsonl").exists());
 }
 
@@ -452,7 +357,7 @@ fn in_mount_namespace(script: &str, args: &[String]) -> Option<std::process::Exi
 
 #[test]
 fn disk_full_is_a_clear_error_and_resume_works() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let dir = tempfile::tempdir().unwrap();
@@ -497,8 +402,7 @@ fn disk_full_is_a_clear_error_and_resume_works() {
                     "run.json"
                 ]
             );
-            let run: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(after1.join("run.json")).unwrap()).unwrap();
+            let run = run_json(&after1);
             assert_eq!(run["status"], "failed");
             assert_eq!(read("rc2").trim(), "0", "{}", read("err2"));
             assert!(output_of(&real.join("after2"), "frames") == *want);
@@ -529,8 +433,7 @@ fn disk_full_is_a_clear_error_and_resume_works() {
                 });
             }
             let o = c.output().unwrap();
-            assert_eq!(code(&o), Some(5), "{}", stderr(&o));
-            assert!(stderr(&o).contains("disk is full"), "{}", stderr(&o));
+            assert_exit_says(&o, Some(5), "disk is full");
             assert!(!out.join(".densam-checkpoint.tmp").exists());
             let o = densam(&a, &[]);
             assert_eq!(code(&o), Some(0), "{}", stderr(&o));
@@ -541,7 +444,7 @@ fn disk_full_is_a_clear_error_and_resume_works() {
 
 #[test]
 fn windows_and_frequent_checkpoints_change_nothing() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let out = tempfile::tempdir().unwrap();
@@ -559,8 +462,7 @@ fn windows_and_frequent_checkpoints_change_nothing() {
     let o = densam(&args, &[]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     assert!(output_of(out.path(), "frames") == *want);
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap();
+    let run = run_json(out.path());
     assert_eq!(run["windows"].as_array().unwrap().len(), 7);
     assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0);
     // The seed's --video_scale_factor: model input from frames downscaled by 2, outputs in
@@ -621,7 +523,7 @@ fn hd_args(f: &Fixture, a: &Path, m: &Path, out: &Path, id: &str) -> Vec<String>
     v.extend(["--hd-epic-masks".into(), m.display().to_string()]);
     v.extend(["--video_id".into(), id.into()]);
     v.extend(["--video_path".into(), f.root.display().to_string()]);
-    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
+    v.extend(["--checkpoint".into(), f.clip.ckpt.display().to_string()]);
     v.extend(["--out".into(), out.display().to_string()]);
     v.extend(
         [
@@ -640,7 +542,7 @@ fn hd_args(f: &Fixture, a: &Path, m: &Path, out: &Path, id: &str) -> Vec<String>
 
 #[test]
 fn hd_epic_input_seed_flags_warnings_and_strict() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     if !f.root.join("P01/P01-20240202-171220.mp4").exists() {
         eprintln!("ffmpeg missing: HD-EPIC video test skipped");
@@ -664,17 +566,9 @@ fn hd_epic_input_seed_flags_warnings_and_strict() {
         }
         let text = String::from_utf8(output_of(&out, id)).unwrap();
         // --frame_interval 3: every third frame, processed and written.
-        let frames: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["frame_number"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let frames = frame_numbers(text.as_bytes());
         assert_eq!(frames, (0..N as u64).step_by(3).collect::<Vec<_>>());
-        let run: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+        let run = run_json(&out);
         assert_eq!(run["params"]["track_stride"], 3);
         assert!(run["warnings"].as_array().unwrap().len() >= 3);
         let mut seen = std::collections::BTreeSet::new();
@@ -704,14 +598,12 @@ fn error_paths_have_documented_exit_codes() {
     let out = dir.path().join("out");
     // Unknown video id: near matches listed.
     let o = densam(&hd_args(f, &a, &m, &out, "P01-20240202-171229"), &[]);
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("P01-20240202-171220"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "P01-20240202-171220");
     // Malformed JSON: file, line and column.
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\n  \"P01-x\": {\n    \"a1\": [1, 2,,]\n}").unwrap();
     let o = densam(&hd_args(f, &bad, &m, &out, "P01-x"), &[]);
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("bad.json:3:"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "bad.json:3:");
     // Missing video.
     let mut args = base_args(f, &out);
     args[2] = dir.path().join("nope.mp4").display().to_string();
@@ -731,35 +623,7 @@ fn error_paths_have_documented_exit_codes() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join(".densam-checkpoint"), b"garbage").unwrap();
     let o = densam(&base_args(f, &out), &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
-}
-
-/// Masks per (frame, object id) of a JSONL result.
-fn masks_of(bytes: &[u8]) -> std::collections::BTreeMap<(u64, String), Vec<u8>> {
-    let mut m = std::collections::BTreeMap::new();
-    for l in String::from_utf8(bytes.to_vec()).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let n = v["frame_number"].as_u64().unwrap();
-        for o in v["objects"].as_array().unwrap() {
-            let s = &o["segmentation"];
-            let (h, w) = (
-                s["size"][0].as_u64().unwrap(),
-                s["size"][1].as_u64().unwrap(),
-            );
-            let rle = densam::output::rle::Rle::from_counts_string(
-                s["counts"].as_str().unwrap(),
-                h as u32,
-                w as u32,
-            )
-            .unwrap();
-            m.insert(
-                (n, o["id"].as_str().unwrap().to_string()),
-                rle.decode_row_major(),
-            );
-        }
-    }
-    m
+    assert_exit_says(&o, Some(4), "--restart");
 }
 
 /// (min, mean, count) of the mask IoU over object-frames with a mask in either result, for
@@ -773,17 +637,7 @@ fn iou_stats(a: &[u8], b: &[u8], frames: std::ops::Range<u64>) -> (f64, f64, usi
     for k in keys.into_iter().filter(|k| frames.contains(&k.0)) {
         let empty = Vec::new();
         let (x, y) = (ma.get(k).unwrap_or(&empty), mb.get(k).unwrap_or(&empty));
-        let len = x.len().max(y.len());
-        let (mut i, mut u) = (0u64, 0u64);
-        for p in 0..len {
-            let (xa, ya) = (
-                x.get(p).copied().unwrap_or(0),
-                y.get(p).copied().unwrap_or(0),
-            );
-            i += u64::from(xa & ya);
-            u += u64::from(xa | ya);
-        }
-        let iou = if u == 0 { 1.0 } else { i as f64 / u as f64 };
+        let iou = mask_iou(x, y);
         min = min.min(iou);
         sum += iou;
         n += 1;
@@ -793,7 +647,7 @@ fn iou_stats(a: &[u8], b: &[u8], frames: std::ops::Range<u64>) -> (f64, f64, usi
 
 #[test]
 fn window_parallel_merge_vs_sequential() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let want = baseline();
     let dir = tempfile::tempdir().unwrap();
@@ -814,15 +668,7 @@ fn window_parallel_merge_vs_sequential() {
         );
         let o = densam(&args, &[]);
         assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-        let text = String::from_utf8(output_of(&out, "frames")).unwrap();
-        let frames: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["frame_number"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let frames = frame_numbers(&output_of(&out, "frames"));
         assert_eq!(frames, (20 * k..20 * k + 20).collect::<Vec<_>>());
         parts.push(out.display().to_string());
     }

@@ -14,96 +14,47 @@
 
 mod common;
 
-use common::{code, densam, output_of, stderr, with};
+use common::{
+    assert_exit_says, code, densam, disc_center, frame_numbers, killed_at, masks_of, one_heavy_run,
+    output_of, run_json, stderr, with,
+};
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::OnceLock;
 
 const W: u32 = 160;
 const H: u32 = 120;
 const N: u32 = 40;
 
-/// One heavy run at a time (2 cores shared by the team).
-static LOCK: Mutex<()> = Mutex::new(());
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    frames: PathBuf,
-    prompts: PathBuf,
-    ckpt: PathBuf,
-}
-
-fn disc_center(t: u32) -> (i32, i32) {
-    (30 + 2 * t as i32, 50)
-}
+type Fixture = common::DiscClip;
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let frames = dir.path().join("frames");
-        std::fs::create_dir_all(&frames).unwrap();
-        for t in 0..N {
-            let img = image::RgbImage::from_fn(W, H, |x, y| {
-                let (xi, yi, ti) = (x as i32, y as i32, t as i32);
-                let (cx, cy) = disc_center(t);
-                if (xi - cx).pow(2) + (yi - cy).pow(2) < 14 * 14 {
-                    image::Rgb([220, 30, 30])
-                } else if (xi - 115).abs() < 14 && (yi - (20 + ti)).abs() < 14 {
-                    image::Rgb([30, 200, 40])
-                } else {
-                    let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
-                    image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
-                }
-            });
-            img.save(frames.join(format!("{t:05}.png"))).unwrap();
-        }
-        let prompts = dir.path().join("prompts.json");
-        std::fs::write(
-            &prompts,
+        common::disc_clip(
+            N,
+            W,
+            H,
             r#"{"objects": [
               {"id": "disc", "label": "disc", "prompts": [{"frame": 10, "box": [34, 34, 66, 66]}]},
               {"id": "sq", "label": "square", "prompts": [{"frame": 30, "box": [101, 36, 129, 64]}]}]}"#,
         )
-        .unwrap();
-        let ckpt = common::checkpoint("tiny", "2.1", 256, 0).join("model.pt");
-        Fixture {
-            _dir: dir,
-            frames,
-            prompts,
-            ckpt,
-        }
     })
 }
 
+/// The clip's annotate arguments for these tests: objects one at a time, quiet.
 fn base_args(f: &Fixture, out: &Path) -> Vec<String> {
-    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
-    v.push(f.frames.display().to_string());
-    v.extend(["--prompts".into(), f.prompts.display().to_string()]);
-    v.extend(["--checkpoint".into(), f.ckpt.display().to_string()]);
-    v.extend(["--out".into(), out.display().to_string()]);
-    v.extend(
-        [
-            "--image-size",
-            "256",
-            "--device",
-            "cpu",
-            "--fill-hole-area",
-            "0",
-            "--reverse-chunk",
-            "4",
-            "--batch-objects",
-            "1",
-            "--quiet",
-        ]
-        .map(String::from),
-    );
-    v
+    f.args(out, &["--batch-objects", "1", "--quiet"])
 }
 
-fn run_json(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap()
+/// [`base_args`] with `--span prompts --span-margin 0.1` (spans 7..=13 and 27..=33), then `extra`.
+fn span_args(f: &Fixture, out: &Path, extra: &[&str]) -> Vec<String> {
+    let span = with(
+        base_args(f, out),
+        &["--span", "prompts", "--span-margin", "0.1"],
+    );
+    with(span, extra)
 }
 
 /// Runs to completion (exit 0) and returns the JSONL bytes and run.json.
@@ -131,29 +82,6 @@ fn lines(bytes: &[u8]) -> Vec<(u64, Vec<String>)> {
         .collect()
 }
 
-/// Masks per (frame, object id).
-fn masks_of(bytes: &[u8]) -> BTreeMap<(u64, String), Vec<u8>> {
-    let mut m = BTreeMap::new();
-    for l in String::from_utf8(bytes.to_vec()).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let n = v["frame_number"].as_u64().unwrap();
-        for o in v["objects"].as_array().unwrap() {
-            let s = &o["segmentation"];
-            let rle = densam::output::rle::Rle::from_counts_string(
-                s["counts"].as_str().unwrap(),
-                s["size"][0].as_u64().unwrap() as u32,
-                s["size"][1].as_u64().unwrap() as u32,
-            )
-            .unwrap();
-            m.insert(
-                (n, o["id"].as_str().unwrap().to_string()),
-                rle.decode_row_major(),
-            );
-        }
-    }
-    m
-}
-
 /// Frames an object appears on.
 fn frames_of(bytes: &[u8], id: &str) -> BTreeSet<u64> {
     lines(bytes)
@@ -177,17 +105,13 @@ fn span_result() -> &'static (Vec<u8>, serde_json::Value) {
     static B: OnceLock<(Vec<u8>, serde_json::Value)> = OnceLock::new();
     B.get_or_init(|| {
         let out = tempfile::tempdir().unwrap();
-        let args = with(
-            base_args(fixture(), out.path()),
-            &["--span", "prompts", "--span-margin", "0.1"],
-        );
-        complete(&args, out.path(), "frames")
+        complete(&span_args(fixture(), out.path(), &[]), out.path(), "frames")
     })
 }
 
 #[test]
 fn span_prompts_tracks_objects_only_in_their_spans_and_skips_idle_frames() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let (video, vrun) = video_result();
     let (span, run) = span_result();
     // Every frame still has its line, in order; idle ones list no object.
@@ -231,7 +155,7 @@ fn span_prompts_tracks_objects_only_in_their_spans_and_skips_idle_frames() {
 
 #[test]
 fn span_covering_the_video_equals_span_video() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let (video, _) = video_result();
     let out = tempfile::tempdir().unwrap();
@@ -249,35 +173,25 @@ fn span_covering_the_video_equals_span_video() {
 
 #[test]
 fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let (want, _) = span_result();
     let out = tempfile::tempdir().unwrap();
     // Windows of 6 frames and a checkpoint after every frame (idle ones included).
-    let args = with(
-        base_args(f, out.path()),
-        &[
-            "--span",
-            "prompts",
-            "--span-margin",
-            "0.1",
-            "--window-duration",
-            "0.2",
-            "--checkpoint-every",
-            "0",
-        ],
+    let args = span_args(
+        f,
+        out.path(),
+        &["--window-duration", "0.2", "--checkpoint-every", "0"],
     );
     // Killed while tracking `sq` (after the checkpoint at frame 30).
-    let o = densam(&args, &[("DENSAM_TEST_KILL_AT_FRAME", "31")]);
-    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    killed_at(&args, 31);
     assert!(out.path().join(".densam-checkpoint").exists());
     // Another margin against the checkpoint: refused.
     let mut other = args.clone();
     let i = other.iter().position(|a| a == "0.1").unwrap();
     other[i] = "0.2".into();
     let o = densam(&other, &[]);
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("span"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(4), "span");
     // Resumed, then stopped by SIGTERM on an idle frame.
     let o = densam(&args, &[("DENSAM_TEST_SIGTERM_AT_FRAME", "36")]);
     assert_eq!(code(&o), Some(75), "{}", stderr(&o));
@@ -292,27 +206,16 @@ fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
 
 #[test]
 fn span_with_frame_interval_and_window_parallel() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     // The seed's --frame_interval 3: processed and written every third frame (and the prompted
     // frames): disc on 9 and 12, sq on 27, 30 and 33 at most.
     let out = dir.path().join("fi");
-    let args = with(
-        base_args(f, &out),
-        &[
-            "--span",
-            "prompts",
-            "--span-margin",
-            "0.1",
-            "--frame_interval",
-            "3",
-        ],
-    );
+    let args = span_args(f, &out, &["--frame_interval", "3"]);
     let (bytes, run) = complete(&args, &out, "frames");
-    let ls = lines(&bytes);
     assert_eq!(
-        ls.iter().map(|l| l.0).collect::<Vec<_>>(),
+        frame_numbers(&bytes),
         (0..N as u64).step_by(3).collect::<Vec<_>>()
     );
     assert!(frames_of(&bytes, "disc").is_subset(&[9, 12].into()));
@@ -322,13 +225,10 @@ fn span_with_frame_interval_and_window_parallel() {
     // Window 1 of 2 (frames 20..40, warm-up from 10): spans stay those of the whole video, so
     // disc (7..=13) is never tracked in the window's own frames.
     let out = dir.path().join("w1");
-    let args = with(
-        base_args(f, &out),
+    let args = span_args(
+        f,
+        &out,
         &[
-            "--span",
-            "prompts",
-            "--span-margin",
-            "0.1",
             "--window-duration",
             "0.6666667",
             "--window-overlap",
@@ -338,11 +238,7 @@ fn span_with_frame_interval_and_window_parallel() {
         ],
     );
     let (bytes, run) = complete(&args, &out, "frames");
-    let ls = lines(&bytes);
-    assert_eq!(
-        ls.iter().map(|l| l.0).collect::<Vec<_>>(),
-        (20..N as u64).collect::<Vec<_>>()
-    );
+    assert_eq!(frame_numbers(&bytes), (20..N as u64).collect::<Vec<_>>());
     assert!(frames_of(&bytes, "disc").is_empty());
     let sq = frames_of(&bytes, "sq");
     assert!(
@@ -365,7 +261,7 @@ fn disc_png(path: &Path, t: u32, w: u32, h: u32, empty: bool) {
 
 #[test]
 fn hd_epic_mask_prompts() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = one_heavy_run();
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let id = "P01-20240202-171220";
@@ -484,17 +380,14 @@ fn hd_epic_mask_prompts() {
         ),
         &[],
     );
-    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("m-small"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(3), "m-small");
     // both: a1 by mask and box on frame 10 (box alone on 20), a2 by its boxes.
     let out = dir.path().join("both");
-    let o = densam(
-        &hd(
-            &out,
-            &["--hd-epic-mask-dir", &mask_dir, "--hd-epic-prompt", "both"],
-        ),
-        &[],
+    let both = hd(
+        &out,
+        &["--hd-epic-mask-dir", &mask_dir, "--hd-epic-prompt", "both"],
     );
+    let o = densam(&both, &[]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let run = run_json(&out);
     let objs = run["objects"].as_array().unwrap();
@@ -504,21 +397,13 @@ fn hd_epic_mask_prompts() {
     // A changed PNG changes the prompts hash (a checkpoint or result is not reused).
     let prompts_hash = run["params"]["prompts"].clone();
     disc_png(&masks.join("m1.png"), 11, W, H, false);
-    let o = densam(
-        &hd(
-            &out,
-            &["--hd-epic-mask-dir", &mask_dir, "--hd-epic-prompt", "both"],
-        ),
-        &[],
-    );
-    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("prompts"), "{}", stderr(&o));
+    let o = densam(&both, &[]);
+    assert_exit_says(&o, Some(4), "prompts");
     assert_ne!(prompts_hash, serde_json::Value::Null);
     // Usage: mask prompts need the folder.
     let o = densam(
         &hd(&dir.path().join("usage"), &["--hd-epic-prompt", "mask"]),
         &[],
     );
-    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--hd-epic-mask-dir"), "{}", stderr(&o));
+    assert_exit_says(&o, Some(2), "--hd-epic-mask-dir");
 }

@@ -467,12 +467,10 @@ fn official_parity_end_to_end() {
     assert_eq!(manifest["written_frames"], FRAMES);
     assert_eq!(manifest["processed_frames"], FRAMES);
     assert!(manifest["peak_rss_bytes"].as_u64().unwrap() > 0);
-    let mut names: Vec<String> = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, vec!["dense_annotations_frames.jsonl", "run.json"]);
+    assert_eq!(
+        common::names(out.path()),
+        ["dense_annotations_frames.jsonl", "run.json"]
+    );
     eprintln!(
         "official_parity_end_to_end: {:.1} s (fixture excluded)",
         t0.elapsed().as_secs_f64()

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: running the venv's Python (the official `sam2`
 //! package) with pinned threads, and a fixture cache under `.cache/<name>-<hash>/` keyed by the
-//! contents of the generating scripts and their arguments, regenerated when missing.
+//! contents of the generating scripts and their arguments, regenerated when missing; running the
+//! `densam` binary and reading its results (JSONL masks, `run.json`); the synthetic clip of the
+//! job tests ([`DiscClip`]).
 //!
 //! Use from a test file with `mod common;`. Generation is atomic: a fixture is written into a
 //! temporary directory next to its final place and renamed into it, so an interrupted or
@@ -9,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The repository root (where Cargo.toml is).
@@ -245,4 +247,194 @@ pub fn with(mut a: Vec<String>, extra: &[&str]) -> Vec<String> {
 /// The finished JSONL of video `id` in output folder `out`.
 pub fn output_of(out: &Path, id: &str) -> Vec<u8> {
     std::fs::read(out.join(format!("dense_annotations_{id}.jsonl"))).unwrap()
+}
+
+/// The arguments of `densam annotate --video FRAMES --prompts PROMPTS --checkpoint CKPT --out OUT`
+/// followed by `opts` (the video path is argument 2, the checkpoint 6).
+pub fn annotate_args(
+    frames: &Path,
+    prompts: &Path,
+    ckpt: &Path,
+    out: &Path,
+    opts: &[&str],
+) -> Vec<String> {
+    let mut v: Vec<String> = vec!["annotate".into(), "--video".into()];
+    v.push(frames.display().to_string());
+    v.extend(["--prompts".into(), prompts.display().to_string()]);
+    v.extend(["--checkpoint".into(), ckpt.display().to_string()]);
+    v.extend(["--out".into(), out.display().to_string()]);
+    with(v, opts)
+}
+
+/// The centre of the red disc of [`write_disc_frames`] on frame `t`: it moves 2 px right a frame.
+pub fn disc_center(t: u32) -> (i32, i32) {
+    (30 + 2 * t as i32, 50)
+}
+
+/// Writes `n` frames `00000.png`, ... of `w` x `h` into `dir`: a red disc of radius 14 around
+/// [`disc_center`], a green 27 px square centred on (115, 20 + t) and a textured background.
+pub fn write_disc_frames(dir: &Path, n: u32, w: u32, h: u32) {
+    for t in 0..n {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let (xi, yi, ti) = (x as i32, y as i32, t as i32);
+            let (cx, cy) = disc_center(t);
+            if (xi - cx).pow(2) + (yi - cy).pow(2) < 14 * 14 {
+                image::Rgb([220, 30, 30])
+            } else if (xi - 115).abs() < 14 && (yi - (20 + ti)).abs() < 14 {
+                image::Rgb([30, 200, 40])
+            } else {
+                let v = ((x * 7 + y * 13 + (x / 8) * (y / 8) * 31) % 97) as u8;
+                image::Rgb([100 + v, 90 + v / 2, 120 - v / 3])
+            }
+        });
+        img.save(dir.join(format!("{t:05}.png"))).unwrap();
+    }
+}
+
+/// The input of the job tests (job_annotate, job_span): a temporary folder with the frames of
+/// [`write_disc_frames`] in `frames/` and `prompts.json`, and the seeded tiny 2.1 checkpoint at
+/// image size 256.
+pub struct DiscClip {
+    /// The temporary folder (removed when dropped).
+    pub dir: tempfile::TempDir,
+    /// `DIR/frames`.
+    pub frames: PathBuf,
+    /// `DIR/prompts.json`.
+    pub prompts: PathBuf,
+    /// The checkpoint's `model.pt` (in the fixture cache).
+    pub ckpt: PathBuf,
+}
+
+impl DiscClip {
+    /// [`annotate_args`] on this clip at image size 256 on the CPU, hole filling off and reverse
+    /// chunks of 4 frames, then `opts`.
+    pub fn args(&self, out: &Path, opts: &[&str]) -> Vec<String> {
+        let a = annotate_args(
+            &self.frames,
+            &self.prompts,
+            &self.ckpt,
+            out,
+            &[
+                "--image-size",
+                "256",
+                "--device",
+                "cpu",
+                "--fill-hole-area",
+                "0",
+                "--reverse-chunk",
+                "4",
+            ],
+        );
+        with(a, opts)
+    }
+}
+
+/// Makes a [`DiscClip`] of `n` frames of `w` x `h` with `prompts` as the prompts JSON.
+pub fn disc_clip(n: u32, w: u32, h: u32, prompts: &str) -> DiscClip {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    write_disc_frames(&frames, n, w, h);
+    let prompts_path = dir.path().join("prompts.json");
+    std::fs::write(&prompts_path, prompts).unwrap();
+    let ckpt = checkpoint("tiny", "2.1", 256, 0).join("model.pt");
+    DiscClip {
+        dir,
+        frames,
+        prompts: prompts_path,
+        ckpt,
+    }
+}
+
+/// `OUT/run.json`, parsed.
+pub fn run_json(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap()
+}
+
+/// The names in a folder, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `frame_number` of each line of a JSONL result, in order.
+pub fn frame_numbers(bytes: &[u8]) -> Vec<u64> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["frame_number"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Masks (row-major, 0/1) per (frame, object id) of a JSONL result.
+pub fn masks_of(bytes: &[u8]) -> std::collections::BTreeMap<(u64, String), Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in String::from_utf8(bytes.to_vec()).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let n = v["frame_number"].as_u64().unwrap();
+        for o in v["objects"].as_array().unwrap() {
+            let s = &o["segmentation"];
+            let (h, w) = (
+                s["size"][0].as_u64().unwrap(),
+                s["size"][1].as_u64().unwrap(),
+            );
+            let rle = densam::output::rle::Rle::from_counts_string(
+                s["counts"].as_str().unwrap(),
+                h as u32,
+                w as u32,
+            )
+            .unwrap();
+            m.insert(
+                (n, o["id"].as_str().unwrap().to_string()),
+                rle.decode_row_major(),
+            );
+        }
+    }
+    m
+}
+
+/// IoU of two 0/1 masks (the shorter one padded with 0); 1 when both are empty.
+pub fn mask_iou(x: &[u8], y: &[u8]) -> f64 {
+    let (mut i, mut u) = (0u64, 0u64);
+    for p in 0..x.len().max(y.len()) {
+        let (a, b) = (
+            x.get(p).copied().unwrap_or(0),
+            y.get(p).copied().unwrap_or(0),
+        );
+        i += u64::from(a & b);
+        u += u64::from(a | b);
+    }
+    if u == 0 { 1.0 } else { i as f64 / u as f64 }
+}
+
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// One heavy test at a time in this test binary (2 cores shared by the team): hold the guard for
+/// the whole test. A lock poisoned by a failed test is taken over.
+pub fn one_heavy_run() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `densam args` with `DENSAM_TEST_KILL_AT_FRAME=frame` and asserts that a signal ended it.
+#[track_caller]
+pub fn killed_at(args: &[String], frame: u64) -> std::process::Output {
+    let o = densam(args, &[("DENSAM_TEST_KILL_AT_FRAME", &frame.to_string())]);
+    assert_eq!(code(&o), None, "{}", stderr(&o));
+    o
+}
+
+/// Asserts that `o` ended with exit code `exit` (`None`: by a signal) and that its standard
+/// error contains `text`; either failure shows the standard error.
+#[track_caller]
+pub fn assert_exit_says(o: &std::process::Output, exit: Option<i32>, text: &str) {
+    assert_eq!(code(o), exit, "{}", stderr(o));
+    assert!(stderr(o).contains(text), "{}", stderr(o));
 }
