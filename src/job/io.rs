@@ -16,7 +16,7 @@ use crate::prompts::PromptSet;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
 use crate::video::{
     DEFAULT_QUEUE_FRAMES, ErrorPolicy, ModelRgb, Selection, StreamOptions, VideoSource,
-    model_input_rgb, model_rgb_tensor,
+    model_rgb_tensor,
 };
 
 /// Frames of a video as model input, optionally downscaled by `scale` first.
@@ -68,11 +68,12 @@ impl FrameSource for JobFrames<'_> {
             (w, h)
         });
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let model_rgb = ModelRgb {
+            size: self.image_size,
+            pre_resize,
+        };
         let options = StreamOptions {
-            model_rgb: Some(ModelRgb {
-                size: self.image_size,
-                pre_resize,
-            }),
+            model_rgb: Some(model_rgb),
             prepare_threads: (threads / 2).clamp(1, 4),
             queue_frames: DEFAULT_QUEUE_FRAMES.max(threads.min(8)),
             on_error: if self.lenient {
@@ -111,7 +112,7 @@ impl FrameSource for JobFrames<'_> {
             };
             let image = match &fr.model_rgb {
                 Some(m) => model_rgb_tensor(m),
-                None => model_rgb_tensor(&model_input_rgb(&fr.rgb, self.image_size)),
+                None => model_rgb_tensor(&model_rgb.apply(&fr.rgb)),
             };
             self.decode_time += t.elapsed();
             self.decoded += 1;

@@ -102,6 +102,16 @@ pub struct ModelRgb {
     pub pre_resize: Option<(usize, usize)>,
 }
 
+impl ModelRgb {
+    /// The model image of a decoded frame: the optional first downscale, then S×S.
+    pub fn apply(&self, rgb: &RgbFrame) -> RgbFrame {
+        match self.pre_resize {
+            Some((w, h)) => model_input_rgb(&resize_bicubic(rgb, w, h), self.size),
+            None => model_input_rgb(rgb, self.size),
+        }
+    }
+}
+
 impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {

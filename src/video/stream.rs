@@ -10,8 +10,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::error::VideoError;
 use super::frame::Frame;
-use super::model_input::{model_input, model_input_rgb};
-use super::resize::resize_bicubic;
+use super::model_input::model_input;
 use super::{StreamOptions, VideoSource};
 
 type Item = Result<Frame, VideoError>;
@@ -23,10 +22,7 @@ fn prepare(item: &mut Item, options: &StreamOptions) {
         frame.model_input = Some(model_input(&frame.rgb, s));
     }
     if let Some(m) = options.model_rgb {
-        frame.model_rgb = Some(match m.pre_resize {
-            Some((w, h)) => model_input_rgb(&resize_bicubic(&frame.rgb, w, h), m.size),
-            None => model_input_rgb(&frame.rgb, m.size),
-        });
+        frame.model_rgb = Some(m.apply(&frame.rgb));
     }
 }
 
