@@ -193,43 +193,41 @@ impl Iterator for FrameStream {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.pool.is_some() {
-            match self.next_pooled() {
-                Some(Some(item)) => return Some(item),
-                _ => {
-                    let pool = self.pool.take()?;
-                    drop(pool.rx);
-                    let mut panicked = false;
-                    for w in pool.workers {
-                        panicked |= w.join().is_err();
-                    }
-                    if let Some(h) = self.handle.take() {
-                        panicked |= h.join().is_err();
-                    }
-                    return panicked.then(|| {
-                        Err(VideoError::DecoderThread {
-                            path: self.path.clone(),
-                        })
-                    });
-                }
+            if let Some(Some(item)) = self.next_pooled() {
+                return Some(item);
             }
+            let pool = self.pool.take()?;
+            drop(pool.rx);
+            return self.finish(pool.workers);
         }
         let rx = self.rx.as_ref()?;
         match rx.recv() {
             Ok(item) => Some(item),
             Err(_) => {
-                // The thread has finished: normally, or by a panic (then say so once).
                 self.rx = None;
-                let panicked = match self.handle.take() {
-                    Some(h) => h.join().is_err(),
-                    None => true,
-                };
-                panicked.then(|| {
-                    Err(VideoError::DecoderThread {
-                        path: self.path.clone(),
-                    })
-                })
+                self.finish(Vec::new())
             }
         }
+    }
+}
+
+impl FrameStream {
+    /// The end of the stream, once nothing more will come: joins the preparing threads and the
+    /// decoder, which finished normally or by a panic (or never started): then an error, once.
+    fn finish(&mut self, workers: Vec<JoinHandle<()>>) -> Option<Item> {
+        let mut panicked = false;
+        for w in workers {
+            panicked |= w.join().is_err();
+        }
+        panicked |= match self.handle.take() {
+            Some(h) => h.join().is_err(),
+            None => true,
+        };
+        panicked.then(|| {
+            Err(VideoError::DecoderThread {
+                path: self.path.clone(),
+            })
+        })
     }
 }
 
