@@ -914,16 +914,25 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     }
 }
 
-/// `run.json`'s `failures`: per window, the frames that could not be decoded and why.
-fn failures_by_window(failed: &[state::FailedFrame], window_frames: u64) -> serde_json::Value {
+/// The failed frames grouped by window, windows ascending (frames in the order recorded).
+fn group_by_window(
+    failed: &[state::FailedFrame],
+    window_frames: u64,
+) -> std::collections::BTreeMap<u64, Vec<&state::FailedFrame>> {
     let mut by: std::collections::BTreeMap<u64, Vec<&state::FailedFrame>> = Default::default();
     for f in failed {
         by.entry(window_of(f.frame, window_frames))
             .or_default()
             .push(f);
     }
+    by
+}
+
+/// `run.json`'s `failures`: per window, the frames that could not be decoded and why.
+fn failures_by_window(failed: &[state::FailedFrame], window_frames: u64) -> serde_json::Value {
     serde_json::Value::Array(
-        by.into_iter()
+        group_by_window(failed, window_frames)
+            .into_iter()
             .map(|(k, v)| {
                 serde_json::json!({
                     "window": k,
@@ -937,14 +946,10 @@ fn failures_by_window(failed: &[state::FailedFrame], window_frames: u64) -> serd
 
 /// One line per window with failed frames.
 fn failure_summary(failed: &[state::FailedFrame], window_frames: u64) -> Vec<String> {
-    let mut by: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-    for f in failed {
-        by.entry(window_of(f.frame, window_frames))
-            .or_default()
-            .push(f.frame);
-    }
-    by.into_iter()
-        .map(|(k, mut v)| {
+    group_by_window(failed, window_frames)
+        .into_iter()
+        .map(|(k, frames)| {
+            let mut v: Vec<u64> = frames.iter().map(|f| f.frame).collect();
             v.sort_unstable();
             let list: Vec<String> = v.iter().map(|n| n.to_string()).collect();
             format!(
