@@ -626,7 +626,12 @@ impl<'a> Tracker<'a> {
             self.frame_failed(true);
             return Ok(());
         }
-        let slot = self.idle_slot(t, idle, k)?;
+        // The idle frames' times come in ascending order.
+        let slot = self.idle_slot(t, || {
+            let s = idle.get(*k).copied();
+            *k += 1;
+            s
+        })?;
         self.forward_one(t, slot, head, sink, progress, hook)
     }
 
@@ -693,16 +698,19 @@ impl<'a> Tracker<'a> {
     }
 
     /// The idle slot of processed index `t` (which no object is active on; else the frame was
-    /// not delivered), taking its time from `idle[*k]` if it is written.
-    fn idle_slot(&self, t: usize, idle: &[f64], k: &mut usize) -> Result<Slot, TrackError> {
+    /// not delivered), taking its time from `next_seconds` (the next of
+    /// [`Self::idle_seconds`] in the pass's order) if it is written.
+    fn idle_slot(
+        &self,
+        t: usize,
+        next_seconds: impl FnOnce() -> Option<f64>,
+    ) -> Result<Slot, TrackError> {
         let number = self.plan.processed[t];
         if self.any_active(t) {
             return Err(missing_frame(number));
         }
         let seconds = if self.plan.written[t] {
-            let s = *idle.get(*k).ok_or_else(|| missing_frame(number))?;
-            *k += 1;
-            s
+            next_seconds().ok_or_else(|| missing_frame(number))?
         } else {
             f64::NAN
         };
@@ -753,13 +761,11 @@ impl<'a> Tracker<'a> {
                         }
                     }
                 } else {
-                    let seconds = if self.plan.written[t] {
-                        ki = ki.checked_sub(1).ok_or_else(|| missing_frame(number))?;
-                        idle[ki]
-                    } else {
-                        f64::NAN
-                    };
-                    Slot::Idle { number, seconds }
+                    // Descending here: the idle times are taken from the end.
+                    self.idle_slot(t, || {
+                        ki = ki.checked_sub(1)?;
+                        idle.get(ki).copied()
+                    })?
                 };
                 if let Some(bytes) = self.process(t, slot, true, true, sink)? {
                     self.spool
