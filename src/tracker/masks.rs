@@ -19,15 +19,32 @@ pub struct MaskRuns {
     pub bbox: Option<[u32; 4]>,
 }
 
-/// Resizes low-res logits `[N, 1, r, r]` to `[N, H, W]` booleans (`> 0`) on the CPU.
-pub fn video_masks(low_res: &Tensor, height: u32, width: u32) -> Tensor {
+impl From<Rle> for MaskRuns {
+    fn from(rle: Rle) -> Self {
+        MaskRuns {
+            height: rle.height,
+            width: rle.width,
+            area: rle.area(),
+            bbox: rle.bbox_xyxy(),
+            counts: rle.counts,
+        }
+    }
+}
+
+/// Resizes low-res logits `[N, 1, r, r]` to `[N, H, W]` booleans (`> 0`) on their device.
+fn binary_masks(low_res: &Tensor, height: u32, width: u32) -> Tensor {
     let up = low_res.to_kind(Kind::Float).upsample_bilinear2d(
         [height as i64, width as i64],
         false,
         None,
         None,
     );
-    up.gt(0.0).squeeze_dim(1).to_device(Device::Cpu)
+    up.gt(0.0).squeeze_dim(1)
+}
+
+/// Resizes low-res logits `[N, 1, r, r]` to `[N, H, W]` booleans (`> 0`) on the CPU.
+pub fn video_masks(low_res: &Tensor, height: u32, width: u32) -> Tensor {
+    binary_masks(low_res, height, width).to_device(Device::Cpu)
 }
 
 /// Video-resolution masks of all objects on a frame, run-length encoded: the same result as
@@ -51,12 +68,8 @@ pub fn device_mask_runs(low_res: &Tensor, height: u32, width: u32) -> Vec<MaskRu
     let n = low_res.size()[0];
     let (h, w) = (height as i64, width as i64);
     let total = (h * w) as u32;
-    let up = low_res
-        .to_kind(Kind::Float)
-        .upsample_bilinear2d([h, w], false, None, None);
     // Column-major order per object: [N, W, H] flattened to [N, W*H].
-    let cm = up
-        .gt(0.0)
+    let cm = binary_masks(low_res, height, width)
         .view([n, h, w])
         .transpose(1, 2)
         .contiguous()
@@ -88,15 +101,9 @@ pub fn device_mask_runs(low_res: &Tensor, height: u32, width: u32) -> Vec<MaskRu
                 counts.push(p - prev);
                 prev = p;
             }
-            let rle = Rle::from_counts(height, width, counts)
-                .unwrap_or_else(|_| Rle::empty(height, width));
-            MaskRuns {
-                height,
-                width,
-                area: rle.area(),
-                bbox: rle.bbox_xyxy(),
-                counts: rle.counts,
-            }
+            Rle::from_counts(height, width, counts)
+                .unwrap_or_else(|_| Rle::empty(height, width))
+                .into()
         })
         .collect()
 }
@@ -108,14 +115,9 @@ pub fn mask_runs(mask: &Tensor) -> MaskRuns {
     let (h, w) = (size[0] as u32, size[1] as u32);
     let bytes = mask.to_kind(Kind::Uint8).contiguous().flatten(0, -1);
     let data: Vec<u8> = Vec::<u8>::try_from(&bytes).unwrap_or_default();
-    let rle = Rle::encode_row_major(&data, h, w).unwrap_or_else(|_| Rle::empty(h, w));
-    MaskRuns {
-        height: h,
-        width: w,
-        area: rle.area(),
-        bbox: rle.bbox_xyxy(),
-        counts: rle.counts,
-    }
+    Rle::encode_row_major(&data, h, w)
+        .unwrap_or_else(|_| Rle::empty(h, w))
+        .into()
 }
 
 #[cfg(test)]
