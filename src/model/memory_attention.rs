@@ -189,9 +189,9 @@ impl MemoryAttention {
             nm != curr.size()[1],
             num_obj_ptr_tokens,
         );
+        let f = &self.freqs_cis;
         for l in &self.layers {
             let t = l.norm1.forward(&x);
-            let f = &self.freqs_cis;
             x = &x + l.self_attn.forward(&t, &t, &t, f, f, None);
             if x.size()[0] != b {
                 x = x.expand([b, -1, -1], false);
@@ -199,7 +199,7 @@ impl MemoryAttention {
             let t = l.norm2.forward(&x);
             x = &x
                 + l.cross_attn_image
-                    .forward(&t, &k_in, memory, &self.freqs_cis, &k_rope, mask);
+                    .forward(&t, &k_in, memory, f, &k_rope, mask);
             let t = l.norm3.forward(&x);
             x = &x + l.linear2.forward(&l.linear1.forward(&t).relu());
         }
