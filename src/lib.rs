@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod cluster;
 pub mod eval;
+pub mod hash;
 pub mod job;
 pub mod model;
 pub mod output;

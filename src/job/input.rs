@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::JobError;
 use super::args::InputArgs;
+use crate::hash::Fnv1a;
 use crate::prompts::hd_epic::{HdEpicPromptKind, MaskSource};
 use crate::prompts::{self, RawObject};
 
@@ -22,17 +23,6 @@ pub struct Input {
     /// A hash of the prompt input (files' bytes and the video id).
     pub prompts_hash: String,
 }
-
-/// 64-bit FNV-1a (stable across platforms).
-pub fn fnv1a(data: &[u8], mut h: u64) -> u64 {
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, JobError> {
     std::fs::read(path).map_err(|e| JobError::Input(format!("{}: {e}", path.display())))
@@ -155,15 +145,14 @@ pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, J
         };
         let p = prompts::hd_epic::hd_epic_prompts_with(&assoc, &masks, &video_id, &source)
             .map_err(|e| JobError::Input(format!("{}: {e}", assoc_path.display())))?;
-        let mut h = fnv1a(&ab, FNV0);
-        h = fnv1a(&mb, h);
-        h = fnv1a(video_id.as_bytes(), h);
+        let mut h = Fnv1a::new();
+        h.update(&ab).update(&mb).update(video_id.as_bytes());
         if kind != HdEpicPromptKind::Box {
             // The prompt kind and the mask PNGs used (a changed PNG changes the results).
-            h = fnv1a(format!("{kind:?}").as_bytes(), h);
+            h.update(format!("{kind:?}").as_bytes());
             for f in &p.mask_files {
-                h = fnv1a(f.as_os_str().as_encoded_bytes(), h);
-                h = fnv1a(&read_bytes(f)?, h);
+                h.update(f.as_os_str().as_encoded_bytes());
+                h.update(&read_bytes(f)?);
             }
         }
         return Ok(Input {
@@ -172,7 +161,7 @@ pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, J
             objects: p.objects,
             warnings: p.warnings,
             hd_epic: true,
-            prompts_hash: format!("{h:016x}"),
+            prompts_hash: h.hex(),
         });
     }
     if a.hd_epic_prompt != HdEpicPromptKind::Box {
@@ -196,7 +185,7 @@ pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, J
         objects,
         warnings: Vec::new(),
         hd_epic: false,
-        prompts_hash: format!("{:016x}", fnv1a(&bytes, FNV0)),
+        prompts_hash: Fnv1a::new().update(&bytes).hex(),
     })
 }
 

@@ -1034,20 +1034,9 @@ fn write_manifest(path: &Path, m: &serde_json::Value) -> Result<(), JobError> {
     write_atomic(path, &(text + "\n"))
 }
 
-/// FNV-1a of the model checkpoint's bytes (streamed), as hex.
+/// FNV-1a of the model checkpoint's bytes, as hex.
 fn checkpoint_hash(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        h = input::fnv1a(&buf[..n], h);
-    }
-    Some(format!("{h:016x}"))
+    crate::hash::fnv1a_file(path).ok().map(|h| h.hex())
 }
 
 /// The frames of window-parallel window `index`.

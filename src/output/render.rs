@@ -47,11 +47,7 @@ impl Default for RenderOptions {
 
 /// The colour of an object: a saturated colour from a stable (FNV-1a) hash of its id.
 pub fn object_colour(id: &str) -> [u8; 3] {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = crate::hash::fnv1a(id.as_bytes());
     let hue = (h % 360) as f32;
     let (s, v) = (0.85f32, 0.95f32);
     let c = v * s;
