@@ -137,7 +137,7 @@ fn coco_round_trip_and_pycocotools_loads_it() {
             k += 1;
             assert_eq!(a["image_id"].as_u64(), Some(n + 1));
             assert_eq!(a["object_id"].as_str(), Some(id.as_str()));
-            let seg: densam::output::Segmentation =
+            let seg: densam::mask::CocoRle =
                 serde_json::from_value(a["segmentation"].clone()).unwrap();
             assert_eq!(&seg.to_rle().unwrap().decode_row_major(), m);
         }

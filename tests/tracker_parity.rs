@@ -27,9 +27,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use densam::job::io::JobFrames;
+use densam::mask::Rle;
 use densam::model::sam2::Sam2Model;
 use densam::output::jsonl::FrameRecord;
-use densam::output::rle::Rle;
 use densam::prompts::{self, PromptSet, VideoGeometry};
 use densam::tracker::{FrameResult, Plan, ResultSink, TrackError, Tracker, TrackerConfig};
 use densam::video::VideoSource;

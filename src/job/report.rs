@@ -2,8 +2,8 @@
 //! in prompt-file order) and the peak resident set size of the process (progress lines,
 //! `run.json`).
 
+use crate::mask::Rle;
 use crate::output::jsonl::{FrameRecord, ObjectRecord};
-use crate::output::rle::Rle;
 use crate::prompts::PromptSet;
 use crate::tracker::{FrameResult, TrackError};
 

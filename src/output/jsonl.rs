@@ -10,7 +10,7 @@
 //! order enforced, byte offset for checkpoints and resume) and a streaming reader whose errors
 //! name the file and the line.
 
-use crate::output::rle::{Rle, RleError};
+use crate::mask::{CocoRle, Rle, RleError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -81,42 +81,6 @@ impl OutputError {
     }
 }
 
-/// RLE counts as COCO writes them: a compressed string, or (for crowd annotations and some
-/// tools) the plain list of run lengths.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Counts {
-    Compressed(String),
-    Uncompressed(Vec<u32>),
-}
-
-/// A COCO RLE segmentation `{"size": [h, w], "counts": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Segmentation {
-    /// `[height, width]`.
-    pub size: [u32; 2],
-    pub counts: Counts,
-}
-
-impl Segmentation {
-    /// The compressed form of `rle`.
-    pub fn from_rle(rle: &Rle) -> Self {
-        Self {
-            size: [rle.height, rle.width],
-            counts: Counts::Compressed(rle.to_counts_string()),
-        }
-    }
-
-    /// Parses the counts (either form) and checks they cover `size`.
-    pub fn to_rle(&self) -> Result<Rle, RleError> {
-        let [h, w] = self.size;
-        match &self.counts {
-            Counts::Compressed(s) => Rle::from_counts_string(s, h, w),
-            Counts::Uncompressed(c) => Rle::from_counts(h, w, c.clone()),
-        }
-    }
-}
-
 /// One object on one frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectRecord {
@@ -137,7 +101,7 @@ pub struct ObjectRecord {
     pub iou: f32,
     /// Foreground pixels.
     pub area: u64,
-    pub segmentation: Segmentation,
+    pub segmentation: CocoRle,
 }
 
 impl ObjectRecord {
@@ -160,7 +124,7 @@ impl ObjectRecord {
             score,
             iou,
             area: rle.area(),
-            segmentation: Segmentation::from_rle(rle),
+            segmentation: CocoRle::from_rle(rle),
         })
     }
 

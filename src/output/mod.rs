@@ -1,5 +1,6 @@
-//! Outputs: COCO RLE masks (`rle`), the JSONL result lines of `densam annotate` and their
-//! streaming writer and reader (`jsonl`), and the exporters built on them.
+//! Outputs: the JSONL result lines of `densam annotate` and their streaming writer and reader
+//! (`jsonl`), and the exporters and overlays built on them. Masks and their COCO RLE codec are
+//! [`crate::mask`]'s; [`Rle`] is re-exported here because result records are built from it.
 
 pub mod cli;
 pub mod export;
@@ -8,9 +9,6 @@ pub mod jsonl;
 pub mod mp4;
 pub mod png_io;
 pub mod render;
-pub mod rle;
 
-pub use jsonl::{
-    Counts, FrameRecord, JsonlReader, JsonlWriter, ObjectRecord, OutputError, Segmentation,
-};
-pub use rle::{Rle, RleError};
+pub use crate::mask::{Rle, RleError};
+pub use jsonl::{FrameRecord, JsonlReader, JsonlWriter, ObjectRecord, OutputError};

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{PromptError, RawId, RawObject, RawPrompt, RleCounts, RleSpec};
-use crate::output::rle::Rle;
+use super::{PromptError, RawId, RawObject, RawPrompt};
+use crate::mask::{CocoRle, Rle};
 
 /// What an HD-EPIC mask id prompts on its frame (`--hd-epic-prompt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -77,7 +77,7 @@ pub struct HdEpicPrompts {
 }
 
 /// Reads `<dir>/<mask_id>.png` as a mask prompt (COCO runs), or says why it cannot be used.
-fn load_mask(path: &Path, video_size: Option<(u32, u32)>) -> Result<RleSpec, String> {
+fn load_mask(path: &Path, video_size: Option<(u32, u32)>) -> Result<CocoRle, String> {
     let plane = crate::output::png_io::read_mask_png(path).map_err(|e| e.to_string())?;
     if let Some((w, h)) = video_size
         && (plane.width, plane.height) != (w, h)
@@ -94,10 +94,7 @@ fn load_mask(path: &Path, video_size: Option<(u32, u32)>) -> Result<RleSpec, Str
     }
     let rle = Rle::encode_row_major(&plane.data, plane.height, plane.width)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(RleSpec {
-        size: [plane.height as usize, plane.width as usize],
-        counts: RleCounts::Runs(rle.counts.iter().map(|&c| u64::from(c)).collect()),
-    })
+    Ok(CocoRle::uncompressed(rle))
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, PromptError> {

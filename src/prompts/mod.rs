@@ -22,48 +22,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::output::rle::Rle;
-
-/// A decoded binary mask, row-major, `data[y * width + x]` in {0, 1}.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BinaryMask {
-    pub height: usize,
-    pub width: usize,
-    pub data: Vec<u8>,
-}
-
-impl BinaryMask {
-    /// Number of foreground pixels.
-    pub fn area(&self) -> usize {
-        self.data.iter().map(|&v| v as usize).sum()
-    }
-}
-
-/// Decodes a prompt mask (compressed counts string or list of runs) with the shared COCO RLE
-/// codec.
-fn decode_mask(m: &RleSpec) -> Result<BinaryMask, String> {
-    let [h, w] = m.size;
-    let (h32, w32) = (
-        u32::try_from(h).map_err(|_| format!("mask height {h} too large"))?,
-        u32::try_from(w).map_err(|_| format!("mask width {w} too large"))?,
-    );
-    let rle = match &m.counts {
-        RleCounts::String(s) => Rle::from_counts_string(s, h32, w32),
-        RleCounts::Runs(r) => {
-            let runs = r
-                .iter()
-                .map(|&c| u32::try_from(c).map_err(|_| format!("run length {c} too large")))
-                .collect::<Result<Vec<u32>, String>>()?;
-            Rle::from_counts(h32, w32, runs)
-        }
-    }
-    .map_err(|e| e.to_string())?;
-    Ok(BinaryMask {
-        height: h,
-        width: w,
-        data: rle.decode_row_major(),
-    })
-}
+use crate::mask::{BinaryMask, CocoRle};
 
 /// Errors reading or validating a prompts file.
 #[derive(Debug, thiserror::Error)]
@@ -76,21 +35,6 @@ pub enum PromptError {
     Strict(String),
     #[error("prompts: no usable object prompts ({0} problem(s) reported above)")]
     NothingUsable(usize),
-}
-
-/// A COCO RLE as written in the prompts file: `counts` is the compressed string or a list of
-/// run lengths.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RleSpec {
-    pub size: [usize; 2],
-    pub counts: RleCounts,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RleCounts {
-    String(String),
-    Runs(Vec<u64>),
 }
 
 /// Object ids may be written as strings or numbers; they are kept as strings.
@@ -122,7 +66,7 @@ pub struct RawPrompt {
     #[serde(default)]
     pub labels: Option<Vec<i64>>,
     #[serde(default)]
-    pub mask: Option<RleSpec>,
+    pub mask: Option<CocoRle>,
 }
 
 /// One object of the file, before validation.
@@ -322,7 +266,7 @@ pub fn validate(
                 }
             }
             if let Some(m) = &p.mask {
-                let decoded = decode_mask(m);
+                let decoded = m.to_rle().map(|rle| BinaryMask::from_rle(&rle));
                 match decoded {
                     Err(e) => skips.push(format!("{at}: bad mask RLE ({e}), skipped")),
                     Ok(bm) if bm.area() == 0 => {

@@ -5,31 +5,8 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::output::rle::Rle;
-
-/// One object's binary mask on one frame, run-length encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MaskRuns {
-    pub height: u32,
-    pub width: u32,
-    /// COCO runs: column-major, alternating 0-runs and 1-runs, starting with zeros.
-    pub counts: Vec<u32>,
-    pub area: u64,
-    /// `[xmin, ymin, xmax, ymax]`, xmax/ymax exclusive; `None` for an empty mask.
-    pub bbox: Option<[u32; 4]>,
-}
-
-impl From<Rle> for MaskRuns {
-    fn from(rle: Rle) -> Self {
-        MaskRuns {
-            height: rle.height,
-            width: rle.width,
-            area: rle.area(),
-            bbox: rle.bbox_xyxy(),
-            counts: rle.counts,
-        }
-    }
-}
+pub use crate::mask::MaskRuns;
+use crate::mask::Rle;
 
 /// Resizes low-res logits `[N, 1, r, r]` to `[N, H, W]` booleans (`> 0`) on their device.
 fn binary_masks(low_res: &Tensor, height: u32, width: u32) -> Tensor {

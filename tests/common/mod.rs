@@ -386,7 +386,7 @@ pub fn masks_of(bytes: &[u8]) -> std::collections::BTreeMap<(u64, String), Vec<u
                 s["size"][0].as_u64().unwrap(),
                 s["size"][1].as_u64().unwrap(),
             );
-            let rle = densam::output::rle::Rle::from_counts_string(
+            let rle = densam::mask::Rle::from_counts_string(
                 s["counts"].as_str().unwrap(),
                 h as u32,
                 w as u32,

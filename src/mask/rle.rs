@@ -37,6 +37,14 @@ pub enum RleError {
     /// A compressed counts string that is not valid.
     #[error("malformed RLE counts string at byte {pos}: {reason}")]
     BadString { pos: usize, reason: &'static str },
+    /// A declared size above the limit of its use (checked before anything is allocated).
+    #[error("mask size {height}x{width} is larger than {max_height}x{max_width}")]
+    TooLarge {
+        height: u32,
+        width: u32,
+        max_height: u32,
+        max_width: u32,
+    },
 }
 
 /// A COCO RLE: mask size and the column-major run lengths (zeros first).
