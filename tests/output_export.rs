@@ -3,8 +3,8 @@
 //! to the same masks and load in pycocotools; the boxes CSV holds every object-frame.
 
 use densam::eval::{EvalOptions, GtFormat, evaluate};
+use densam::mask::png::read_index_png;
 use densam::output::export::{CocoCategories, export_boxes_csv, export_coco, export_davis};
-use densam::output::png_io::read_index_png;
 use densam::output::{FrameRecord, JsonlWriter, ObjectRecord, Rle};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,8 +7,8 @@
 pub mod cli;
 pub mod metrics;
 
+use crate::mask::png::{PngError, read_index_png, read_mask_png};
 use crate::output::jsonl::{FrameRecord, JsonlReader, OutputError};
-use crate::output::png_io::{read_index_png, read_mask_png};
 use metrics::{Dims, Stats, boundary_f, box_iou, region_j, statistics};
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +25,8 @@ use thiserror::Error;
 pub enum EvalError {
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    Png(#[from] PngError),
     #[error("{0}")]
     Input(String),
 }

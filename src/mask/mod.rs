@@ -1,14 +1,15 @@
-//! Binary masks as every layer exchanges them, free of tensors and of file formats other than
-//! COCO's: the COCO run-length codec ([`rle`], byte-identical to pycocotools), the COCO RLE
-//! JSON form `{"size": [h, w], "counts": ...}` that prompts files and result lines share
-//! ([`CocoRle`]), a decoded row-major mask ([`BinaryMask`], what a mask prompt becomes) and
-//! one object's run-length mask with its area and box ([`MaskRuns`], what the tracker hands
-//! out per object-frame).
+//! Binary masks as every layer exchanges them, free of tensors: the COCO run-length codec
+//! ([`rle`], byte-identical to pycocotools), the COCO RLE JSON form `{"size": [h, w], "counts":
+//! ...}` that prompts files and result lines share ([`CocoRle`]), mask PNGs (binary and DAVIS
+//! index PNGs, [`png`]), a decoded row-major mask ([`BinaryMask`], what a mask prompt becomes)
+//! and one object's run-length mask with its area and box ([`MaskRuns`], what the tracker
+//! hands out per object-frame).
 //!
 //! Used by `prompts` (mask prompts), `tracker` (results), `output` (result lines, exports) and
 //! `eval`; it depends on none of them.
 
 mod coco;
+pub mod png;
 pub mod rle;
 
 pub use coco::{CocoRle, Counts};

@@ -11,8 +11,8 @@
 //!   palette) and `OUT/<video_id>/objects.json` mapping index -> id / label.
 //! - A CSV of boxes, one row per object-frame.
 
+use crate::mask::png::{Plane, write_index_png};
 use crate::output::jsonl::{FrameRecord, JsonlReader, OutputError};
-use crate::output::png_io::{Plane, write_index_png};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

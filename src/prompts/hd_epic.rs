@@ -78,7 +78,7 @@ pub struct HdEpicPrompts {
 
 /// Reads `<dir>/<mask_id>.png` as a mask prompt (COCO runs), or says why it cannot be used.
 fn load_mask(path: &Path, video_size: Option<(u32, u32)>) -> Result<CocoRle, String> {
-    let plane = crate::output::png_io::read_mask_png(path).map_err(|e| e.to_string())?;
+    let plane = crate::mask::png::read_mask_png(path).map_err(|e| e.to_string())?;
     if let Some((w, h)) = video_size
         && (plane.width, plane.height) != (w, h)
     {
