@@ -9,6 +9,8 @@ pub mod metrics;
 
 use crate::mask::png::{PngError, read_index_png, read_mask_png};
 use crate::output::jsonl::{FrameRecord, JsonlReader, OutputError};
+use crate::prompts::PromptError;
+use crate::prompts::hd_epic::{self, MaskId};
 use metrics::{Dims, Stats, boundary_f, box_iou, region_j, statistics};
 use serde::Serialize;
 use serde_json::Value;
@@ -589,8 +591,6 @@ fn evaluate_hd_epic(result: &Path, opts: &EvalOptions) -> Result<EvalReport, Eva
         .assoc_info
         .as_deref()
         .ok_or_else(|| input("--gt-format hd-epic needs --assoc-info assoc_info.json"))?;
-    let mask_info = read_json(mi_path)?;
-    let assoc_info = read_json(ai_path)?;
     let vid = match &opts.video_id {
         Some(v) => v.clone(),
         None => {
@@ -600,24 +600,15 @@ fn evaluate_hd_epic(result: &Path, opts: &EvalOptions) -> Result<EvalReport, Eva
                 .to_string()
         }
     };
-    let masks = mask_info
-        .get(&vid)
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            input(format!(
-                "{}: no video {vid:?} (give --video-id)",
-                mi_path.display()
-            ))
-        })?;
-    let assocs = assoc_info
-        .get(&vid)
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            input(format!(
-                "{}: no video {vid:?} (give --video-id)",
-                ai_path.display()
-            ))
-        })?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| input(format!("{}: {e}", p.display())));
+    let hint = |e: PromptError| match e {
+        PromptError::UnknownVideo { .. } | PromptError::Parse(_) => {
+            input(format!("{e} (give --video-id)"))
+        }
+        _ => input(e.to_string()),
+    };
+    let masks = hd_epic::parse_mask_info(mi_path, &read(mi_path)?, &vid).map_err(hint)?;
+    let assocs = hd_epic::parse_assoc_info(ai_path, &read(ai_path)?, &vid).map_err(hint)?;
     let hold_out: Option<BTreeSet<String>> = match &opts.hold_out {
         None => None,
         Some(p) => {
@@ -631,55 +622,31 @@ fn evaluate_hd_epic(result: &Path, opts: &EvalOptions) -> Result<EvalReport, Eva
     };
     let mut entries = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
-    for (assoc, a) in assocs {
-        names.insert(
-            assoc.clone(),
-            a.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        );
-        let tracks = a
-            .get("tracks")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for t in &tracks {
-            let ids = t
-                .get("masks")
-                .or_else(|| t.get("all_frames"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for mid in ids.iter().filter_map(str_or_num) {
-                if hold_out.as_ref().is_some_and(|h| !h.contains(&mid)) {
+    for (assoc, a) in &assocs {
+        names.insert(assoc.clone(), a.name.clone().unwrap_or_default());
+        for t in &a.tracks {
+            for MaskId(mid) in &t.masks {
+                if hold_out.as_ref().is_some_and(|h| !h.contains(mid)) {
                     continue;
                 }
-                let m = masks.get(&mid).ok_or_else(|| {
+                let m = masks.get(mid).ok_or_else(|| {
                     input(format!(
                         "{}: association {assoc} refers to mask {mid}, which {} lacks",
                         ai_path.display(),
                         mi_path.display()
                     ))
                 })?;
-                let frame = m
-                    .get("frame_number")
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| {
-                        input(format!(
-                            "{}: mask {mid} has no frame_number",
-                            mi_path.display()
-                        ))
-                    })?;
-                let bbox = m.get("bbox").and_then(Value::as_array).and_then(|b| {
-                    let v: Vec<f64> = b.iter().filter_map(Value::as_f64).collect();
-                    (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
-                });
+                let frame = u64::try_from(m.frame_number).map_err(|_| {
+                    input(format!(
+                        "{}: mask {mid} has a negative frame_number",
+                        mi_path.display()
+                    ))
+                })?;
                 entries.push(HdEntry {
                     frame,
-                    mask_id: mid,
+                    mask_id: mid.clone(),
                     assoc: assoc.clone(),
-                    bbox,
+                    bbox: m.bbox,
                 });
             }
         }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use super::JobError;
 use super::args::InputArgs;
 use crate::hash::Fnv1a;
-use crate::prompts::hd_epic::{HdEpicPromptKind, MaskSource};
-use crate::prompts::{self, RawObject};
+use crate::prompts::hd_epic::{self, HdEpicPromptKind, HdEpicVideo, MaskSource};
+use crate::prompts::{self, PromptError, RawObject};
 
 /// The resolved input of a job.
 #[derive(Debug)]
@@ -98,27 +98,27 @@ pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, J
             .ok_or_else(|| JobError::Usage("--hd-epic-assoc needs --hd-epic-masks".into()))?;
         let ab = read_bytes(assoc_path)?;
         let mb = read_bytes(masks_path)?;
-        let assoc = parse_json(assoc_path, &ab)?;
-        let masks = parse_json(masks_path, &mb)?;
-        let Some(map) = assoc.as_object() else {
-            return Err(JobError::Input(format!(
-                "{}: expected a JSON object keyed by video id",
-                assoc_path.display()
-            )));
-        };
-        if !map.contains_key(&video_id) {
-            let near = near_matches(&video_id, map.keys());
-            return Err(JobError::UnknownVideo(format!(
-                "video id `{video_id}` is not in {} ({} videos); nearest: {}",
-                assoc_path.display(),
-                map.len(),
-                if near.is_empty() {
-                    "none".to_string()
-                } else {
-                    near.join(", ")
+        let associations =
+            hd_epic::parse_assoc_info(assoc_path, &ab, &video_id).map_err(|e| match &e {
+                PromptError::UnknownVideo { video_ids, .. } => {
+                    let near = near_matches(&video_id, video_ids.iter());
+                    JobError::UnknownVideo(format!(
+                        "{e}; nearest: {}",
+                        if near.is_empty() {
+                            "none".to_string()
+                        } else {
+                            near.join(", ")
+                        }
+                    ))
                 }
-            )));
-        }
+                _ => JobError::Input(e.to_string()),
+            })?;
+        let masks = hd_epic::parse_mask_info(masks_path, &mb, &video_id)
+            .map_err(|e| JobError::Input(e.to_string()))?;
+        let hd_video = HdEpicVideo {
+            associations,
+            masks,
+        };
         let kind = a.hd_epic_prompt;
         let dir = match (kind, &a.hd_epic_mask_dir) {
             (HdEpicPromptKind::Box, _) => None,
@@ -143,8 +143,8 @@ pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, J
             },
             dir,
         };
-        let p = prompts::hd_epic::hd_epic_prompts_with(&assoc, &masks, &video_id, &source)
-            .map_err(|e| JobError::Input(format!("{}: {e}", assoc_path.display())))?;
+        let p = hd_epic::hd_epic_prompts(&hd_video, &source)
+            .map_err(|e| JobError::Input(e.to_string()))?;
         let mut h = Fnv1a::new();
         h.update(&ab).update(&mb).update(video_id.as_bytes());
         if kind != HdEpicPromptKind::Box {

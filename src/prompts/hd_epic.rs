@@ -8,6 +8,11 @@
 //! `<mask_id>.png` (a binary PNG at video resolution) instead of its box, or both: the mask
 //! first, the box refining it, as the generic prompts file combines a mask and a box on a frame.
 //!
+//! The two files are read typed ([`Association`], [`Track`], [`MaskInfo`]; `eval` reads its
+//! HD-EPIC ground truth through the same types): only the requested video's entries are
+//! deserialised, the rest of each file is checked for JSON syntax, and every error names the
+//! file, line and column.
+//!
 //! Problems that concern one mask id or association (a mask id missing from mask_info, a mask
 //! without a box, a mask PNG missing, undecodable, of the wrong size or empty, an association
 //! without prompts) are warnings naming the ids, the file and the frame; the rest of the video
@@ -16,7 +21,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::{PromptError, RawId, RawObject, RawPrompt};
 use crate::mask::{CocoRle, Rle};
@@ -44,27 +52,171 @@ pub struct MaskSource {
     pub video_size: Option<(u32, u32)>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Track {
+/// A mask id, written as a string or a number; kept as a string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MaskId(pub String);
+
+impl<'de> Deserialize<'de> for MaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MaskId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mask id (a string or an integer)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<MaskId, E> {
+                Ok(MaskId(s.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaskId, E> {
+                Ok(MaskId(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaskId, E> {
+                Ok(MaskId(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One track of an association: its mask ids (`masks`, or `all_frames` in the first release).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Track {
+    /// Shown in warnings only.
     #[serde(default)]
-    track_id: Option<serde_json::Value>,
+    pub track_id: Option<serde_json::Value>,
     #[serde(default, alias = "all_frames")]
-    masks: Vec<String>,
+    pub masks: Vec<MaskId>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Association {
+/// One association of `assoc_info.json`: an object, its name and its tracks.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Association {
     #[serde(default)]
-    name: Option<String>,
+    pub name: Option<String>,
     #[serde(default)]
-    tracks: Vec<Track>,
+    pub tracks: Vec<Track>,
 }
 
-#[derive(Debug, Deserialize)]
-struct MaskInfo {
-    frame_number: i64,
+/// One mask id's entry of `mask_info.json` (or `frame_info.json`): its frame and box.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MaskInfo {
+    pub frame_number: i64,
+    /// `[x0, y0, x1, y1]`, original pixels.
     #[serde(default)]
-    bbox: Option<[f64; 4]>,
+    pub bbox: Option<[f64; 4]>,
+}
+
+/// The HD-EPIC annotations of one video, typed: its associations (association id ->
+/// association, from assoc_info) and its masks (mask id -> frame and box, from mask_info).
+#[derive(Debug, Clone, Default)]
+pub struct HdEpicVideo {
+    pub associations: BTreeMap<String, Association>,
+    pub masks: BTreeMap<String, MaskInfo>,
+}
+
+/// Selects one video's entry of a JSON object keyed by video id: that entry is deserialised as
+/// `T`, every other entry is only checked for syntax; all keys are collected.
+struct VideoEntry<'a, T> {
+    video_id: &'a str,
+    entry: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for VideoEntry<'_, T> {
+    type Value = (Option<T>, Vec<String>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object keyed by video id")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut keys = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.video_id {
+                found = Some(map.next_value::<T>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+            keys.push(key);
+        }
+        Ok((found, keys))
+    }
+}
+
+/// The entry of `video_id` in the file `path` (a JSON object keyed by video id, its bytes
+/// given) and the file's video ids; errors name the file, line and column.
+fn video_entry<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    video_id: &str,
+) -> Result<(Option<T>, Vec<String>), PromptError> {
+    let text = super::json_text(path, bytes)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = VideoEntry {
+        video_id,
+        entry: PhantomData,
+    };
+    let out = de
+        .deserialize_map(seed)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| PromptError::json(path, &e))?;
+    Ok(out)
+}
+
+/// The associations of `video_id` in `assoc_info.json` (`bytes`, read from `path`); a video id
+/// that is not in the file is [`PromptError::UnknownVideo`], listing the file's ids.
+pub fn parse_assoc_info(
+    path: &Path,
+    bytes: &[u8],
+    video_id: &str,
+) -> Result<BTreeMap<String, Association>, PromptError> {
+    match video_entry(path, bytes, video_id)? {
+        (Some(a), _) => Ok(a),
+        (None, video_ids) => Err(PromptError::UnknownVideo {
+            path: path.display().to_string(),
+            video_id: video_id.to_string(),
+            video_ids,
+        }),
+    }
+}
+
+/// The masks of `video_id` in `mask_info.json` (`bytes`, read from `path`); a video that is
+/// missing there or has no masks is an error naming the file.
+pub fn parse_mask_info(
+    path: &Path,
+    bytes: &[u8],
+    video_id: &str,
+) -> Result<BTreeMap<String, MaskInfo>, PromptError> {
+    match video_entry::<BTreeMap<String, MaskInfo>>(path, bytes, video_id)? {
+        (Some(m), _) if !m.is_empty() => Ok(m),
+        _ => Err(PromptError::Parse(format!(
+            "{}: no masks of video `{video_id}`",
+            path.display()
+        ))),
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, PromptError> {
+    std::fs::read(path).map_err(|e| PromptError::Read {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })
+}
+
+impl HdEpicVideo {
+    /// Reads the video's entries of `assoc_info.json` and `mask_info.json`.
+    pub fn read(
+        assoc_path: &Path,
+        mask_info_path: &Path,
+        video_id: &str,
+    ) -> Result<Self, PromptError> {
+        let associations = parse_assoc_info(assoc_path, &read_bytes(assoc_path)?, video_id)?;
+        let masks = parse_mask_info(mask_info_path, &read_bytes(mask_info_path)?, video_id)?;
+        Ok(Self {
+            associations,
+            masks,
+        })
+    }
 }
 
 /// The HD-EPIC objects of one video, in association-id order, and the warnings.
@@ -97,69 +249,31 @@ fn load_mask(path: &Path, video_size: Option<(u32, u32)>) -> Result<CocoRle, Str
     Ok(CocoRle::uncompressed(rle))
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, PromptError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PromptError::Read {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| PromptError::Parse(format!("{}: {e}", path.display())))
-}
-
-/// Reads the two HD-EPIC files and builds the prompts of `video_id`.
-pub fn read_hd_epic(
-    assoc_path: &Path,
-    mask_info_path: &Path,
-    video_id: &str,
-) -> Result<HdEpicPrompts, PromptError> {
-    let assoc = read_json(assoc_path)?;
-    let masks = read_json(mask_info_path)?;
-    hd_epic_prompts(&assoc, &masks, video_id)
-        .map_err(|e| PromptError::Parse(format!("{}: {e}", assoc_path.display())))
-}
-
-/// Builds the box prompts of `video_id` from the parsed `assoc_info` and `mask_info` documents.
+/// Builds the prompts of one video, each mask id prompting what `source` says (a mask, its
+/// box or both).
 pub fn hd_epic_prompts(
-    assoc: &serde_json::Value,
-    mask_info: &serde_json::Value,
-    video_id: &str,
-) -> Result<HdEpicPrompts, String> {
-    hd_epic_prompts_with(assoc, mask_info, video_id, &MaskSource::default())
-}
-
-/// Builds the prompts of `video_id`, each mask id prompting what `source` says.
-pub fn hd_epic_prompts_with(
-    assoc: &serde_json::Value,
-    mask_info: &serde_json::Value,
-    video_id: &str,
+    video: &HdEpicVideo,
     source: &MaskSource,
-) -> Result<HdEpicPrompts, String> {
+) -> Result<HdEpicPrompts, PromptError> {
     let want_box = source.kind != HdEpicPromptKind::Mask;
     let want_mask = source.kind != HdEpicPromptKind::Box;
     let mask_dir = match (&source.dir, want_mask) {
         (Some(d), true) => Some(d.as_path()),
-        (None, true) => return Err("mask prompts need the folder of mask PNGs".into()),
+        (None, true) => {
+            return Err(PromptError::Parse(
+                "mask prompts need the folder of mask PNGs".into(),
+            ));
+        }
         (_, false) => None,
     };
-    let video_assoc = assoc
-        .get(video_id)
-        .ok_or_else(|| format!("video `{video_id}` has no associations"))?;
-    let assocs: BTreeMap<String, Association> = serde_json::from_value(video_assoc.clone())
-        .map_err(|e| format!("video `{video_id}`: {e}"))?;
-    let empty = serde_json::Value::Object(Default::default());
-    let video_masks = mask_info.get(video_id).unwrap_or(&empty);
-    let infos: BTreeMap<String, MaskInfo> = serde_json::from_value(video_masks.clone())
-        .map_err(|e| format!("mask_info of video `{video_id}`: {e}"))?;
-    if video_masks.as_object().is_none_or(|m| m.is_empty()) {
-        return Err(format!("mask_info has no entries for video `{video_id}`"));
-    }
-
+    let infos = &video.masks;
     let mut warnings = Vec::new();
     let mut objects = Vec::new();
     let mut mask_files = Vec::new();
-    for (assoc_id, a) in assocs {
+    for (assoc_id, a) in &video.associations {
         let mut prompts: BTreeMap<i64, RawPrompt> = BTreeMap::new();
         for track in &a.tracks {
-            for mask_id in &track.masks {
+            for MaskId(mask_id) in &track.masks {
                 let Some(info) = infos.get(mask_id) else {
                     warnings.push(format!(
                         "association `{assoc_id}`, track {}: mask id `{mask_id}` is not in mask_info, skipped",
@@ -253,8 +367,8 @@ pub fn hd_epic_prompts_with(
             continue;
         }
         objects.push(RawObject {
-            id: RawId::String(assoc_id),
-            label: a.name,
+            id: RawId::String(assoc_id.clone()),
+            label: a.name.clone(),
             prompts: prompts.into_values().collect(),
         });
     }
@@ -273,6 +387,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The typed video `id` of an assoc_info and a mask_info document.
+    fn video(
+        assoc: &serde_json::Value,
+        info: &serde_json::Value,
+        id: &str,
+    ) -> Result<HdEpicVideo, PromptError> {
+        let (a, m) = (assoc.to_string(), info.to_string());
+        Ok(HdEpicVideo {
+            associations: parse_assoc_info(Path::new("assoc_info.json"), a.as_bytes(), id)?,
+            masks: parse_mask_info(Path::new("mask_info.json"), m.as_bytes(), id)?,
+        })
+    }
+
     #[test]
     fn builds_one_object_per_association_with_both_field_names() {
         let assoc = json!({"P01-1": {
@@ -288,7 +415,11 @@ mod tests {
             "m3": {"frame_number": 150, "bbox": [7.5, 8.5, 20.0, 20.0]},
             "m4": {"frame_number": 10, "bbox": [0.0, 0.0, 10.0, 10.0]}
         }});
-        let p = hd_epic_prompts(&assoc, &info, "P01-1").unwrap();
+        let p = hd_epic_prompts(
+            &video(&assoc, &info, "P01-1").unwrap(),
+            &MaskSource::default(),
+        )
+        .unwrap();
         let ids: Vec<String> = p
             .objects
             .iter()
@@ -346,7 +477,11 @@ mod tests {
             dir: Some(dir.path().to_path_buf()),
             video_size: Some((w, h)),
         };
-        let p = hd_epic_prompts_with(&assoc, &info, "P01-1", &src(HdEpicPromptKind::Mask)).unwrap();
+        let p = hd_epic_prompts(
+            &video(&assoc, &info, "P01-1").unwrap(),
+            &src(HdEpicPromptKind::Mask),
+        )
+        .unwrap();
         assert_eq!(p.objects.len(), 1, "{:?}", p.warnings);
         let q = &p.objects[0].prompts;
         assert_eq!(q.len(), 1);
@@ -381,7 +516,11 @@ mod tests {
         assert!(set.objects[0].frames[&3].points.is_empty());
 
         // Both: mask and box on frame 3; boxes alone where the PNG is unusable.
-        let p = hd_epic_prompts_with(&assoc, &info, "P01-1", &src(HdEpicPromptKind::Both)).unwrap();
+        let p = hd_epic_prompts(
+            &video(&assoc, &info, "P01-1").unwrap(),
+            &src(HdEpicPromptKind::Both),
+        )
+        .unwrap();
         assert_eq!(p.objects.len(), 2);
         let q = &p.objects[0].prompts;
         assert_eq!(q.iter().map(|r| r.frame).collect::<Vec<_>>(), vec![3, 4, 5]);
@@ -392,19 +531,65 @@ mod tests {
         assert!(f3.mask.is_some());
         assert_eq!(f3.labels, vec![2, 3]);
         // Box (the default): no PNG is read.
-        let p = hd_epic_prompts_with(&assoc, &info, "P01-1", &src(HdEpicPromptKind::Box)).unwrap();
+        let p = hd_epic_prompts(
+            &video(&assoc, &info, "P01-1").unwrap(),
+            &src(HdEpicPromptKind::Box),
+        )
+        .unwrap();
         assert!(p.mask_files.is_empty() && p.warnings.is_empty());
         // Mask prompts without a folder: an error.
         let none = MaskSource {
             kind: HdEpicPromptKind::Mask,
             ..MaskSource::default()
         };
-        assert!(hd_epic_prompts_with(&assoc, &info, "P01-1", &none).is_err());
+        assert!(hd_epic_prompts(&video(&assoc, &info, "P01-1").unwrap(), &none).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_column() {
+        let assoc = "\u{feff}{\"v\": {\"a1\": {\"name\": \"cup\", \"tracks\": [{\"masks\": [7, \"m2\"]}]}},\n \"w\": [1, {}]}";
+        let a = parse_assoc_info(Path::new("assoc_info.json"), assoc.as_bytes(), "v").unwrap();
+        let ids: Vec<&str> = a["a1"].tracks[0]
+            .masks
+            .iter()
+            .map(|m| m.0.as_str())
+            .collect();
+        assert_eq!(ids, ["7", "m2"]);
+        // A type error in mask_info names mask_info, with its line and column.
+        let info = "{\"v\": {\n  \"7\": {\"frame_number\": \"x\"}}}";
+        let e = parse_mask_info(Path::new("mask_info.json"), info.as_bytes(), "v")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("mask_info.json:2:") && e.contains("i64"),
+            "{e}"
+        );
+        // Other videos' entries are only checked for syntax.
+        let info = "{\"w\": 5, \"v\": {\"7\": {\"frame_number\": 3}}}";
+        let m = parse_mask_info(Path::new("mask_info.json"), info.as_bytes(), "v").unwrap();
+        assert_eq!(m["7"].frame_number, 3);
+        let e = parse_mask_info(Path::new("mask_info.json"), info.as_bytes(), "u")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mask_info.json: no masks of video `u`"), "{e}");
+        let e = parse_mask_info(Path::new("m.json"), b"{\"v\": {}\n,", "v")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("m.json:2:"), "{e}");
+        let e = parse_assoc_info(Path::new("a.json"), b"[1]", "v")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.json:1:") && e.contains("keyed by video id"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_video_is_an_error() {
-        let err = hd_epic_prompts(&json!({}), &json!({}), "P09-x").unwrap_err();
+        let err = video(&json!({}), &json!({}), "P09-x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("P09-x"), "{err}");
     }
 }

@@ -24,17 +24,65 @@ use serde::Deserialize;
 
 use crate::mask::{BinaryMask, CocoRle};
 
-/// Errors reading or validating a prompts file.
+/// Errors reading or validating a prompts file (or the HD-EPIC files).
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
-    #[error("{path}: cannot read prompts file: {msg}")]
+    #[error("{path}: cannot read: {msg}")]
     Read { path: String, msg: String },
-    #[error("prompts file: {0}")]
+    /// A malformed file: where (1-based line and column) and what.
+    #[error("{path}:{line}:{column}: {msg}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
+    /// Another problem of a file; the text names the file.
+    #[error("{0}")]
     Parse(String),
+    /// HD-EPIC: the video id is not a key of assoc_info (`video_ids`: the keys it has).
+    #[error("video id `{video_id}` is not in {path} ({} videos)", video_ids.len())]
+    UnknownVideo {
+        path: String,
+        video_id: String,
+        video_ids: Vec<String>,
+    },
     #[error("prompts (strict): {0}")]
     Strict(String),
     #[error("prompts: no usable object prompts ({0} problem(s) reported above)")]
     NothingUsable(usize),
+}
+
+impl PromptError {
+    /// A serde_json error of the file `path` as a [`PromptError::Syntax`] at its position.
+    pub fn json(path: &Path, e: &serde_json::Error) -> Self {
+        let full = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let msg = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+        PromptError::Syntax {
+            path: path.display().to_string(),
+            line: e.line(),
+            column: e.column(),
+            msg,
+        }
+    }
+}
+
+/// The text of a JSON input file: UTF-8, a leading byte order mark dropped; invalid UTF-8 is
+/// an error at its line and column.
+pub fn json_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, PromptError> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let ok = &bytes[..e.valid_up_to()];
+        let line = ok.iter().filter(|&&b| b == b'\n').count() + 1;
+        let start = ok.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        PromptError::Syntax {
+            path: path.display().to_string(),
+            line,
+            column: ok.len() - start + 1,
+            msg: "not UTF-8 text".into(),
+        }
+    })
 }
 
 /// Object ids may be written as strings or numbers; they are kept as strings.
