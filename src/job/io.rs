@@ -4,14 +4,15 @@
 //! output and flushed line by line, with the byte offset kept for checkpoints.
 
 use std::cell::{Cell, RefCell};
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::JobError;
 use super::report::frame_record;
+use crate::output::jsonl::{OutputError, open_truncated};
 use crate::prompts::PromptSet;
 use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
 use crate::video::{
@@ -184,24 +185,14 @@ impl<'a> JobSink<'a> {
         video_id: &str,
         hd_epic: bool,
     ) -> Result<Self, JobError> {
-        let io = |e: std::io::Error| JobError::Output(format!("{}: {e}", path.display()));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        if len < offset {
-            return Err(JobError::Checkpoint(format!(
+        let file = open_truncated(path, offset, true).map_err(|e| match e {
+            OutputError::Truncated { len, .. } => JobError::Checkpoint(format!(
                 "{}: the checkpoint needs {offset} bytes of output, the file has {len}; \
                  run with --restart",
                 path.display()
-            )));
-        }
-        file.set_len(offset).map_err(io)?;
-        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+            )),
+            e => JobError::Output(e.to_string()),
+        })?;
         let pos = Rc::new(Position::default());
         pos.offset.set(offset);
         pos.written.set(written);

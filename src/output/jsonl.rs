@@ -46,6 +46,13 @@ pub enum OutputError {
     },
     #[error("{path}: {reason}")]
     Other { path: PathBuf, reason: String },
+    /// A file to resume is shorter than the offset to resume at.
+    #[error("{path}: cannot resume at byte {offset}: the file has only {len} bytes")]
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl OutputError {
@@ -210,21 +217,7 @@ impl JsonlWriter<BufWriter<File>> {
         last_frame: Option<u64>,
     ) -> Result<Self, OutputError> {
         let path = path.as_ref();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| OutputError::io(path, e))?;
-        let len = f.metadata().map_err(|e| OutputError::io(path, e))?.len();
-        if len < offset {
-            return Err(OutputError::other(
-                path,
-                format!("cannot resume at byte {offset}: the file has only {len} bytes"),
-            ));
-        }
-        f.set_len(offset).map_err(|e| OutputError::io(path, e))?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| OutputError::io(path, e))?;
+        let f = open_truncated(path, offset, false)?;
         let mut w = Self::new(BufWriter::new(f), path);
         w.bytes = offset;
         w.last_frame = last_frame;
@@ -246,6 +239,33 @@ impl JsonlWriter<BufWriter<File>> {
     pub fn close(mut self) -> Result<(), OutputError> {
         self.sync()
     }
+}
+
+/// Opens `path` to continue writing after its first `offset` bytes (a resumed output): what
+/// follows them is cut off and the file positioned there. With `create`, a missing file is
+/// created (empty, so only `offset` 0 fits). A file shorter than `offset` is
+/// [`OutputError::Truncated`]. The one "truncate and continue" of the resumable outputs
+/// ([`JsonlWriter::resume`] and the annotate job's partial output).
+pub fn open_truncated(path: &Path, offset: u64, create: bool) -> Result<File, OutputError> {
+    let io = |e| OutputError::io(path, e);
+    let mut f = OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    if len < offset {
+        return Err(OutputError::Truncated {
+            path: path.to_path_buf(),
+            offset,
+            len,
+        });
+    }
+    f.set_len(offset).map_err(io)?;
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    Ok(f)
 }
 
 impl<W: Write> JsonlWriter<W> {
