@@ -26,7 +26,7 @@ use super::weights::{Weights, WeightsError};
 pub enum CheckpointError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    #[error("image size {0} is not a multiple of 64 in 256..=1024")]
+    #[error("{}", super::config::ImageSizeError(*.0))]
     ImageSize(i64),
 }
 
@@ -39,13 +39,9 @@ impl From<CheckpointError> for super::sam2::ModelError {
     }
 }
 
-/// Checks that `s` is a multiple of 64 in 256..=1024.
+/// [`super::config::check_image_size`] as a [`CheckpointError`].
 pub fn validate_image_size(s: i64) -> Result<(), CheckpointError> {
-    if s % 64 == 0 && (256..=1024).contains(&s) {
-        Ok(())
-    } else {
-        Err(CheckpointError::ImageSize(s))
-    }
+    super::config::check_image_size(s).map_err(|e| CheckpointError::ImageSize(e.0))
 }
 
 /// Reads a checkpoint (`.pt` zip or safetensors) onto `device` and detects its configuration;

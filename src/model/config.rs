@@ -94,6 +94,21 @@ pub struct Sam2Config {
     pub memory_temporal_stride: i64,
 }
 
+/// A model input size the model cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("image size {0} is not a multiple of 64 in 256..=1024")]
+pub struct ImageSizeError(pub i64);
+
+/// Checks a model input size: a multiple of 64 in 256..=1024. The one check of it, used by the
+/// model loader and by the command line before anything runs.
+pub fn check_image_size(s: i64) -> Result<(), ImageSizeError> {
+    if s % 64 == 0 && (256..=1024).contains(&s) {
+        Ok(())
+    } else {
+        Err(ImageSizeError(s))
+    }
+}
+
 /// Fixed dimensions shared by every released model.
 pub const D_MODEL: i64 = 256;
 /// Memory feature channels (`memory_encoder.out_dim`).
@@ -131,5 +146,24 @@ impl Sam2Config {
 
     pub fn is_v2_1(&self) -> bool {
         self.version == Sam2Version::V2_1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_sizes() {
+        for s in [256, 320, 512, 1024] {
+            assert_eq!(check_image_size(s), Ok(()));
+        }
+        for s in [0, -64, 100, 192, 300, 1088, 4096] {
+            assert_eq!(check_image_size(s), Err(ImageSizeError(s)));
+        }
+        assert_eq!(
+            ImageSizeError(300).to_string(),
+            "image size 300 is not a multiple of 64 in 256..=1024"
+        );
     }
 }

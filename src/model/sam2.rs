@@ -186,11 +186,7 @@ impl Sam2Model {
         device: Device,
     ) -> Result<Self, ModelError> {
         let s = config.image_size;
-        if s % 64 != 0 || !(256..=1024).contains(&s) {
-            return Err(ModelError::Input(format!(
-                "image size {s} is not a multiple of 64 in 256..=1024"
-            )));
-        }
+        super::config::check_image_size(s).map_err(|e| ModelError::Input(e.to_string()))?;
         let f = config.feat_size();
         let v21 = config.is_v2_1();
         let image_encoder = ImageEncoder::new(&w.pp("image_encoder"), &config)?;
