@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use densam::model::image_input::{normalize_chw, normalize_tensor};
 use densam::video::{
-    ErrorPolicy, Frame, RgbFrame, Selection, StreamOptions, VideoError, VideoSource, model_input,
-    model_input_rgb, resize_bicubic,
+    ErrorPolicy, Frame, ModelRgb, RgbFrame, Selection, StreamOptions, VideoError, VideoSource,
+    model_input_rgb, model_rgb_tensor, resize_bicubic,
 };
 
 /// Bump when the fixture commands change.
@@ -384,7 +385,6 @@ fn stream_all(
 #[cfg(feature = "ffmpeg")]
 #[test]
 fn pooled_stream_equals_plain_stream() {
-    use densam::video::ModelRgb;
     // The same items in the same order (frames, model images, frame errors) with the model
     // images computed on the decoding thread or on a pool of preparing threads.
     let key = |r: &Result<Frame, VideoError>| match r {
@@ -405,7 +405,6 @@ fn pooled_stream_equals_plain_stream() {
                 pre_resize: Some((40, 30)),
             }),
             prepare_threads: pool,
-            ..StreamOptions::default()
         };
         v.frames(sel, opts)
             .unwrap()
@@ -623,17 +622,17 @@ fn stride_range_and_list() {
         Selection::List(vec![0, 9, 10, 25, 39]),
         vec![0, 9, 10, 25, 39],
     );
-    // Model inputs computed on the decoding thread equal the consumer-side conversion.
+    // Model images computed on the decoding thread equal the consumer-side conversion.
     let opts = StreamOptions {
-        model_input_size: Some(32),
+        model_rgb: Some(ModelRgb {
+            size: 32,
+            pre_resize: None,
+        }),
         ..Default::default()
     };
     for r in v.frames(Selection::List(vec![2, 30]), opts).unwrap() {
         let fr = r.unwrap();
-        assert_eq!(
-            fr.model_input.as_deref(),
-            Some(model_input(&fr.rgb, 32).as_slice())
-        );
+        assert_eq!(fr.model_rgb, Some(model_input_rgb(&fr.rgb, 32)));
     }
     // A stream dropped half-way stops its thread.
     let mut s = v.frames(Selection::All, StreamOptions::default()).unwrap();
@@ -828,7 +827,7 @@ open(d + "/out", "wb").write(images[0].numpy().tobytes())
         .chunks(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let got = model_input(&src, s);
+    let got = normalize_chw(&model_input_rgb(&src, s).data);
     assert_eq!(got.len(), 3 * s * s);
     let diff = got
         .iter()
@@ -836,7 +835,7 @@ open(d + "/out", "wb").write(images[0].numpy().tobytes())
         .filter(|(a, b)| a.to_bits() != b.to_bits())
         .count();
     assert_eq!(diff, 0, "{diff} values differ from numpy/torch");
-    let t = densam::video::model_input_tensor(&src, s, tch::Device::Cpu);
+    let t = normalize_tensor(&model_rgb_tensor(&model_input_rgb(&src, s)));
     assert_eq!(t.size(), vec![3, s as i64, s as i64]);
 }
 

@@ -1,6 +1,9 @@
 //! SAM 2 / SAM 2.1 in tch, one file per module of the official implementation
 //! (see reference/sam2-inference-spec.md, whose section names the files follow).
 //!
+//! The model takes its images as normalised tensors; [`image_input`] turns the video layer's
+//! S×S uint8 RGB images into them.
+//!
 //! Every module is a plain struct built from a [`weights::Weights`] path named exactly as in the
 //! official checkpoint, so loading is by name and strict. Forwards take and return tensors on
 //! the model's device; shapes are given in each forward's doc comment.
@@ -12,6 +15,7 @@ pub mod device;
 pub mod fill_holes;
 pub mod hiera;
 pub mod image_encoder;
+pub mod image_input;
 pub mod layers;
 pub mod mask_decoder;
 pub mod memory_attention;

@@ -423,7 +423,7 @@ impl<'a> Tracker<'a> {
             };
             return self
                 .model
-                .encode_image(&crate::video::normalize_tensor(&x).unsqueeze(0));
+                .encode_image(&crate::model::image_input::normalize_tensor(&x).unsqueeze(0));
         }
         let x = if dev.is_cuda() && image.device() == Device::Cpu {
             // Pinned host memory (libtorch's caching host allocator reuses its blocks, guarded by

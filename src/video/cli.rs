@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::error::VideoError;
-use super::model_input::{model_input_rgb, normalize_chw};
+use super::model_input::model_input_rgb;
 use super::{Selection, StreamOptions, VideoSource};
 
 /// `densam probe`: the video's description as pretty JSON. With `decode_count`, the whole video
@@ -125,7 +125,7 @@ pub fn bench_decode(
         let small = model_input_rgb(rgb, image_size);
         resize_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        std::hint::black_box(normalize_chw(&small));
+        std::hint::black_box(crate::model::image_input::normalize_chw(&small.data));
         norm_s += t.elapsed().as_secs_f64();
     }
     let k = kept.len().max(1) as f64;

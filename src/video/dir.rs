@@ -237,7 +237,6 @@ impl DirIndex {
         Ok(Frame {
             info: self.frame_info(n),
             rgb,
-            model_input: None,
             model_rgb: None,
         })
     }

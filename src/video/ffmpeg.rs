@@ -770,7 +770,6 @@ impl FileReader {
         Ok(super::Frame {
             info: frame_info(&self.index, n),
             rgb,
-            model_input: None,
             model_rgb: None,
         })
     }

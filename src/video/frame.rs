@@ -154,9 +154,6 @@ pub struct Frame {
     pub info: FrameInfo,
     /// The frame at the source size (after rotation).
     pub rgb: RgbFrame,
-    /// The normalised CHW model input (`[3, S, S]`, see `model_input`), when the stream was
-    /// asked for it (`StreamOptions::model_input_size`): computed on the decoding thread.
-    pub model_input: Option<Vec<f32>>,
     /// The S×S uint8 model image before normalisation (see `model_input_rgb`), when the stream
     /// was asked for it (`StreamOptions::model_rgb`): computed off the consumer's thread.
     pub model_rgb: Option<RgbFrame>,

@@ -1,16 +1,17 @@
 //! Video input: opening a video (a file through FFmpeg, a directory of numbered JPEG/PNG
 //! frames, or a single image), its exact frame index (frame N = N-th frame in presentation
 //! order, with pts and seconds), frame-accurate random access, a threaded frame stream over all
-//! frames / a stride / a range / an explicit list, and the conversion of frames to SAM 2's model
-//! input (Pillow-exact bicubic resize, then normalisation).
+//! frames / a stride / a range / an explicit list, and the conversion of frames to SAM 2's S×S
+//! uint8 RGB model image (Pillow-exact bicubic resize; the normalisation that follows is the
+//! model's, `crate::model::image_input`).
 //!
 //! ```no_run
-//! use densam::video::{model_input, Selection, StreamOptions, VideoSource};
+//! use densam::video::{model_input_rgb, Selection, StreamOptions, VideoSource};
 //! let video = VideoSource::open("clip.mp4".as_ref())?;
 //! for frame in video.frames(Selection::Stride { start: 0, end: None, step: 2 }, StreamOptions::default())? {
 //!     let frame = frame?;
-//!     let input: Vec<f32> = model_input(&frame.rgb, 1024); // [3, 1024, 1024] CHW
-//!     # let _ = input;
+//!     let image = model_input_rgb(&frame.rgb, 1024); // 1024 x 1024 RGB bytes
+//!     # let _ = image;
 //! }
 //! # Ok::<(), densam::video::VideoError>(())
 //! ```
@@ -33,10 +34,7 @@ pub use cli::{BenchReport, bench_decode, extract, probe_json};
 pub use dir::read_image;
 pub use error::VideoError;
 pub use frame::{Frame, FrameInfo, RgbFrame, Transform};
-pub use model_input::{
-    DEFAULT_IMAGE_SIZE, IMG_MEAN, IMG_STD, model_input, model_input_rgb, model_input_tensor,
-    model_rgb_tensor, normalize_chw, normalize_tensor,
-};
+pub use model_input::{DEFAULT_IMAGE_SIZE, model_input_rgb, model_rgb_tensor};
 pub use resize::resize_bicubic;
 pub use stream::{DEFAULT_QUEUE_FRAMES, FrameStream};
 
@@ -79,14 +77,11 @@ pub struct StreamOptions {
     pub on_error: ErrorPolicy,
     /// Decoder threads (0 = FFmpeg's automatic choice, one per core).
     pub threads: usize,
-    /// Also compute each frame's model input at this size on the decoding thread
-    /// (`Frame::model_input`), so the resize overlaps the consumer's work. The queue then also
-    /// holds `queue_frames * 3 * S * S * 4` bytes of model inputs.
-    pub model_input_size: Option<usize>,
     /// Also compute each frame's S×S uint8 model image (`Frame::model_rgb`), optionally after a
-    /// first downscale of the source frame to a fixed size.
+    /// first downscale of the source frame to a fixed size, so the resize overlaps the
+    /// consumer's work.
     pub model_rgb: Option<ModelRgb>,
-    /// Threads that compute the model inputs (`model_input_size` / `model_rgb`) while the
+    /// Threads that compute the model images (`model_rgb`) while the
     /// decoding thread goes on decoding; frames still come out in order. 0 or 1: on the
     /// decoding thread. At most `queue_frames` frames are in flight in total.
     pub prepare_threads: usize,
@@ -118,7 +113,6 @@ impl Default for StreamOptions {
             queue_frames: DEFAULT_QUEUE_FRAMES,
             on_error: ErrorPolicy::Stop,
             threads: 0,
-            model_input_size: None,
             model_rgb: None,
             prepare_threads: 0,
         }

@@ -1,6 +1,6 @@
 //! The threaded frame stream: a decoding thread fills a bounded crossbeam channel, the consumer
 //! iterates over it, so decoding overlaps model work with bounded memory. Optionally a pool of
-//! preparing threads computes the model inputs (resizes) of several frames at once, and the
+//! preparing threads computes the model images (resizes) of several frames at once, and the
 //! consumer puts them back in order.
 
 use std::collections::BTreeMap;
@@ -10,17 +10,13 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::error::VideoError;
 use super::frame::Frame;
-use super::model_input::model_input;
 use super::{StreamOptions, VideoSource};
 
 type Item = Result<Frame, VideoError>;
 
-/// Computes what `options` asks for beyond the decoded frame (model inputs).
+/// Computes what `options` asks for beyond the decoded frame (model images).
 fn prepare(item: &mut Item, options: &StreamOptions) {
     let Ok(frame) = item else { return };
-    if let Some(s) = options.model_input_size {
-        frame.model_input = Some(model_input(&frame.rgb, s));
-    }
     if let Some(m) = options.model_rgb {
         frame.model_rgb = Some(m.apply(&frame.rgb));
     }
@@ -58,9 +54,7 @@ impl FrameStream {
     pub(crate) fn spawn(source: VideoSource, wanted: Vec<usize>, options: StreamOptions) -> Self {
         let path = source.path().to_path_buf();
         let total = wanted.len();
-        if options.prepare_threads > 1
-            && (options.model_input_size.is_some() || options.model_rgb.is_some())
-        {
+        if options.prepare_threads > 1 && options.model_rgb.is_some() {
             return Self::spawn_pool(source, wanted, options, path, total);
         }
         let (tx, rx) = bounded(options.queue_frames.max(1));
