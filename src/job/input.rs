@@ -175,10 +175,8 @@ pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, J
         ));
     };
     let bytes = read_bytes(pp)?;
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|e| JobError::Input(format!("{}: not UTF-8: {e}", pp.display())))?;
-    let objects = prompts::parse_prompts(&text)
-        .map_err(|e| JobError::Input(format!("{}: {e}", pp.display())))?;
+    let objects =
+        prompts::parse_prompts_file(pp, &bytes).map_err(|e| JobError::Input(e.to_string()))?;
     Ok(Input {
         video,
         video_id,

@@ -4,16 +4,20 @@
 //! File format (JSON): `{"objects": [{"id": "cup-1", "label": "cup", "prompts": [
 //! {"frame": 12, "box": [x0,y0,x1,y1]}, {"frame": 40, "points": [[x,y],...], "labels": [1,0]},
 //! {"frame": 90, "mask": {"size": [h,w], "counts": "<COCO RLE>"}}]}]}`. JSON Lines: one object
-//! (`{"id", "label", "prompts"}`) a line. Coordinates are original video pixels. Several entries
+//! (`{"id", "label", "prompts"}`) a line; a JSON array of such objects works too. A UTF-8 byte
+//! order mark is ignored. The file is deserialised straight from its text, so every error
+//! names the file, line and column. Coordinates are original video pixels. Several entries
 //! of one object on one frame combine as one official `add_new_points_or_box` call (box corners
 //! first, then the points in file order); a mask on a frame is applied first (`add_new_mask`),
 //! points on the same frame then refine it, as the official calls in that order would.
 //!
-//! Validation never panics: problems that make an entry unusable (a box or all points wholly
-//! outside the image, a frame past the end, an empty or malformed mask, an object left without
-//! prompts, a duplicate id) are skipped with a warning naming object and frame, or are errors with
-//! `strict`. A box partly outside the image is used as given (the official code accepts any
-//! coordinates), with a warning.
+//! Validation never panics and allocates nothing from a declared size it has not checked:
+//! problems that make an entry unusable (a box or all points wholly outside the image, a frame
+//! past the end, an empty or malformed mask, a mask larger than the video, an object left
+//! without prompts, a duplicate id) are skipped with a warning naming object and frame, or are
+//! errors with `strict`. A box partly outside the image is used as given (the official code
+//! accepts any coordinates), with a warning; so is a mask smaller than the video (resized to
+//! the model input, as `add_new_mask` does).
 
 pub mod hd_epic;
 
@@ -21,8 +25,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::{self, IgnoredAny, Visitor};
 
-use crate::mask::{BinaryMask, CocoRle};
+use crate::mask::{BinaryMask, CocoRle, RleError};
 
 /// Errors reading or validating a prompts file (or the HD-EPIC files).
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +52,14 @@ pub enum PromptError {
         video_id: String,
         video_ids: Vec<String>,
     },
+    /// A file with nothing but white space.
+    #[error("{path}: the prompts file is empty")]
+    Empty { path: String },
     #[error("prompts (strict): {0}")]
     Strict(String),
+    /// The file is well formed but lists no object.
+    #[error("prompts: the file lists no objects")]
+    NoObjects,
     #[error("prompts: no usable object prompts ({0} problem(s) reported above)")]
     NothingUsable(usize),
 }
@@ -85,12 +96,33 @@ pub fn json_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, PromptErro
     })
 }
 
-/// Object ids may be written as strings or numbers; they are kept as strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// Object ids may be written as strings or integers; they are kept as strings.
+#[derive(Debug, Clone)]
 pub enum RawId {
     String(String),
     Int(i64),
+}
+
+impl<'de> Deserialize<'de> for RawId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object id (a string or an integer)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawId, E> {
+                Ok(RawId::String(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawId, E> {
+                Ok(RawId::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawId, E> {
+                Ok(i64::try_from(v).map_or_else(|_| RawId::String(v.to_string()), RawId::Int))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl RawId {
@@ -181,38 +213,92 @@ pub struct VideoGeometry {
 
 /// Reads a prompts file (JSON with `objects`, a JSON array of objects, or JSON Lines).
 pub fn read_prompts_file(path: &Path) -> Result<Vec<RawObject>, PromptError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PromptError::Read {
+    let bytes = std::fs::read(path).map_err(|e| PromptError::Read {
         path: path.display().to_string(),
         msg: e.to_string(),
     })?;
-    parse_prompts(&text)
+    parse_prompts_file(path, &bytes)
 }
 
-/// Parses the prompts text (JSON with `objects`, a JSON array of objects, or JSON Lines).
+/// Parses the bytes of the prompts file `path` (UTF-8, a leading byte order mark ignored);
+/// every error names the file, line and column.
+pub fn parse_prompts_file(path: &Path, bytes: &[u8]) -> Result<Vec<RawObject>, PromptError> {
+    parse_text(path, json_text(path, bytes)?)
+}
+
+/// Parses prompts text (JSON with `objects`, a JSON array of objects, or JSON Lines); errors
+/// name the file `<prompts>`.
 pub fn parse_prompts(text: &str) -> Result<Vec<RawObject>, PromptError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        return serde_json::from_str::<Vec<RawObject>>(text)
-            .map_err(|e| PromptError::Parse(format!("JSON array of objects: {e}")));
-    }
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
-        && v.get("objects").is_some()
-    {
-        return serde_json::from_value::<RawFile>(v)
-            .map(|f| f.objects)
-            .map_err(|e| PromptError::Parse(e.to_string()));
-    }
-    // JSON Lines: one object a line (blank lines ignored).
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    parse_prompts_file(Path::new("<prompts>"), text.as_bytes())
+}
+
+/// The 1-based line and column of byte `offset` of `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    (line, offset - start + 1)
+}
+
+/// The three forms, told apart by the first value: an array is a list of objects; an object
+/// with `objects` is the whole file; an object with an object's keys (`id`, `label`,
+/// `prompts`) is the first of a sequence of objects (JSON Lines). Each form is deserialised
+/// straight from the text, so serde's errors keep their line and column.
+fn parse_text(path: &Path, text: &str) -> Result<Vec<RawObject>, PromptError> {
+    let err = |e: serde_json::Error| PromptError::json(path, &e);
+    let start = text.len() - text.trim_start().len();
+    match text.as_bytes().get(start) {
+        None => Err(PromptError::Empty {
+            path: path.display().to_string(),
+        }),
+        Some(b'[') => serde_json::from_str::<Vec<RawObject>>(text).map_err(err),
+        Some(b'{') => {
+            let first = serde_json::Deserializer::from_str(text)
+                .into_iter::<BTreeMap<String, IgnoredAny>>()
+                .next()
+                .unwrap_or_else(|| Ok(BTreeMap::new()))
+                .map_err(err)?;
+            if first.contains_key("objects") {
+                serde_json::from_str::<RawFile>(text)
+                    .map(|f| f.objects)
+                    .map_err(err)
+            } else if ["id", "label", "prompts"]
+                .iter()
+                .any(|k| first.contains_key(*k))
+            {
+                serde_json::Deserializer::from_str(text)
+                    .into_iter::<RawObject>()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)
+            } else {
+                let (line, column) = position(text, start);
+                let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+                Err(PromptError::Syntax {
+                    path: path.display().to_string(),
+                    line,
+                    column,
+                    msg: format!(
+                        "no `objects` list: expected {{\"objects\": [...]}} or one object \
+                         (with an \"id\") a line, found an object with keys {keys:?}"
+                    ),
+                })
+            }
         }
-        let o = serde_json::from_str::<RawObject>(line)
-            .map_err(|e| PromptError::Parse(format!("line {}: {e}", i + 1)))?;
-        out.push(o);
+        Some(_) => {
+            // Not an object or array: serde names what it found where.
+            serde_json::from_str::<IgnoredAny>(text).map_err(err)?;
+            let (line, column) = position(text, start);
+            Err(PromptError::Syntax {
+                path: path.display().to_string(),
+                line,
+                column,
+                msg: "expected {\"objects\": [...]}, a JSON array of objects or JSON Lines".into(),
+            })
+        }
     }
-    Ok(out)
 }
 
 /// Validates raw objects against the video. Returns the usable prompts and the warnings
@@ -222,6 +308,9 @@ pub fn validate(
     video: VideoGeometry,
     strict: bool,
 ) -> Result<(PromptSet, Vec<String>), PromptError> {
+    if raw.is_empty() {
+        return Err(PromptError::NoObjects);
+    }
     let mut warnings: Vec<String> = Vec::new();
     let mut skips: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -314,24 +403,32 @@ pub fn validate(
                 }
             }
             if let Some(m) = &p.mask {
-                let decoded = m.to_rle().map(|rle| BinaryMask::from_rle(&rle));
-                match decoded {
+                // The declared size is checked before anything is decoded (a mask is decoded
+                // into height x width bytes): at most the video's size.
+                match m.to_rle_within(video.height, video.width) {
+                    Err(RleError::TooLarge { .. }) => skips.push(format!(
+                        "{at}: mask size {}x{} is larger than the video ({}x{}), skipped",
+                        m.height(),
+                        m.width(),
+                        video.height,
+                        video.width
+                    )),
                     Err(e) => skips.push(format!("{at}: bad mask RLE ({e}), skipped")),
-                    Ok(bm) if bm.area() == 0 => {
+                    Ok(rle) if rle.area() == 0 => {
                         skips.push(format!("{at}: mask is empty, skipped"));
                     }
                     Ok(_) if masks.contains_key(&f) => {
                         skips.push(format!("{at}: a second mask on the same frame, skipped"));
                     }
-                    Ok(bm) => {
-                        if bm.height != video.height as usize || bm.width != video.width as usize {
+                    Ok(rle) => {
+                        if (rle.height, rle.width) != (video.height, video.width) {
                             warnings.push(format!(
                                 "{at}: mask size {}x{} differs from the video's {}x{}; it is resized to \
                                  the model input as the official add_new_mask does",
-                                bm.height, bm.width, video.height, video.width
+                                rle.height, rle.width, video.height, video.width
                             ));
                         }
-                        masks.insert(f, bm);
+                        masks.insert(f, BinaryMask::from_rle(&rle));
                     }
                 }
             }
@@ -476,6 +573,110 @@ mod tests {
         let (set, warns) = run(j, true).unwrap();
         assert_eq!(set.objects[0].frames[&1].points[0], [-10.0, -10.0]);
         assert_eq!(warns.len(), 1);
+    }
+
+    /// The message of the error of parsing `text` as the file `prompts.json`.
+    fn parse_error(text: &[u8]) -> String {
+        match parse_prompts_file(Path::new("prompts.json"), text) {
+            Ok(o) => panic!(
+                "parsed {} object(s) from {:?}",
+                o.len(),
+                String::from_utf8_lossy(text)
+            ),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parse_errors_say_what_and_where() {
+        for (text, want) in [
+            (&b"{\"things\": [{\"id\": \"a\"}]}"[..], "prompts.json:1:1: no `objects` list"),
+            (b"\n  {\"version\": 2}", "prompts.json:2:3: no `objects` list"),
+            (
+                b"{\"objects\": [\n {\"id\": \"a\", \"prompts\": [{\"frame\": 1, \"box\": [1e400, 0, 5, 5]}]}]}",
+                "prompts.json:2:",
+            ),
+            (b"[{\"id\": \"a\", \"prompts\": [{\"frame\": 1, \"box\": [0, 0, 1e400, 5]}]}]", "number out of range"),
+            (b"{\"objects\": [\n {\"id\": \"a\",\n  \"prompts\": [{\"frame\": 1, \"bo", "prompts.json:3:30: EOF"),
+            (
+                b"{\"objects\": [\n {\"id\": \"a\", \"prompts\": [{\"frame\": \"1\"}]}]}",
+                "prompts.json:2:38: invalid type: string \"1\", expected i64",
+            ),
+            (b"{\"objects\": [{\"id\": 1.5}]}", "expected an object id"),
+            (b"{\"objects\": 5}", "prompts.json:1:13: invalid type: integer `5`"),
+            (b"{\"objects\": []} {\"objects\": []}", "prompts.json:1:17: trailing characters"),
+            (
+                b"{\"id\": \"a\", \"prompts\": []}\n{\"id\": \"b\", \"prompts\": [{\"frame\": 1, \"boxx\": 2}]}",
+                "prompts.json:2:",
+            ),
+            (
+                b"{\"id\": \"a\", \"prompts\": [{\"frame\": 1, \"mask\": {\"size\": [2, 2], \"counts\": [1, 5000000000]}}]}",
+                "expected u32",
+            ),
+            (b"", "prompts.json: the prompts file is empty"),
+            (b" \n\t\r\n", "prompts.json: the prompts file is empty"),
+            (b"\xef\xbb\xbf", "prompts.json: the prompts file is empty"),
+            (b"{\"objects\": [\n{\"id\": \"\xff\"}]}", "prompts.json:2:9: not UTF-8"),
+            (b"not json", "prompts.json:1:2:"),
+            (b"\"a string\"", "prompts.json:1:1: expected"),
+        ] {
+            let e = parse_error(text);
+            assert!(e.contains(want), "{:?}: {e} (want {want:?})", String::from_utf8_lossy(text));
+        }
+        // A byte order mark is skipped.
+        let bom = b"\xef\xbb\xbf{\"objects\": [{\"id\": \"a\", \"prompts\": []}]}";
+        assert_eq!(
+            parse_prompts_file(Path::new("p.json"), bom).unwrap().len(),
+            1
+        );
+        // An empty list of objects parses, and validation says so.
+        let e = run("{\"objects\": []}", false).unwrap_err().to_string();
+        assert!(e.contains("the file lists no objects"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_mask_is_refused_before_decoding() {
+        // 200000 x 200000 = 4e10 pixels, counts summing to exactly that: decoding would
+        // allocate 40 GB.
+        let runs = std::iter::once("0".to_string())
+            .chain(std::iter::repeat_n("4000000000".to_string(), 10))
+            .collect::<Vec<_>>()
+            .join(",");
+        let j = format!(
+            r#"{{"objects":[{{"id":"a","prompts":[{{"frame":1,"mask":{{"size":[200000,200000],"counts":[{runs}]}}}},{{"frame":2,"box":[1,1,5,5]}}]}}]}}"#
+        );
+        let (set, warns) = run(&j, false).unwrap();
+        assert_eq!(
+            set.objects[0].frames.keys().copied().collect::<Vec<_>>(),
+            vec![2]
+        );
+        let all = warns.join("\n");
+        assert!(
+            all.contains("object `a`, frame 1: mask size 200000x200000 is larger than the video (80x100), skipped"),
+            "{all}"
+        );
+        let e = run(&j, true).unwrap_err().to_string();
+        assert!(
+            e.contains("strict") && e.contains("object `a`, frame 1: mask size"),
+            "{e}"
+        );
+        // Counts that do not cover the declared size: named with object and frame.
+        let j = r#"{"objects":[{"id":"b","prompts":[{"frame":3,"mask":{"size":[80,100],"counts":[5,7]}}]}]}"#;
+        let e = run(j, true).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "object `b`, frame 3: bad mask RLE (RLE counts sum to 12, expected 80x100 = 8000)"
+            ),
+            "{e}"
+        );
+        // A smaller mask is still resized, with a warning.
+        let j = r#"{"objects":[{"id":"c","prompts":[{"frame":3,"mask":{"size":[2,2],"counts":[1,3]}}]}]}"#;
+        let (set, warns) = run(j, false).unwrap();
+        assert_eq!(set.objects[0].frames[&3].mask.as_ref().unwrap().area(), 3);
+        assert!(
+            warns[0].contains("differs from the video's 80x100"),
+            "{warns:?}"
+        );
     }
 
     #[test]
