@@ -82,9 +82,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Annotate(args) => std::process::exit(densam::job::main(&args)),
         Command::Plan(args) => std::process::exit(densam::cluster::plan::main(&args)),
         Command::Merge(args) => std::process::exit(densam::job::merge::main(&args)),
-        Command::Export(args) => densam::output::cli::run_export(&args)?,
-        Command::Render(args) => densam::output::cli::run_render(&args)?,
-        Command::Eval(args) => densam::eval::cli::run_eval(&args)?,
+        Command::Export(args) => std::process::exit(densam::output::cli::export_main(&args)),
+        Command::Render(args) => std::process::exit(densam::output::cli::render_main(&args)),
+        Command::Eval(args) => std::process::exit(densam::eval::cli::eval_main(&args)),
         Command::Probe {
             video,
             decode_count,

@@ -1,6 +1,7 @@
 //! The `export`, `eval` and `render` subcommands through the binary: a DAVIS export scored
 //! against its own result gives J&F = 1, and bad input ends with a message naming file and
-//! line (exit status 1, no panic).
+//! line, printed once (exit status 3 = bad input, as `annotate` and `merge`; 5 when the output
+//! cannot be written; no panic).
 
 use densam::output::png_io::write_rgb_png;
 use densam::output::{FrameRecord, JsonlWriter, ObjectRecord, Rle};
@@ -110,4 +111,136 @@ fn bad_input_exits_with_a_message() {
         err.contains("bad.jsonl:5") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+#[test]
+fn exit_codes_and_one_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("bad.jsonl");
+    write_result(&res);
+    let mut text = std::fs::read_to_string(&res).unwrap();
+    let bad_line = "{\"frame_number\": 9, \"objects\": [}";
+    text.push_str(bad_line);
+    text.push('\n');
+    std::fs::write(&res, text).unwrap();
+    let serde_msg = serde_json::from_str::<serde_json::Value>(bad_line)
+        .unwrap_err()
+        .to_string();
+    let serde_msg = serde_msg.split(" at line").next().unwrap().to_string();
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..10 {
+        write_rgb_png(
+            &frames.join(format!("{i:05}.png")),
+            24,
+            16,
+            &[7u8; 24 * 16 * 3],
+        )
+        .unwrap();
+    }
+    // Ground truth for eval: the DAVIS export of a good result; the bad line comes first there.
+    let good = tmp.path().join("good.jsonl");
+    write_result(&good);
+    let o = densam(&[
+        &"export",
+        &good,
+        &"--format",
+        &"davis",
+        &"--out",
+        &tmp.path().join("gt"),
+    ]);
+    assert!(o.status.success());
+    let bad1 = tmp.path().join("bad1.jsonl");
+    std::fs::write(&bad1, format!("{bad_line}\n")).unwrap();
+    let runs: Vec<(Output, &str)> = vec![
+        (
+            densam(&[
+                &"export",
+                &res,
+                &"--format",
+                &"coco",
+                &"--out",
+                &tmp.path().join("c.json"),
+            ]),
+            "bad.jsonl:5: malformed result line",
+        ),
+        (
+            densam(&[
+                &"export",
+                &res,
+                &"--format",
+                &"boxes-csv",
+                &"--out",
+                &tmp.path().join("b.csv"),
+            ]),
+            "bad.jsonl:5: malformed result line",
+        ),
+        (
+            densam(&[
+                &"export",
+                &res,
+                &"--format",
+                &"davis",
+                &"--out",
+                &tmp.path().join("d"),
+            ]),
+            "bad.jsonl:5: malformed result line",
+        ),
+        (
+            densam(&[
+                &"render",
+                &res,
+                &"--video",
+                &frames,
+                &"--png-dir",
+                &tmp.path().join("p"),
+            ]),
+            "bad.jsonl:5: malformed result line",
+        ),
+        (
+            densam(&[
+                &"eval",
+                &bad1,
+                &"--gt",
+                &tmp.path().join("gt/good"),
+                &"--all-frames",
+            ]),
+            "bad1.jsonl:1: malformed result line",
+        ),
+    ];
+    for (o, says) in &runs {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert_eq!(err.matches(&serde_msg).count(), 1, "{err}");
+    }
+    // A missing result is bad input too; an output that cannot be written is 5.
+    let none = tmp.path().join("none.jsonl");
+    let o = densam(&[
+        &"export",
+        &none,
+        &"--format",
+        &"coco",
+        &"--out",
+        &tmp.path().join("n.json"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let blocker = tmp.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let o = densam(&[
+        &"export",
+        &good,
+        &"--format",
+        &"boxes-csv",
+        &"--out",
+        &blocker.join("b.csv"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("file"), "{err}");
 }

@@ -1,6 +1,9 @@
-//! The arguments and entry point of `densam eval` (main.rs only forwards to these).
+//! The arguments and entry point of `densam eval` (main.rs only forwards to these). Every
+//! error is about an input (the result file, the ground truth, the HD-EPIC files): exit 3, as
+//! for `densam annotate`.
 
 use crate::eval::{EvalError, EvalOptions, GtFormat, evaluate};
+use crate::job::{EXIT_INPUT, EXIT_OK};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -47,6 +50,17 @@ pub struct EvalArgs {
     /// Print JSON (with per-frame values) instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Runs `densam eval` and returns its exit code (an error printed once on stderr).
+pub fn eval_main(a: &EvalArgs) -> i32 {
+    match run_eval(a) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("densam eval: error: {e}");
+            EXIT_INPUT
+        }
+    }
 }
 
 pub fn run_eval(a: &EvalArgs) -> Result<(), EvalError> {

@@ -1,11 +1,46 @@
 //! The arguments and entry points of `densam export` and `densam render` (main.rs only
-//! forwards to these).
+//! forwards to these), with their exit codes: those of `densam annotate` and `merge`, 3 for a
+//! missing or malformed input (the result file, the video) and 5 when the output cannot be
+//! written.
 
+use crate::job::{EXIT_INPUT, EXIT_OK, EXIT_OUTPUT};
 use crate::output::export::{CocoCategories, export_boxes_csv, export_coco, export_davis};
 use crate::output::jsonl::OutputError;
 use crate::output::render::{RenderOptions, RenderTarget, render};
 use clap::{Args, ValueEnum};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The exit code of an export or render error: bad input when it is about one of `inputs` (or
+/// a line of the result), else an output failure.
+fn exit_code(e: &OutputError, inputs: &[&Path]) -> i32 {
+    match e {
+        OutputError::Parse { .. } | OutputError::Invalid { .. } => EXIT_INPUT,
+        e if inputs.contains(&e.path()) => EXIT_INPUT,
+        _ => EXIT_OUTPUT,
+    }
+}
+
+/// Prints `densam <command>: error: <e>` once and returns the exit code.
+fn fail(command: &str, e: &OutputError, inputs: &[&Path]) -> i32 {
+    eprintln!("densam {command}: error: {e}");
+    exit_code(e, inputs)
+}
+
+/// Runs `densam export` and returns its exit code.
+pub fn export_main(a: &ExportArgs) -> i32 {
+    match run_export(a) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail("export", &e, &[&a.result]),
+    }
+}
+
+/// Runs `densam render` and returns its exit code.
+pub fn render_main(a: &RenderArgs) -> i32 {
+    match run_render(a) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail("render", &e, &[&a.result, &a.video]),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {

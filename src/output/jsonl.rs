@@ -56,6 +56,17 @@ pub enum OutputError {
 }
 
 impl OutputError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::Parse { path, .. }
+            | Self::Invalid { path, .. }
+            | Self::Other { path, .. }
+            | Self::Truncated { path, .. } => path,
+        }
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
