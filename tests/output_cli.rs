@@ -244,3 +244,159 @@ fn exit_codes_and_one_message() {
     assert_eq!(o.status.code(), Some(5), "{err}");
     assert!(err.contains("file"), "{err}");
 }
+
+/// The names in a folder, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn failures_leave_no_partial_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 40 frames; in one result line 40 is malformed (a 39-line CSV was left behind), in the
+    // other line 20's mask counts do not cover its size (found while drawing or painting,
+    // after 19 frames were written).
+    let good = tmp.path().join("good.jsonl");
+    let mut w = JsonlWriter::create(&good).unwrap();
+    for n in 0..40u64 {
+        let m: Vec<u8> = (0..16u32 * 24)
+            .map(|i| u8::from(i % 24 > 3 && i % 24 < 9 + (n % 5) as u32))
+            .collect();
+        let rle = Rle::encode_row_major(&m, 16, 24).unwrap();
+        let o = ObjectRecord::from_rle("obj", "thing", &rle, 1.0, 1.0).unwrap();
+        w.write_frame(&FrameRecord {
+            frame_number: n,
+            time_s: n as f64 / 30.0,
+            objects: vec![o],
+        })
+        .unwrap();
+    }
+    w.close().unwrap();
+    let text = std::fs::read_to_string(&good).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = tmp.path().join("cut.jsonl");
+    std::fs::write(
+        &cut,
+        format!("{}\n{{\"frame_number\": 39, \n", lines[..39].join("\n")),
+    )
+    .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(lines[19]).unwrap();
+    v["objects"][0]["segmentation"]["counts"] = "0".into();
+    let mut ls: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    ls[19] = v.to_string();
+    let counts = tmp.path().join("counts.jsonl");
+    std::fs::write(&counts, ls.join("\n") + "\n").unwrap();
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..40 {
+        write_rgb_png(
+            &frames.join(format!("{i:05}.png")),
+            24,
+            16,
+            &[7u8; 24 * 16 * 3],
+        )
+        .unwrap();
+    }
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // An earlier CSV of the same name stays as it was.
+    std::fs::write(out.join("b.csv"), "old\n").unwrap();
+    let runs: Vec<Output> = vec![
+        densam(&[
+            &"export",
+            &cut,
+            &"--format",
+            &"boxes-csv",
+            &"--out",
+            &out.join("b.csv"),
+        ]),
+        densam(&[
+            &"export",
+            &cut,
+            &"--format",
+            &"coco",
+            &"--out",
+            &out.join("c.json"),
+        ]),
+        densam(&[
+            &"export",
+            &counts,
+            &"--format",
+            &"davis",
+            &"--out",
+            &out.join("davis"),
+        ]),
+        densam(&[
+            &"render",
+            &counts,
+            &"--video",
+            &frames,
+            &"--png-dir",
+            &out.join("pngs"),
+        ]),
+        densam(&[
+            &"render",
+            &counts,
+            &"--video",
+            &frames,
+            &"--out",
+            &out.join("o.mp4"),
+        ]),
+    ];
+    for o in &runs {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains("cut.jsonl:40") || err.contains("counts.jsonl:20"),
+            "{err}"
+        );
+    }
+    // The davis export made its parent folder, nothing in it.
+    assert_eq!(names(&out), ["b.csv", "davis"]);
+    assert!(names(&out.join("davis")).is_empty());
+    assert_eq!(std::fs::read_to_string(out.join("b.csv")).unwrap(), "old\n");
+    // The same commands on the good result write their outputs, and nothing else.
+    for (fmt, name) in [
+        ("boxes-csv", "b.csv"),
+        ("coco", "c.json"),
+        ("davis", "davis"),
+    ] {
+        let o = densam(&[
+            &"export",
+            &good,
+            &"--format",
+            &fmt,
+            &"--out",
+            &out.join(name),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("b.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        41
+    );
+    assert_eq!(names(&out.join("davis/good")).len(), 41);
+    for target in [
+        &[
+            &"--png-dir" as &dyn AsRef<std::ffi::OsStr>,
+            &out.join("pngs"),
+        ],
+        &[&"--out", &out.join("o.mp4")],
+    ] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"render", &good, &"--video", &frames];
+        args.extend_from_slice(target);
+        let o = densam(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(names(&out.join("pngs")).len(), 40);
+    assert_eq!(names(&out), ["b.csv", "c.json", "davis", "o.mp4", "pngs"]);
+}

@@ -10,8 +10,12 @@
 //!   of first appearance, later objects drawn over earlier ones where masks overlap, the DAVIS
 //!   palette) and `OUT/<video_id>/objects.json` mapping index -> id / label.
 //! - A CSV of boxes, one row per object-frame.
+//!
+//! Each output is written under a temporary name and renamed into place when complete
+//! ([`crate::output::atomic`]): a failed export leaves no partial file.
 
 use crate::mask::png::{Plane, write_index_png};
+use crate::output::atomic::{PartialDir, PartialFile};
 use crate::output::jsonl::{FrameRecord, JsonlReader, OutputError};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -94,13 +98,18 @@ fn scan(result: &Path) -> Result<Scan, OutputError> {
     Ok(s)
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>, OutputError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| OutputError::io(dir, e))?;
-    }
-    Ok(BufWriter::new(
-        File::create(path).map_err(|e| OutputError::io(path, e))?,
-    ))
+/// The writer of `path` under its temporary name (see [`crate::output::atomic`]).
+fn create(path: &Path) -> Result<(PartialFile, BufWriter<File>), OutputError> {
+    let partial = PartialFile::new(path)?;
+    let f = BufWriter::new(partial.create()?);
+    Ok((partial, f))
+}
+
+/// Flushes `f` and puts the complete file in place.
+fn finish(partial: PartialFile, f: BufWriter<File>, path: &Path) -> Result<(), OutputError> {
+    f.into_inner()
+        .map_err(|e| OutputError::io(path, e.into_error()))?;
+    partial.commit()
 }
 
 /// Streams `result` into a COCO instances JSON at `out`.
@@ -127,7 +136,7 @@ pub fn export_coco(
     }
     let io = |e: std::io::Error| OutputError::io(out, e);
     let js = |e: serde_json::Error| OutputError::other(out, e.to_string());
-    let mut f = create(out)?;
+    let (partial, mut f) = create(out)?;
     write!(
         f,
         "{{\"info\":{},\"videos\":[{}],\"images\":[",
@@ -187,7 +196,7 @@ pub fn export_coco(
         .map_err(js)?;
     }
     f.write_all(b"]}\n").map_err(io)?;
-    f.flush().map_err(io)?;
+    finish(partial, f, out)?;
     Ok(ExportSummary {
         frames: s.frames.len() as u64,
         annotations: ann,
@@ -265,7 +274,7 @@ pub fn export_davis(
     };
     let vid = video_id.map_or_else(|| video_id_of(result), str::to_string);
     let dir = out.join(&vid);
-    std::fs::create_dir_all(&dir).map_err(|e| OutputError::io(&dir, e))?;
+    let partial = PartialDir::new(&dir)?;
     let mut plane = Plane {
         height: h,
         width: w,
@@ -277,7 +286,10 @@ pub fn export_davis(
         let rec = rec?;
         paint(&rec, &reader, &s.index, &mut plane)?;
         ann += rec.objects.len() as u64;
-        write_index_png(&dir.join(format!("{:05}.png", rec.frame_number)), &plane)?;
+        write_index_png(
+            &partial.path().join(format!("{:05}.png", rec.frame_number)),
+            &plane,
+        )?;
     }
     let map: serde_json::Map<String, serde_json::Value> = s
         .objects
@@ -285,10 +297,11 @@ pub fn export_davis(
         .enumerate()
         .map(|(i, (id, label))| ((i + 1).to_string(), json!({"id": id, "label": label})))
         .collect();
-    let mp = dir.join("objects.json");
+    let mp = partial.path().join("objects.json");
     let text =
         serde_json::to_string_pretty(&map).map_err(|e| OutputError::other(&mp, e.to_string()))?;
     std::fs::write(&mp, text + "\n").map_err(|e| OutputError::io(&mp, e))?;
+    partial.commit()?;
     Ok((
         dir,
         ExportSummary {
@@ -311,7 +324,7 @@ fn csv_field(s: &str) -> String {
 /// `frame_number,time_s,id,label,assoc_id,assoc_name,xmin,ymin,xmax,ymax,score,iou,area`.
 pub fn export_boxes_csv(result: &Path, out: &Path) -> Result<ExportSummary, OutputError> {
     let io = |e: std::io::Error| OutputError::io(out, e);
-    let mut f = create(out)?;
+    let (partial, mut f) = create(out)?;
     writeln!(
         f,
         "frame_number,time_s,id,label,assoc_id,assoc_name,xmin,ymin,xmax,ymax,score,iou,area"
@@ -344,6 +357,6 @@ pub fn export_boxes_csv(result: &Path, out: &Path) -> Result<ExportSummary, Outp
         }
     }
     sum.objects = ids.len() as u64;
-    f.flush().map_err(io)?;
+    finish(partial, f, out)?;
     Ok(sum)
 }

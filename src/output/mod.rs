@@ -2,6 +2,7 @@
 //! (`jsonl`), and the exporters and overlays built on them. Masks and their COCO RLE codec are
 //! [`crate::mask`]'s; [`Rle`] is re-exported here because result records are built from it.
 
+pub mod atomic;
 pub mod cli;
 pub mod export;
 pub mod jsonl;

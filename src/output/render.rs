@@ -3,8 +3,11 @@
 //! or an H.264 MP4 (in-process through the FFmpeg libraries when built with the `ffmpeg`
 //! feature; otherwise, or when those libraries lack an H.264 encoder, raw RGB frames piped
 //! into the `ffmpeg` program). Frames come from the video module's stream, so memory does not
-//! grow with the video.
+//! grow with the video. The MP4 or PNG folder is written under a temporary name and renamed
+//! into place when complete ([`crate::output::atomic`]): a failed render leaves no partial
+//! output.
 
+use crate::output::atomic::{PartialDir, PartialFile};
 use crate::output::jsonl::{FrameRecord, JsonlReader, ObjectRecord, OutputError};
 use crate::output::png_io::write_rgb_png;
 use crate::video::{RgbFrame, Selection, StreamOptions, VideoSource};
@@ -232,7 +235,9 @@ fn draw_labels(cv: &mut Canvas, o: &ObjectRecord, scale: i64, opts: &RenderOptio
     }
 }
 
-/// Pipes raw RGB frames into `ffmpeg` (libx264, yuv420p, even size padding).
+/// Pipes raw RGB frames into `ffmpeg` (libx264, yuv420p, even size padding). Dropped before
+/// [`Mp4Sink::finish`] (a failed render), it stops the program, so nothing writes to the
+/// temporary file after it is removed.
 struct Mp4Sink {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -314,6 +319,16 @@ impl Mp4Sink {
     }
 }
 
+impl Drop for Mp4Sink {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 trait WaitRef {
     fn wait_with_output_ref(&mut self) -> std::io::Result<String>;
 }
@@ -365,6 +380,12 @@ impl VideoSink {
     }
 }
 
+/// A render's output under its temporary name.
+enum Partial {
+    File(PartialFile),
+    Dir(PartialDir),
+}
+
 /// What a render wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderSummary {
@@ -407,23 +428,20 @@ pub fn render(
         .unwrap_or(1)
         .max(1);
     let fps = (src.info().fps_avg / step as f64).max(0.001);
-    let mut sink = match target {
-        RenderTarget::Mp4(p) => {
-            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(d).map_err(|e| OutputError::io(d, e))?;
-            }
-            Some(VideoSink::start(
-                p,
-                src.width(),
-                src.height(),
-                fps,
-                opts.crf,
-            )?)
-        }
-        RenderTarget::PngDir(d) => {
-            std::fs::create_dir_all(d).map_err(|e| OutputError::io(d, e))?;
-            None
-        }
+    // The output under its temporary name (declared before the sink, so dropped after it).
+    let partial = match target {
+        RenderTarget::Mp4(p) => Partial::File(PartialFile::new(p)?),
+        RenderTarget::PngDir(d) => Partial::Dir(PartialDir::new(d)?),
+    };
+    let mut sink = match &partial {
+        Partial::File(f) => Some(VideoSink::start(
+            f.path(),
+            src.width(),
+            src.height(),
+            fps,
+            opts.crf,
+        )?),
+        Partial::Dir(_) => None,
     };
     let stream = src
         .frames(Selection::List(wanted), StreamOptions::default())
@@ -446,10 +464,10 @@ pub fn render(
             ));
         }
         draw_overlay(&mut frame.rgb, &rec, result, reader.line(), opts)?;
-        match (&mut sink, target) {
+        match (&mut sink, &partial) {
             (Some(s), _) => s.write(&frame.rgb)?,
-            (None, RenderTarget::PngDir(d)) => {
-                let p = d.join(format!("{:05}.png", rec.frame_number));
+            (None, Partial::Dir(d)) => {
+                let p = d.path().join(format!("{:05}.png", rec.frame_number));
                 write_rgb_png(
                     &p,
                     frame.rgb.width as u32,
@@ -457,12 +475,16 @@ pub fn render(
                     &frame.rgb.data,
                 )?;
             }
-            (None, RenderTarget::Mp4(_)) => {}
+            (None, Partial::File(_)) => {}
         }
         n += 1;
     }
     if let Some(s) = sink {
         s.finish()?;
+    }
+    match partial {
+        Partial::File(f) => f.commit()?,
+        Partial::Dir(d) => d.commit()?,
     }
     Ok(RenderSummary { frames: n })
 }
