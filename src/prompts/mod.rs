@@ -249,7 +249,8 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 /// straight from the text, so serde's errors keep their line and column.
 fn parse_text(path: &Path, text: &str) -> Result<Vec<RawObject>, PromptError> {
     let err = |e: serde_json::Error| PromptError::json(path, &e);
-    let start = text.len() - text.trim_start().len();
+    // JSON's white space only (`str::trim_start` would also skip e.g. a vertical tab).
+    let start = text.len() - text.trim_start_matches([' ', '\t', '\n', '\r']).len();
     match text.as_bytes().get(start) {
         None => Err(PromptError::Empty {
             path: path.display().to_string(),
