@@ -1,11 +1,13 @@
 //! `densam merge DIR... --out FILE`: joins the outputs of window-parallel runs (`--window K`,
 //! one output folder each) into one JSONL identical in form to a sequential run: lines in frame
-//! order, each frame once, one video id. Written under a temporary name and renamed into place.
+//! order, each frame once, one video id. Written under a temporary name and renamed into place
+//! (`crate::output::atomic`).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use super::JobError;
+use crate::output::atomic::PartialFile;
 
 /// Options of `densam merge`.
 #[derive(Debug, Clone, clap::Args)]
@@ -83,10 +85,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<usize, JobError> {
         parts.push((first, p, lines));
     }
     parts.sort_by_key(|p| p.0);
-    let tmp = out.with_extension("jsonl.tmp");
+    let partial = PartialFile::new(out).map_err(|e| JobError::Output(e.to_string()))?;
+    let tmp = partial.path().to_path_buf();
     let io = |p: &Path, e: std::io::Error| JobError::Output(format!("{}: {e}", p.display()));
-    let res = (|| -> Result<usize, JobError> {
-        let f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    let n = {
+        let f = partial
+            .create()
+            .map_err(|e| JobError::Output(e.to_string()))?;
         let mut w = std::io::BufWriter::new(f);
         let mut last: Option<(u64, &Path)> = None;
         let mut n = 0;
@@ -108,15 +113,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<usize, JobError> {
                 n += 1;
             }
         }
-        let f = w.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| io(out, e))?;
-        Ok(n)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+        w.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+        n
+    };
+    partial
+        .commit()
+        .map_err(|e| JobError::Output(e.to_string()))?;
+    Ok(n)
 }
 
 /// Runs `densam merge` and returns its exit code (errors printed on stderr).
