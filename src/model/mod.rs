@@ -1,5 +1,5 @@
-//! SAM 2 / SAM 2.1 in tch, one file per module of the official implementation
-//! (see reference/sam2-inference-spec.md, whose section names the files follow).
+//! SAM 2 / SAM 2.1 in tch, one file per module of the official implementation (their forwards
+//! are described in docs/sam2-inference.md §3).
 //!
 //! The model takes its images as normalised tensors; [`image_input`] turns the video layer's
 //! S×S uint8 RGB images into them.
