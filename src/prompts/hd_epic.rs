@@ -163,6 +163,13 @@ fn video_entry<T: DeserializeOwned>(
     Ok(out)
 }
 
+/// Every video id of a file keyed by video id (`assoc_info.json`), in file order; the entries
+/// are only checked for JSON syntax.
+pub fn video_ids(path: &Path, bytes: &[u8]) -> Result<Vec<String>, PromptError> {
+    // Every entry, the selected one too, is skipped as `IgnoredAny`.
+    Ok(video_entry::<IgnoredAny>(path, bytes, "")?.1)
+}
+
 /// The associations of `video_id` in `assoc_info.json` (`bytes`, read from `path`); a video id
 /// that is not in the file is [`PromptError::UnknownVideo`], listing the file's ids.
 pub fn parse_assoc_info(
@@ -555,6 +562,8 @@ mod tests {
             .map(|m| m.0.as_str())
             .collect();
         assert_eq!(ids, ["7", "m2"]);
+        let videos = video_ids(Path::new("assoc_info.json"), assoc.as_bytes()).unwrap();
+        assert_eq!(videos, ["v", "w"]);
         // A type error in mask_info names mask_info, with its line and column.
         let info = "{\"v\": {\n  \"7\": {\"frame_number\": \"x\"}}}";
         let e = parse_mask_info(Path::new("mask_info.json"), info.as_bytes(), "v")
