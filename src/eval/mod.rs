@@ -10,7 +10,7 @@ pub mod metrics;
 use crate::mask::png::{PngError, read_index_png, read_mask_png};
 use crate::output::jsonl::{FrameRecord, JsonlReader, OutputError};
 use crate::prompts::PromptError;
-use crate::prompts::hd_epic::{self, MaskId};
+use crate::prompts::hd_epic::{HdEpicVideo, MaskId};
 use metrics::{Dims, Stats, boundary_f, box_iou, region_j, statistics};
 use serde::Serialize;
 use serde_json::Value;
@@ -601,15 +601,16 @@ fn evaluate_hd_epic(result: &Path, opts: &EvalOptions) -> Result<EvalReport, Eva
                 .to_string()
         }
     };
-    let read = |p: &Path| std::fs::read(p).map_err(|e| input(format!("{}: {e}", p.display())));
     let hint = |e: PromptError| match e {
         PromptError::UnknownVideo { .. } | PromptError::Parse(_) => {
             input(format!("{e} (give --video-id)"))
         }
         _ => input(e.to_string()),
     };
-    let masks = hd_epic::parse_mask_info(mi_path, &read(mi_path)?, &vid).map_err(hint)?;
-    let assocs = hd_epic::parse_assoc_info(ai_path, &read(ai_path)?, &vid).map_err(hint)?;
+    let HdEpicVideo {
+        associations: assocs,
+        masks,
+    } = HdEpicVideo::read(ai_path, mi_path, &vid).map_err(hint)?;
     let hold_out: Option<BTreeSet<String>> = match &opts.hold_out {
         None => None,
         Some(p) => {
