@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use super::JobError;
 use crate::model::device::DeviceChoice;
 use crate::model::layers::Precision;
 pub use crate::prompts::hd_epic::HdEpicPromptKind;
@@ -124,7 +125,9 @@ pub struct TrackArgs {
 }
 
 /// `--span`: which processed frames each object is tracked on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanMode {
     /// Every processed frame (SAM 2's behaviour).
@@ -179,4 +182,29 @@ pub struct JobArgs {
     /// synchronises the device at every stage boundary, so the run is somewhat slower.
     #[arg(long)]
     pub profile: bool,
+}
+
+impl AnnotateJobArgs {
+    /// Checks the option values: a usage error (exit 2) naming the option.
+    pub fn validate(&self) -> Result<(), JobError> {
+        let (ta, ja) = (&self.track, &self.job);
+        let (track_stride, frame_interval) = ta.strides();
+        if track_stride == 0 || frame_interval == 0 {
+            return Err(JobError::Usage(
+                "--track-stride, --frame-interval and --frame_interval must be >= 1".into(),
+            ));
+        }
+        if !(ta.video_scale_factor.is_finite() && ta.video_scale_factor >= 1.0) {
+            return Err(JobError::Usage("--video-scale-factor must be >= 1".into()));
+        }
+        if !(ta.span_margin.is_finite() && ta.span_margin >= 0.0) {
+            return Err(JobError::Usage("--span-margin must be >= 0".into()));
+        }
+        if !(ja.window_duration > 0.0 && ja.window_overlap >= 0.0) {
+            return Err(JobError::Usage(
+                "--window-duration must be > 0 and --window-overlap >= 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }

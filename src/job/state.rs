@@ -1,9 +1,9 @@
-//! Job checkpoints: one file `OUT/.densam-checkpoint` holding the run parameters, the resume
-//! point (the tracker's stage, output byte offset, frames written), the windows done, the frames
-//! that failed so far and the tracker's saved state (memory banks; inside the first stretch also
-//! the length of the first stretch's spool `OUT/.densam-spool`, which the checkpoint then needs).
-//! Written atomically (temporary file, fsync, rename, fsync of the folder), so a kill at any
-//! moment leaves either the previous checkpoint or the new one.
+//! Job checkpoints on disk: one file `OUT/.densam-checkpoint` holding the run parameters, the
+//! resume point (the tracker's stage, output byte offset, frames written), the windows done, the
+//! frames that failed so far and the tracker's saved state (memory banks; inside the first
+//! stretch also the length of the first stretch's spool `OUT/.densam-spool`, which the checkpoint
+//! then needs). Written atomically (temporary file, fsync, rename, fsync of the folder), so a
+//! kill at any moment leaves either the previous checkpoint or the new one.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::JobError;
+use super::params::RunParams;
 
 const MAGIC: &[u8; 8] = b"DENSAMCK";
 /// Checkpoint file format version (2: the tracker's state with its stage).
@@ -45,11 +46,11 @@ pub struct WindowRecord {
 }
 
 /// The metadata part of a checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Meta {
     pub format: u32,
     /// The result-determining parameters (compared on resume).
-    pub params: serde_json::Value,
+    pub params: RunParams,
     /// Where the tracker stands (its state is the checkpoint's payload).
     pub stage: crate::tracker::Stage,
     /// Processed index the final forward stretch continues at (0 inside the first stretch).
@@ -63,6 +64,30 @@ pub struct Meta {
     /// Frames that could not be decoded so far.
     #[serde(default)]
     pub failed_frames: Vec<FailedFrame>,
+}
+
+impl Meta {
+    /// The metadata of a run's start: nothing written, nothing done yet.
+    pub fn start(params: RunParams) -> Meta {
+        Meta {
+            format: FORMAT,
+            params,
+            stage: crate::tracker::Stage::Start,
+            next: 0,
+            offset: 0,
+            written_frames: 0,
+            windows: Vec::new(),
+            wall_seconds: 0.0,
+            failed_frames: Vec::new(),
+        }
+    }
+}
+
+/// A checkpoint read back: its metadata and the tracker's saved state.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub meta: Meta,
+    pub state: Vec<u8>,
 }
 
 /// The checkpoint file of an output folder.
@@ -102,7 +127,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
 }
 
 /// Writes a checkpoint atomically.
-pub fn write(out: &Path, meta: &Meta, banks: &[u8]) -> Result<(), JobError> {
+pub fn write(out: &Path, meta: &Meta, state: &[u8]) -> Result<(), JobError> {
     let final_path = path(out);
     let tmp = out.join(".densam-checkpoint.tmp");
     let json = serde_json::to_vec(meta).map_err(|e| JobError::Internal(e.to_string()))?;
@@ -112,7 +137,7 @@ pub fn write(out: &Path, meta: &Meta, banks: &[u8]) -> Result<(), JobError> {
         f.write_all(&(json.len() as u64).to_le_bytes())
             .map_err(io(&tmp))?;
         f.write_all(&json).map_err(io(&tmp))?;
-        f.write_all(banks).map_err(io(&tmp))?;
+        f.write_all(state).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
@@ -128,7 +153,7 @@ pub fn write(out: &Path, meta: &Meta, banks: &[u8]) -> Result<(), JobError> {
 }
 
 /// Reads the checkpoint of `out`, if there is one.
-pub fn read(out: &Path) -> Result<Option<(Meta, Vec<u8>)>, JobError> {
+pub fn read(out: &Path) -> Result<Option<Checkpoint>, JobError> {
     let p = path(out);
     let bytes = match std::fs::read(&p) {
         Ok(b) => b,
@@ -156,7 +181,8 @@ pub fn read(out: &Path) -> Result<Option<(Meta, Vec<u8>)>, JobError> {
             meta.format
         )));
     }
-    Ok(Some((meta, bytes[end..].to_vec())))
+    let state = bytes[end..].to_vec();
+    Ok(Some(Checkpoint { meta, state }))
 }
 
 /// Removes the checkpoint (and a stray temporary one, and the spool).
@@ -164,26 +190,6 @@ pub fn remove(out: &Path) {
     let _ = std::fs::remove_file(path(out));
     let _ = std::fs::remove_file(out.join(".densam-checkpoint.tmp"));
     remove_spool(out);
-}
-
-/// The top-level keys whose values differ between two parameter objects.
-pub fn param_diff(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return vec!["(all)".into()];
-    };
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            format!(
-                "{k}: {} -> {}",
-                a.get(k).map(|v| v.to_string()).unwrap_or("-".into()),
-                b.get(k).map(|v| v.to_string()).unwrap_or("-".into())
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -195,21 +201,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().is_none());
         let meta = Meta {
-            format: FORMAT,
-            params: serde_json::json!({"a": 1, "b": "x"}),
             stage: crate::tracker::Stage::Rest(17),
             next: 17,
             offset: 1234,
             written_frames: 9,
-            windows: vec![],
             wall_seconds: 1.5,
-            failed_frames: vec![],
+            ..Meta::start(super::super::params::tests::sample())
         };
         write(dir.path(), &meta, b"banks").unwrap();
-        let (m, b) = read(dir.path()).unwrap().unwrap();
-        assert_eq!((m.next, m.offset, b.as_slice()), (17, 1234, &b"banks"[..]));
-        let diff = param_diff(&m.params, &serde_json::json!({"a": 2, "b": "x"}));
-        assert_eq!(diff, vec!["a: 1 -> 2".to_string()]);
+        let c = read(dir.path()).unwrap().unwrap();
+        assert_eq!((c.meta, c.state.as_slice()), (meta, &b"banks"[..]));
         std::fs::write(path(dir.path()), b"DENSAMCK\xff\xff").unwrap();
         assert!(matches!(read(dir.path()), Err(JobError::Checkpoint(_))));
         remove(dir.path());

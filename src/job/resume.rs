@@ -1,0 +1,100 @@
+//! Where a run starts ([`decide`]), from what the output folder holds, the run's parameters and
+//! `--restart`: afresh, from the checkpoint (same parameters), or not at all (the result is
+//! complete with the same parameters). Refusals (exit 4) change nothing: a result or checkpoint
+//! made with other parameters (without `--restart`), an invalid checkpoint. [`tidy`] then clears
+//! what the chosen start does not need.
+
+use super::manifest::Recorded;
+use super::params::RunParams;
+use super::state::{self, Checkpoint};
+use super::{JobError, OutPaths, fault};
+
+/// How a run starts.
+#[derive(Debug)]
+pub enum Start {
+    /// From the beginning.
+    Fresh,
+    /// From this checkpoint.
+    Resume(Box<Checkpoint>),
+    /// The output is complete with the same parameters: nothing to do.
+    AlreadyComplete { failed_frames: usize },
+}
+
+impl Start {
+    /// The checkpoint resumed from.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        match self {
+            Start::Resume(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Decides how the run starts. Reads only: nothing in the folder is changed.
+pub fn decide(paths: &OutPaths, params: &RunParams, restart: bool) -> Result<Start, JobError> {
+    let recorded = Recorded::read(&paths.manifest);
+    if paths.output.exists() {
+        let r = recorded.unwrap_or_default();
+        let same = r
+            .params
+            .as_ref()
+            .and_then(RunParams::from_recorded)
+            .is_some_and(|p| p == *params);
+        if r.complete() && same && !restart {
+            return Ok(Start::AlreadyComplete {
+                failed_frames: r.failed_frames,
+            });
+        }
+        if !restart {
+            let diff = match &r.params {
+                Some(p) => params.diff_recorded(p).join("; "),
+                None => "no readable run.json".into(),
+            };
+            return Err(JobError::Checkpoint(format!(
+                "{} exists from a run with other parameters ({diff}); use --restart to replace it",
+                paths.output.display()
+            )));
+        }
+    }
+    fault::at(fault::Point::CheckpointLoad);
+    if !paths.dir.is_dir() {
+        // (not there yet, or not a folder: creating it says why)
+        return Ok(Start::Fresh);
+    }
+    if restart {
+        return Ok(Start::Fresh);
+    }
+    let Some(checkpoint) = state::read(&paths.dir)? else {
+        return Ok(Start::Fresh);
+    };
+    let meta = &checkpoint.meta;
+    if meta.params != *params {
+        return Err(JobError::Checkpoint(format!(
+            "{} holds a checkpoint made with other parameters ({}); re-run with the same \
+             options to resume, or use --restart to discard it",
+            paths.dir.display(),
+            params.diff(&meta.params).join("; ")
+        )));
+    }
+    Ok(Start::Resume(Box::new(checkpoint)))
+}
+
+/// Clears what the start does not need: temporary files of a killed run; on a fresh start with
+/// `--restart` the checkpoint and the previous output; a spool no checkpoint refers to.
+pub fn tidy(paths: &OutPaths, start: &Start, restart: bool) {
+    state::remove_stale(&paths.dir);
+    if restart {
+        state::remove(&paths.dir);
+        let _ = std::fs::remove_file(&paths.output);
+        let _ = std::fs::remove_file(&paths.partial);
+    }
+    let spool_needed = start.checkpoint().is_some_and(|c| {
+        matches!(
+            c.meta.stage,
+            crate::tracker::Stage::Head(_) | crate::tracker::Stage::Reverse(_)
+        )
+    });
+    if !spool_needed {
+        state::remove_spool(&paths.dir);
+    }
+}
