@@ -394,8 +394,8 @@ fn new_tracker<'m>(
         fill_hole_area: ta.fill_hole_area,
         max_cond_frames: ta.max_cond_frames,
         memory_temporal_stride: ta.memory_temporal_stride,
-        reverse_chunk: ta.reverse_chunk.max(1),
-        batch_objects: ta.batch_objects.max(1),
+        reverse_chunk: ta.reverse_chunk,
+        batch_objects: ta.batch_objects,
         spool_dir: std::env::temp_dir(),
     };
     let prompts = job.prompts.clone();
@@ -488,7 +488,7 @@ fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcom
         num_frames,
         device,
     );
-    let every = args.job.checkpoint_every.max(0.0);
+    let every = args.job.checkpoint_every;
     let mut checkpointer =
         Checkpointer::new(paths, params, every, clock, output, failed.clone(), &from);
     let mut report = ProgressReport::new(processed_total, args.job.quiet);

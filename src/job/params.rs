@@ -82,7 +82,7 @@ impl RunParams {
             .map_err(|e| JobError::Model(format!("model checkpoint {}: {e}", ckpt.display())))?;
         let (track_stride, frame_interval) = ta.strides();
         Ok(RunParams {
-            batch_objects: ta.batch_objects.max(1),
+            batch_objects: ta.batch_objects,
             checkpoint: std::fs::canonicalize(ckpt).unwrap_or(ckpt.clone()),
             checkpoint_bytes: ckpt_meta.len(),
             device: format!("{device:?}"),
