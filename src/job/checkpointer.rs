@@ -1,12 +1,14 @@
 //! The checkpoint hook of a run ([`Checkpointer`]), called after every tracked frame of every
 //! pass (and every prompted frame of the pre-pass): when a checkpoint is due (a stop request, a
 //! window end, the first frame after the first stretch, the end, `--checkpoint-every`), writing
-//! it (partial output synced first, then the tracker's state and the metadata, atomically), and
-//! the spool bookkeeping: the first stretch's spool in the output folder stays while the
-//! checkpoint on disk refers to it, and goes with the first checkpoint after it.
+//! it (partial output synced first, its checksum carried on, then the tracker's state and the
+//! metadata, atomically), and the spool bookkeeping: the first stretch's spool in the output
+//! folder stays while the checkpoint on disk refers to it, and goes with the first checkpoint
+//! after it.
 
 use std::cell::RefCell;
 use std::fs::File;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -16,6 +18,25 @@ use super::progress::WindowClock;
 use super::state::{self, FailedFrame, Meta, WindowRecord};
 use super::{JobError, OutPaths, out_err, signals, track_error};
 use crate::tracker::{Flow, Stage, Tracker};
+
+/// The checksum of the partial output up to the last checkpoint, carried on from checkpoint to
+/// checkpoint (only the bytes written since are read back).
+struct OutputChecksum {
+    file: File,
+    pos: Rc<Position>,
+    crc: u32,
+    len: u64,
+}
+
+impl OutputChecksum {
+    /// The checksum of the first `pos.offset` bytes.
+    fn update(&mut self, path: &Path) -> Result<u32, JobError> {
+        let to = self.pos.offset.get();
+        self.crc = state::crc32_range(&self.file, self.crc, self.len, to).map_err(out_err(path))?;
+        self.len = to;
+        Ok(self.crc)
+    }
+}
 
 /// What the checkpointer leaves at the end of a run.
 pub struct CheckpointsEnd {
@@ -37,9 +58,7 @@ pub struct Checkpointer<'a> {
     every: f64,
     last: Instant,
     clock: WindowClock,
-    /// The partial output (synced before each checkpoint) and where the sink stands in it.
-    file: File,
-    pos: Rc<Position>,
+    output: OutputChecksum,
     failed: Rc<RefCell<Vec<FailedFrame>>>,
     /// Wall time of the runs before this one, and this run's start.
     wall_before: f64,
@@ -61,14 +80,19 @@ impl<'a> Checkpointer<'a> {
         failed: Rc<RefCell<Vec<FailedFrame>>>,
         from: &Meta,
     ) -> Self {
+        let len = pos.offset.get();
         Checkpointer {
             paths,
             params,
             every,
             last: Instant::now(),
             clock,
-            file,
-            pos,
+            output: OutputChecksum {
+                file,
+                pos,
+                crc: from.output_crc32.unwrap_or(0),
+                len,
+            },
             failed,
             wall_before: from.wall_seconds,
             run_start: Instant::now(),
@@ -118,13 +142,15 @@ impl<'a> Checkpointer<'a> {
 
     /// Writes the checkpoint of `stage`.
     fn write(&mut self, t: &Tracker<'_>, stage: Stage) -> Result<(), JobError> {
-        self.file
+        self.output
+            .file
             .sync_data()
             .map_err(out_err(&self.paths.partial))?;
         let saved = t
             .save_state()
             .map_err(|e| track_error(e, "saving the tracker state"))?;
-        let pos = &self.pos;
+        let output_crc32 = self.output.update(&self.paths.partial)?;
+        let pos = &self.output.pos;
         let meta = Meta {
             format: state::FORMAT,
             params: self.params.clone(),
@@ -138,6 +164,7 @@ impl<'a> Checkpointer<'a> {
             windows: self.clock.windows().to_vec(),
             wall_seconds: self.wall_before + self.run_start.elapsed().as_secs_f64(),
             failed_frames: self.failed.borrow().clone(),
+            output_crc32: Some(output_crc32),
         };
         state::write(&self.paths.dir, &meta, &saved)
     }

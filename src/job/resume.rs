@@ -1,8 +1,8 @@
 //! Where a run starts ([`decide`]), from what the output folder holds, the run's parameters and
 //! `--restart`: afresh, from the checkpoint (same parameters), or not at all (the result is
 //! complete with the same parameters). Refusals (exit 4) change nothing: a result or checkpoint
-//! made with other parameters (without `--restart`), an invalid checkpoint. [`tidy`] then clears
-//! what the chosen start does not need.
+//! made with other parameters (without `--restart`), a damaged checkpoint or partial output (the
+//! checkpoint's checksums). [`tidy`] then clears what the chosen start does not need.
 
 use super::manifest::Recorded;
 use super::params::RunParams;
@@ -76,6 +76,10 @@ pub fn decide(paths: &OutPaths, params: &RunParams, restart: bool) -> Result<Sta
             params.diff(&meta.params).join("; ")
         )));
     }
+    let crc = state::verify_output(&paths.partial, meta)?;
+    let mut checkpoint = checkpoint;
+    // (a format-2 checkpoint has none: the output's checksum goes on from here)
+    checkpoint.meta.output_crc32 = Some(crc);
     Ok(Start::Resume(Box::new(checkpoint)))
 }
 
