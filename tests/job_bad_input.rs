@@ -1,7 +1,8 @@
-//! `densam annotate` against bad options and damaged state in the output folder (issue 14),
-//! through the binary: option values out of range are usage errors (exit 2) before anything is
-//! created; a damaged checkpoint (bytes changed, cut short) or a damaged partial output is
-//! refused (exit 4) with the `--restart` hint, which then works.
+//! `densam annotate` against bad options, foreign or damaged state in the output folder (issue
+//! 14), through the binary: option values out of range are usage errors (exit 2) before
+//! anything is created; another video's result or checkpoint in the folder is refused (exit 4)
+//! and left as it was; a damaged checkpoint (bytes changed, cut short) or a damaged partial
+//! output is refused (exit 4) with the `--restart` hint, which then works.
 //!
 //! Fixture: the job clip (tests/common), 12 frames of 160x120, one object prompted on frame 2.
 //! A resumable state without the test hooks: a complete run with `--keep-checkpoints` keeps its
@@ -100,6 +101,46 @@ fn option_values_out_of_range_are_usage_errors_before_anything_is_created() {
         assert_exit_says(&o, Some(2), option);
         assert!(!out.exists(), "{extra:?} created {}", out.display());
     }
+}
+
+#[test]
+fn another_videos_result_or_checkpoint_is_refused() {
+    let _g = one_heavy_run();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let src = kept();
+    std::fs::create_dir_all(&out).unwrap();
+    for name in names(src) {
+        std::fs::copy(src.join(&name), out.join(&name)).unwrap();
+    }
+    let before: Vec<Vec<u8>> = names(&out)
+        .iter()
+        .map(|n| std::fs::read(out.join(n)).unwrap())
+        .collect();
+    let other = |extra: &[&str]| with(args(&out, &["--video-id", "other"]), extra);
+    // The same frames under another video id into the folder of video `frames`: refused, with
+    // or without --restart, and nothing changes.
+    for extra in [&[][..], &["--restart"]] {
+        let o = densam(&other(extra), &[]);
+        assert_exit_says(&o, Some(4), "another video, `frames`");
+        assert!(
+            stderr(&o).contains("dense_annotations_frames.jsonl"),
+            "{}",
+            stderr(&o)
+        );
+        let now: Vec<Vec<u8>> = names(&out)
+            .iter()
+            .map(|n| std::fs::read(out.join(n)).unwrap())
+            .collect();
+        assert_eq!(now, before, "{extra:?} changed the folder");
+    }
+    // Only the other video's checkpoint left: refused too.
+    std::fs::remove_file(out.join("run.json")).unwrap();
+    std::fs::remove_file(out.join("dense_annotations_frames.jsonl")).unwrap();
+    let o = densam(&other(&[]), &[]);
+    assert_exit_says(&o, Some(4), "the checkpoint");
+    assert!(stderr(&o).contains("`frames`"), "{}", stderr(&o));
+    assert_eq!(names(&out), [".densam-checkpoint"]);
 }
 
 /// Damages the resumable state in a folder.

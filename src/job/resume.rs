@@ -1,10 +1,11 @@
 //! Where a run starts ([`decide`]), from what the output folder holds, the run's parameters and
-//! `--restart`: afresh, from the checkpoint (same parameters), or not at all (the result is
-//! complete with the same parameters). Refusals (exit 4) change nothing: a result or checkpoint
-//! made with other parameters (without `--restart`), a damaged checkpoint or partial output (the
-//! checkpoint's checksums). [`tidy`] then clears what the chosen start does not need.
+//! `--restart`: afresh, from the checkpoint (same parameters, checkpoint and the output it
+//! counts intact), or not at all (the result is complete with the same parameters). Refusals
+//! (exit 4) change nothing: another video's result or checkpoint in the folder, a result or
+//! checkpoint made with other parameters (without `--restart`), a damaged checkpoint or
+//! partial output. [`tidy`] then clears what the chosen start does not need.
 
-use super::manifest::Recorded;
+use super::manifest::{self, Recorded};
 use super::params::RunParams;
 use super::state::{self, Checkpoint};
 use super::{JobError, OutPaths, fault};
@@ -30,9 +31,31 @@ impl Start {
     }
 }
 
+/// Another video's result or checkpoint in the output folder: refused, whatever `--restart` says
+/// (it discards this video's state, not another's).
+fn other_video(paths: &OutPaths, ours: &str, theirs: &str, what: &str) -> JobError {
+    JobError::Checkpoint(format!(
+        "{} holds {what} of another video, `{theirs}` (dense_annotations_{theirs}.jsonl; see \
+         its run.json): annotate `{ours}` into another --out folder",
+        paths.dir.display()
+    ))
+}
+
 /// Decides how the run starts. Reads only: nothing in the folder is changed.
 pub fn decide(paths: &OutPaths, params: &RunParams, restart: bool) -> Result<Start, JobError> {
     let recorded = Recorded::read(&paths.manifest);
+    if let Some(r) = &recorded
+        && let Some(theirs) = r.video_id.as_deref()
+        && theirs != params.video_id
+        && let Some(output) = manifest::existing_output(&paths.dir, r)
+    {
+        return Err(other_video(
+            paths,
+            &params.video_id,
+            theirs,
+            &format!("the result {}", output.display()),
+        ));
+    }
     if paths.output.exists() {
         let r = recorded.unwrap_or_default();
         let same = r
@@ -61,13 +84,27 @@ pub fn decide(paths: &OutPaths, params: &RunParams, restart: bool) -> Result<Sta
         // (not there yet, or not a folder: creating it says why)
         return Ok(Start::Fresh);
     }
-    if restart {
-        return Ok(Start::Fresh);
-    }
-    let Some(checkpoint) = state::read(&paths.dir)? else {
+    let checkpoint = match state::read(&paths.dir) {
+        Ok(c) => c,
+        // A damaged checkpoint is what --restart discards.
+        Err(_) if restart => None,
+        Err(e) => return Err(e),
+    };
+    let Some(checkpoint) = checkpoint else {
         return Ok(Start::Fresh);
     };
     let meta = &checkpoint.meta;
+    if meta.params.video_id != params.video_id {
+        return Err(other_video(
+            paths,
+            &params.video_id,
+            &meta.params.video_id,
+            &format!("the checkpoint {}", state::path(&paths.dir).display()),
+        ));
+    }
+    if restart {
+        return Ok(Start::Fresh);
+    }
     if meta.params != *params {
         return Err(JobError::Checkpoint(format!(
             "{} holds a checkpoint made with other parameters ({}); re-run with the same \
