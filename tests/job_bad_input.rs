@@ -1,8 +1,9 @@
-//! `densam annotate` against bad options, foreign or damaged state in the output folder (issue
-//! 14), through the binary: option values out of range are usage errors (exit 2) before
-//! anything is created; another video's result or checkpoint in the folder is refused (exit 4)
-//! and left as it was; a damaged checkpoint (bytes changed, cut short) or a damaged partial
-//! output is refused (exit 4) with the `--restart` hint, which then works.
+//! `densam annotate` against bad options, foreign or damaged state in the output folder and a
+//! truncated video (issue 14), through the binary: option values out of range are usage errors
+//! (exit 2) before anything is created; another video's result or checkpoint in the folder is
+//! refused (exit 4) and left as it was; a damaged checkpoint (bytes changed, cut short) or a
+//! damaged partial output is refused (exit 4) with the `--restart` hint, which then works; the
+//! frames a truncated mp4's container lists past the file's end are failed frames (exit 7).
 //!
 //! Fixture: the job clip (tests/common), 12 frames of 160x120, one object prompted on frame 2.
 //! A resumable state without the test hooks: a complete run with `--keep-checkpoints` keeps its
@@ -11,9 +12,12 @@
 
 mod common;
 
-use common::{assert_exit_says, code, densam, names, one_heavy_run, output_of, stderr, with};
+use common::{
+    assert_exit_says, code, densam, names, one_heavy_run, output_of, run_json, stderr, with,
+};
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 const N: u32 = 12;
@@ -227,6 +231,67 @@ fn damaged_checkpoint_or_partial_output_is_refused_with_a_restart_hint() {
             "{what}"
         );
     }
+}
+
+#[test]
+fn frames_missing_from_a_truncated_mp4_are_failed_frames() {
+    let _g = one_heavy_run();
+    let dir = tempfile::tempdir().unwrap();
+    // A faststart mp4 (sample tables up front) of 20 frames, cut at half its size: the container
+    // still lists 20 frames, fewer can be read.
+    let full = dir.path().join("full.mp4");
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    common::write_disc_frames(&frames, 20, 160, 120);
+    let made = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-framerate", "10", "-i"])
+        .arg(frames.join("%05d.png"))
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "4"])
+        .args(["-movflags", "+faststart"])
+        .arg(&full)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("ffmpeg missing: truncated mp4 test skipped");
+        return;
+    }
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.path().join("out");
+    let mut a = args(&out, &[]);
+    a[2] = cut.display().to_string();
+    let o = densam(&a, &[]);
+    assert_exit_says(
+        &o,
+        Some(7),
+        "listed by the container past the end of the file",
+    );
+    let run = run_json(&out);
+    assert_eq!(run["status"], "complete");
+    let (failed, written) = (
+        run["failed_frames"].as_u64().unwrap(),
+        run["written_frames"].as_u64().unwrap(),
+    );
+    assert!(
+        failed > 0 && written > 2,
+        "{failed} failed, {written} written"
+    );
+    assert_eq!(failed + written, 20, "every listed frame written or failed");
+    let last = run["failures"].as_array().unwrap().last().unwrap()["frames"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last, 19);
+    assert!(
+        stderr(&o).contains(&format!("{failed} frame(s) could not be decoded")),
+        "{}",
+        stderr(&o)
+    );
+    // The finished run re-run: nothing changes, the same exit code.
+    let o = densam(&a, &[]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
 }
 
 /// A spool cut short under a first-stretch checkpoint is damaged resume state (exit 4), not an

@@ -34,10 +34,12 @@ pub fn conclude(
     let Ran {
         end,
         checkpoints,
-        failed,
+        mut failed,
         manifest,
     } = ran;
     let mut manifest = manifest;
+    // Frames the container lists past the end of the file come last.
+    failed.extend(job.unreadable.iter().cloned());
     manifest.failed_frames = failed.len();
     manifest.failures = manifest::failures_by_window(&failed, job.window_frames);
     let set_status = |status: Status, errors: Vec<String>| Manifest {
@@ -78,7 +80,7 @@ pub fn conclude(
                 paths.output.display(),
                 peak.unwrap_or(0) >> 20
             );
-            log_failures(&summary, failed.len(), paths);
+            log_failures(&summary, failed.len(), job.unreadable.len(), paths);
             Ok(Outcome::Complete {
                 output: paths.output.clone(),
                 written_frames,
@@ -123,16 +125,24 @@ pub fn conclude(
 }
 
 /// The error lines of a complete run with failed frames.
-fn log_failures(summary: &[String], failed: usize, paths: &OutPaths) {
+fn log_failures(summary: &[String], failed: usize, unreadable: usize, paths: &OutPaths) {
     for line in summary {
         tracing::error!("{line}");
     }
     if failed == 0 {
         return;
     }
+    let past_end = if unreadable > 0 {
+        format!(
+            "; {unreadable} of them are listed by the container past the end of the file \
+             (truncated video)"
+        )
+    } else {
+        String::new()
+    };
     tracing::error!(
         "{failed} frame(s) could not be decoded: their lines are missing and the objects were \
-         re-seeded from their prompts after them (exit {EXIT_FRAMES_FAILED}; see \
+         re-seeded from their prompts after them{past_end} (exit {EXIT_FRAMES_FAILED}; see \
          `failures` in {})",
         paths.manifest.display()
     );
@@ -165,17 +175,20 @@ pub fn empty_window(
     }
     std::fs::write(&paths.partial, text).map_err(out_err(&paths.partial))?;
     std::fs::rename(&paths.partial, &paths.output).map_err(out_err(&paths.output))?;
+    let failed = &job.unreadable;
     let m = EmptyWindowManifest {
         status: Status::Complete,
         written_frames: n_lines,
         params,
         note: "no prompted object in this window",
+        failed_frames: failed.len(),
+        failures: manifest::failures_by_window(failed, job.window_frames),
     };
     manifest::write(&paths.manifest, &m)?;
     let output: PathBuf = paths.output.clone();
     Ok(Outcome::Complete {
         output,
         written_frames: n_lines,
-        failed_frames: 0,
+        failed_frames: failed.len(),
     })
 }

@@ -132,6 +132,15 @@ pub struct EmptyWindowManifest<'a> {
     pub written_frames: usize,
     pub params: &'a RunParams,
     pub note: &'static str,
+    /// Frames the container lists but the file does not hold (absent when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failed_frames: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<WindowFailures>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The frames of one window that could not be decoded, and why.

@@ -19,7 +19,8 @@
 //! Stop signals are handled from the start (input, checkpoint and model loading included).
 //! Frames that cannot be decoded are skipped (their lines are missing), the objects re-seeded
 //! from their prompts after them, recorded in `run.json` and reported by a distinct exit code at
-//! the end; `--strict` stops at the first one.
+//! the end; `--strict` stops at the first one. Frames a truncated file's container lists past
+//! its end count as such frames too.
 //!
 //! Exit codes: see [`EXIT_USAGE`] and the other `EXIT_*` constants.
 

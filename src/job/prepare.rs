@@ -1,11 +1,14 @@
 //! The first step of a run: the inputs resolved ([`super::input`]), the video opened, the prompts
 //! validated against it (and, for `--window K`, cut to the window and shifted to its frame
-//! numbers), and each object's span under `--span prompts`. Nothing is written here.
+//! numbers), each object's span under `--span prompts`, and the frames the container lists but
+//! the file does not hold (a truncated file), which the run reports as failed frames. Nothing is
+//! written here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::args::{AnnotateJobArgs, SpanMode};
+use super::state::FailedFrame;
 use super::window::{WindowRange, lcm, video_fps, window_frames, window_prompts};
 use super::{JobError, input};
 use crate::prompts::{self, PromptSet, VideoGeometry};
@@ -37,6 +40,8 @@ pub struct Prepared {
     /// `--span-margin` in frames.
     pub margin_frames: u64,
     pub warnings: Vec<String>,
+    /// Frames of the run that the container lists past the file's end.
+    pub unreadable: Vec<FailedFrame>,
 }
 
 impl Prepared {
@@ -115,6 +120,12 @@ pub fn prepare(args: &AnnotateJobArgs) -> Result<Prepared, JobError> {
         Some(w) => window_prompts(&set, w, &mut warnings),
         None => set,
     };
+    let unreadable = unreadable_frames(
+        &video,
+        (track_stride, frame_interval),
+        window.as_ref(),
+        window_frames,
+    );
     Ok(Prepared {
         video_path: inp.video,
         video,
@@ -129,5 +140,45 @@ pub fn prepare(args: &AnnotateJobArgs) -> Result<Prepared, JobError> {
         spans,
         margin_frames,
         warnings,
+        unreadable,
     })
+}
+
+/// The frames the run would process (every `track_stride`-th and every `frame_interval`-th;
+/// a window run's own frames only) that the container lists past the end of a truncated file:
+/// their lines are missing, so they are failed frames.
+fn unreadable_frames(
+    video: &VideoSource,
+    (track_stride, frame_interval): (u64, u64),
+    window: Option<&WindowRange>,
+    window_frames: u64,
+) -> Vec<FailedFrame> {
+    let Some((from, listed, error)) = video.info().unreadable_tail() else {
+        return Vec::new();
+    };
+    let (lo, hi) = match window {
+        Some(w) => (
+            w.own_from.max(from),
+            (w.own_from + window_frames).min(listed),
+        ),
+        None => (from, listed),
+    };
+    let frames: Vec<u64> = (lo..hi)
+        .filter(|n| n % track_stride.max(1) == 0 || n % frame_interval.max(1) == 0)
+        .collect();
+    if !frames.is_empty() {
+        tracing::warn!(
+            "{}: {} frame(s) from frame {from} on are listed by the container but cannot be \
+             read ({error}): reported as failed frames",
+            video.path().display(),
+            frames.len()
+        );
+    }
+    frames
+        .into_iter()
+        .map(|n| FailedFrame {
+            frame: n,
+            error: format!("{}: frame {n} is missing: {error}", video.path().display()),
+        })
+        .collect()
 }
