@@ -69,8 +69,8 @@ pub const EXIT_USAGE: i32 = 2;
 /// Bad input: video missing or undecodable, prompts malformed or unusable, unknown video id,
 /// a prompt warning under `--strict`.
 pub const EXIT_INPUT: i32 = 3;
-/// A checkpoint or finished result made with other parameters (without `--restart`), or an
-/// invalid checkpoint.
+/// A checkpoint or finished result made with other parameters (without `--restart`), another
+/// video's result or checkpoint in the output folder, or a damaged checkpoint or partial output.
 pub const EXIT_CHECKPOINT: i32 = 4;
 /// The output folder is not writable, or writing failed (disk full).
 pub const EXIT_OUTPUT: i32 = 5;
