@@ -102,18 +102,18 @@ fn windows_match_the_job_window_arithmetic() {
             .all(|c| c.len() == densam::cluster::plan::COLUMNS.len())
     );
     // 30 fps, 0.5 s windows: 15 frames; long = windows 0..15, 15..25; short = 0..12.
-    let (wf, of) = densam::job::window_frames(0.5, 0.2, 30.0);
+    let (wf, of) = densam::job::window::window_frames(0.5, 0.2, 30.0);
     assert_eq!((wf, of), (15, 6));
     for (i, (id, k, n)) in [("long", 0, 25), ("long", 1, 25), ("short", 0, 12)]
         .into_iter()
         .enumerate()
     {
         let c = &t[i];
-        let w = densam::job::WindowRange::new(k, wf, of, n, 1).unwrap();
+        let w = densam::job::window::WindowRange::new(k, wf, of, n, 1).unwrap();
         assert_eq!(c[0], i.to_string());
         assert_eq!(c[1], id);
         assert_eq!(c[3], k.to_string());
-        assert_eq!(c[4], densam::job::window_count(n, wf).to_string());
+        assert_eq!(c[4], densam::job::window::window_count(n, wf).to_string());
         assert_eq!(c[5], n.to_string());
         assert_eq!(
             (c[8].parse::<u64>().unwrap(), c[9].parse::<u64>().unwrap()),

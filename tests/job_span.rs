@@ -172,6 +172,10 @@ fn span_covering_the_video_equals_span_video() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the test hooks: --features fault-injection"
+)]
 fn span_kill_and_sigterm_then_rerun_equals_uninterrupted() {
     let _g = one_heavy_run();
     let f = fixture();

@@ -4,14 +4,15 @@
 //!
 //! The task list is tab-separated text: `#` lines are comments (the first one names the
 //! columns), then one line per task in [`COLUMNS`] order; `-` marks an empty field. Window
-//! arithmetic is the job module's ([`crate::job::window_frames`], [`crate::job::WindowRange`]),
-//! so a task's window is exactly the one `annotate --window K` runs.
+//! arithmetic is the one `annotate` uses ([`crate::job::window`]), so a task's window is exactly
+//! the one `annotate --window K` runs.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::job::{self, JobError, WindowRange};
+use crate::job::window::{WindowRange, video_fps, window_count, window_frames};
+use crate::job::{self, JobError};
 use crate::video::VideoSource;
 
 /// The columns of a task line.
@@ -305,8 +306,8 @@ pub fn make_plan(a: &PlanArgs) -> Result<Plan, JobError> {
                 continue;
             }
         };
-        let fps = job::video_fps(&v);
-        let (window_frames, _) = job::window_frames(a.window_duration, a.window_overlap, fps);
+        let fps = video_fps(&v);
+        let (window_frames, _) = window_frames(a.window_duration, a.window_overlap, fps);
         let frames = v.frame_count() as u64;
         videos.push(PlannedVideo {
             video_id: s.video_id,
@@ -316,7 +317,7 @@ pub fn make_plan(a: &PlanArgs) -> Result<Plan, JobError> {
             fps,
             duration_s: v.info().duration_s,
             window_frames,
-            windows: job::window_count(frames, window_frames),
+            windows: window_count(frames, window_frames),
         });
     }
     if !errors.is_empty() {
@@ -333,7 +334,7 @@ pub fn make_plan(a: &PlanArgs) -> Result<Plan, JobError> {
             None => a.split_windows,
         };
         if split {
-            let (wf, of) = job::window_frames(a.window_duration, a.window_overlap, v.fps);
+            let (wf, of) = window_frames(a.window_duration, a.window_overlap, v.fps);
             for k in 0..v.windows {
                 let w = WindowRange::new(k, wf, of, v.frames, 1)?;
                 tasks.push(Task {

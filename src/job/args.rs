@@ -1,10 +1,12 @@
 //! The options of `densam annotate` as grouped config structs (input, tracking, job control),
 //! including the seed's flag names (`--video_id`, `--video_path`, `--window_duration`,
 //! `--window_overlap`, `--frame_interval`, `--video_scale_factor`) as aliases with the seed's
-//! meaning.
+//! meaning, and the rules on their values ([`rules`]): checked by clap while parsing and by
+//! [`AnnotateJobArgs::validate`] for arguments built in code, both before anything is created.
 
 use std::path::PathBuf;
 
+use super::JobError;
 use crate::model::device::DeviceChoice;
 use crate::model::layers::Precision;
 pub use crate::prompts::hd_epic::HdEpicPromptKind;
@@ -65,27 +67,29 @@ pub struct InputArgs {
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct TrackArgs {
     /// Model input size (a multiple of 64 in 256..=1024).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = checked(rules::image_size))]
     pub image_size: i64,
     /// Fill background holes of at most this many low-res pixels (official 8; 0 = off).
     #[arg(long, default_value_t = 8)]
     pub fill_hole_area: i64,
     /// Process every N-th frame (plus every written and prompted frame).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = checked(rules::at_least_one))]
     pub track_stride: u64,
     /// Write every N-th frame.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = checked(rules::at_least_one))]
     pub frame_interval: u64,
     /// The seed's `--frame_interval N`: process and write every N-th frame (sets both
     /// --track-stride and --frame-interval).
-    #[arg(long = "frame_interval", value_name = "N")]
+    #[arg(long = "frame_interval", value_name = "N", value_parser = checked(rules::at_least_one))]
     pub seed_frame_interval: Option<u64>,
     /// Downscale frames by F before SAM 2's own resize to the model input (the seed's
     /// `--video_scale_factor`); prompts and outputs stay in original pixels.
-    #[arg(long, alias = "video_scale_factor", default_value_t = 1.0)]
+    #[arg(long, alias = "video_scale_factor", default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = checked(rules::scale_factor))]
     pub video_scale_factor: f64,
     /// Attend to at most N conditioning frames, the temporally closest (-1 = all).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true,
+          value_parser = checked(rules::max_cond_frames))]
     pub max_cond_frames: i64,
     /// Which processed frames each object is tracked on. `video`: all of them, as SAM 2 does.
     /// `prompts`: only from its first prompt minus --span-margin to its last prompt plus
@@ -98,11 +102,12 @@ pub struct TrackArgs {
     /// prompts`. The default 2 covers the reach before and the release after an HD-EPIC
     /// movement (median 4 s between its two boxes) while keeping each object's tracking to
     /// about twice its annotated length; the further from a prompt, the less reliable the masks.
-    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    #[arg(long, value_name = "S", default_value_t = 2.0, allow_negative_numbers = true,
+          value_parser = checked(rules::non_negative))]
     pub span_margin: f64,
     /// Take the recent memories t-2 ... t-6 from every N-th processed frame (the official
     /// `memory_temporal_stride_for_eval`; 1 in every official config). t-1 is always read.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = checked(rules::stride))]
     pub memory_temporal_stride: i64,
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
@@ -113,10 +118,10 @@ pub struct TrackArgs {
     #[arg(long, default_value = "fp32")]
     pub dtype: Precision,
     /// Objects tracked per batch (1 = one by one, as the official predictor).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = checked(rules::count))]
     pub batch_objects: usize,
     /// Processed frames decoded per chunk of the reverse pass (memory only, not results).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = checked(rules::count))]
     pub reverse_chunk: usize,
     /// Treat every prompt warning as an error.
     #[arg(long)]
@@ -124,7 +129,9 @@ pub struct TrackArgs {
 }
 
 /// `--span`: which processed frames each object is tracked on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanMode {
     /// Every processed frame (SAM 2's behaviour).
@@ -149,18 +156,22 @@ pub struct JobArgs {
     /// Window length in seconds: the unit of checkpointing and of `run.json`'s timings. In the
     /// default sequential mode the memory bank crosses window borders (results are identical to
     /// a run without windows).
-    #[arg(long, alias = "window_duration", default_value_t = 300.0)]
+    #[arg(long, alias = "window_duration", default_value_t = 300.0, allow_negative_numbers = true,
+          value_parser = checked(rules::positive))]
     pub window_duration: f64,
     /// Overlap in seconds before a window (recorded; used by window-parallel runs).
-    #[arg(long, alias = "window_overlap", default_value_t = 30.0)]
+    #[arg(long, alias = "window_overlap", default_value_t = 30.0, allow_negative_numbers = true,
+          value_parser = checked(rules::non_negative))]
     pub window_overlap: f64,
     /// Run window K alone (window-parallel, e.g. one cluster task per window): its bank warms up
     /// over the overlap before the window (objects prompted there or in the window), and it
     /// writes only the frames it owns; `densam merge` joins the parts.
     #[arg(long, value_name = "K")]
     pub window: Option<u64>,
-    /// Write a checkpoint at least every S seconds of wall time (and at every window end).
-    #[arg(long, default_value_t = 60.0)]
+    /// Write a checkpoint at least every S seconds of wall time (and at every window end); 0:
+    /// after every frame.
+    #[arg(long, value_name = "S", default_value_t = 60.0, allow_negative_numbers = true,
+          value_parser = checked(rules::interval))]
     pub checkpoint_every: f64,
     /// Discard an existing checkpoint or finished result made with other parameters.
     #[arg(long)]
@@ -179,4 +190,185 @@ pub struct JobArgs {
     /// synchronises the device at every stage boundary, so the run is somewhat slower.
     #[arg(long)]
     pub profile: bool,
+}
+
+/// The rules on option values, one function per kind of value: what clap checks while parsing
+/// ([`checked`]) and [`AnnotateJobArgs::validate`] checks for arguments built in code. Each says
+/// what a good value is.
+pub mod rules {
+    /// A model input size: a multiple of 64 in 256..=1024.
+    pub fn image_size(v: &i64) -> Result<(), String> {
+        crate::model::checkpoint::validate_image_size(*v).map_err(|e| e.to_string())
+    }
+
+    /// A stride or interval in frames: at least 1.
+    pub fn at_least_one(v: &u64) -> Result<(), String> {
+        at_least(*v, 1)
+    }
+
+    /// A memory stride in processed frames: at least 1.
+    pub fn stride(v: &i64) -> Result<(), String> {
+        at_least(*v, 1)
+    }
+
+    /// A number of objects or frames per batch: at least 1.
+    pub fn count(v: &usize) -> Result<(), String> {
+        at_least(*v, 1)
+    }
+
+    /// `--max-cond-frames`: -1 (all) or at least 1.
+    pub fn max_cond_frames(v: &i64) -> Result<(), String> {
+        if *v == -1 || *v >= 1 {
+            Ok(())
+        } else {
+            Err("must be -1 (all) or at least 1".into())
+        }
+    }
+
+    /// A downscale factor: a finite number of at least 1.
+    pub fn scale_factor(v: &f64) -> Result<(), String> {
+        if v.is_finite() && *v >= 1.0 {
+            Ok(())
+        } else {
+            Err("must be a finite factor >= 1".into())
+        }
+    }
+
+    /// A duration in seconds: finite and above 0.
+    pub fn positive(v: &f64) -> Result<(), String> {
+        if v.is_finite() && *v > 0.0 {
+            Ok(())
+        } else {
+            Err("must be a finite number of seconds > 0".into())
+        }
+    }
+
+    /// A margin or overlap in seconds: finite and at least 0.
+    pub fn non_negative(v: &f64) -> Result<(), String> {
+        if v.is_finite() && *v >= 0.0 {
+            Ok(())
+        } else {
+            Err("must be a finite number of seconds >= 0".into())
+        }
+    }
+
+    /// A time between checkpoints in seconds: at least 0 (`inf`: only at window ends and stops).
+    pub fn interval(v: &f64) -> Result<(), String> {
+        if *v >= 0.0 {
+            Ok(())
+        } else {
+            Err("must be a number of seconds >= 0 (inf: at window ends and stops only)".into())
+        }
+    }
+
+    fn at_least<T: PartialOrd + std::fmt::Display>(v: T, min: T) -> Result<(), String> {
+        if v >= min {
+            Ok(())
+        } else {
+            Err(format!("must be at least {min}"))
+        }
+    }
+}
+
+/// A clap value parser: the value as `T`, then `rule`.
+fn checked<T>(
+    rule: fn(&T) -> Result<(), String>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + 'static,
+    T::Err: std::fmt::Display,
+{
+    move |s: &str| {
+        let v: T = s.trim().parse().map_err(|e| format!("`{s}`: {e}"))?;
+        rule(&v)?;
+        Ok(v)
+    }
+}
+
+impl AnnotateJobArgs {
+    /// Checks every option value against [`rules`] (what clap already did for a command line):
+    /// a usage error (exit 2) naming the option.
+    pub fn validate(&self) -> Result<(), JobError> {
+        let (t, j) = (&self.track, &self.job);
+        let checks = [
+            ("--image-size", rules::image_size(&t.image_size)),
+            ("--track-stride", rules::at_least_one(&t.track_stride)),
+            ("--frame-interval", rules::at_least_one(&t.frame_interval)),
+            (
+                "--frame_interval",
+                t.seed_frame_interval
+                    .as_ref()
+                    .map_or(Ok(()), rules::at_least_one),
+            ),
+            (
+                "--video-scale-factor",
+                rules::scale_factor(&t.video_scale_factor),
+            ),
+            (
+                "--max-cond-frames",
+                rules::max_cond_frames(&t.max_cond_frames),
+            ),
+            ("--span-margin", rules::non_negative(&t.span_margin)),
+            (
+                "--memory-temporal-stride",
+                rules::stride(&t.memory_temporal_stride),
+            ),
+            ("--batch-objects", rules::count(&t.batch_objects)),
+            ("--reverse-chunk", rules::count(&t.reverse_chunk)),
+            ("--window-duration", rules::positive(&j.window_duration)),
+            ("--window-overlap", rules::non_negative(&j.window_overlap)),
+            ("--checkpoint-every", rules::interval(&j.checkpoint_every)),
+        ];
+        for (name, res) in checks {
+            if let Err(e) = res {
+                return Err(JobError::Usage(format!("{name}: {e}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: AnnotateJobArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<AnnotateJobArgs, clap::Error> {
+        let mut v = vec!["densam", "--checkpoint", "m.pt", "--out", "o"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).map(|c| c.args)
+    }
+
+    #[test]
+    fn clap_and_validate_apply_the_same_rules() {
+        let ok = parse(&["--max-cond-frames", "-1", "--checkpoint-every", "inf"]).unwrap();
+        ok.validate().unwrap();
+        for bad in [
+            ["--batch-objects", "0"],
+            ["--checkpoint-every", "NaN"],
+            ["--image-size", "4096"],
+            ["--span-margin", "-0.5"],
+        ] {
+            let e = parse(&bad).expect_err("refused by clap");
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+        }
+        let mut a = parse(&[]).unwrap();
+        a.track.batch_objects = 0;
+        a.job.checkpoint_every = f64::NAN;
+        match a.validate() {
+            Err(JobError::Usage(m)) => assert_eq!(m, "--batch-objects: must be at least 1"),
+            other => panic!("{other:?}"),
+        }
+        a.track.batch_objects = 1;
+        assert!(
+            matches!(a.validate(), Err(JobError::Usage(m)) if m.contains("--checkpoint-every"))
+        );
+    }
 }

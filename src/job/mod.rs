@@ -3,6 +3,13 @@
 //! running), checkpoints and resume (byte-identical to an uninterrupted run), stop signals,
 //! windows as checkpoint/timing units, progress and memory reporting, and documented exit codes.
 //!
+//! A run ([`run`]) is a sequence of steps, each in its module: the options checked
+//! ([`args`]), the inputs resolved and checked against the video ([`prepare`]), the run's
+//! parameters ([`params`]), where it starts ([`resume`]: afresh, from the checkpoint, or not at
+//! all), the model loaded, the tracking with its checkpoints ([`checkpointer`]) and progress
+//! ([`progress`]), and its end ([`finish`], `run.json` in [`manifest`]). The checkpoint file is
+//! [`state`]; window arithmetic, shared with `densam plan`, is [`window`].
+//!
 //! Checkpoints can be taken after any tracked frame of any pass (the tracker's [`Stage`]): inside
 //! the first stretch (forward head `s..=s+15`, reverse pass) they hold the banks and the length of
 //! the first stretch's spool, which lives in the output folder (`.densam-spool`) for that; after
@@ -12,18 +19,29 @@
 //! Stop signals are handled from the start (input, checkpoint and model loading included).
 //! Frames that cannot be decoded are skipped (their lines are missing), the objects re-seeded
 //! from their prompts after them, recorded in `run.json` and reported by a distinct exit code at
-//! the end; `--strict` stops at the first one.
+//! the end; `--strict` stops at the first one. Frames a truncated file's container lists past
+//! its end count as such frames too.
 //!
 //! Exit codes: see [`EXIT_USAGE`] and the other `EXIT_*` constants.
 
 pub mod args;
+pub mod checkpointer;
+mod fault;
+pub mod finish;
 pub mod input;
 pub mod io;
+pub mod manifest;
 pub mod merge;
+pub mod params;
+pub mod prepare;
+pub mod progress;
 pub mod report;
+pub mod resume;
 pub mod signals;
 pub mod state;
+pub mod window;
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -31,15 +49,16 @@ use std::time::Instant;
 
 use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
-use crate::prompts::{self, VideoGeometry};
-use crate::tracker::plan::prompt_span;
-use crate::tracker::{Flow, Plan, Progress, RunEnd, Stage, Tracker, TrackerConfig};
-use crate::video::VideoSource;
+use crate::tracker::{Plan, Progress, Stage, TrackError, Tracker, TrackerConfig};
 
 pub use args::AnnotateJobArgs;
 use args::SpanMode;
-use report::peak_rss_bytes;
-use state::{Meta, WindowRecord};
+use checkpointer::Checkpointer;
+use manifest::{Manifest, Status};
+use params::RunParams;
+use prepare::Prepared;
+use progress::{ProgressReport, WindowClock, peak_rss_bytes};
+use resume::Start;
 
 /// Success, or a finished run re-run (nothing changed).
 pub const EXIT_OK: i32 = 0;
@@ -50,8 +69,8 @@ pub const EXIT_USAGE: i32 = 2;
 /// Bad input: video missing or undecodable, prompts malformed or unusable, unknown video id,
 /// a prompt warning under `--strict`.
 pub const EXIT_INPUT: i32 = 3;
-/// A checkpoint or finished result made with other parameters (without `--restart`), or an
-/// invalid checkpoint.
+/// A checkpoint or finished result made with other parameters (without `--restart`), another
+/// video's result or checkpoint in the output folder, or a damaged checkpoint or partial output.
 pub const EXIT_CHECKPOINT: i32 = 4;
 /// The output folder is not writable, or writing failed (disk full).
 pub const EXIT_OUTPUT: i32 = 5;
@@ -97,6 +116,25 @@ impl JobError {
             JobError::Model(_) => EXIT_MODEL,
             JobError::Failed(_) | JobError::Internal(_) => EXIT_FAILURE,
         }
+    }
+}
+
+/// A tracker error as a job error (the one mapping): video errors are input errors, sink and
+/// spool write errors output errors (with the disk-full hint); others fail the run, `doing`
+/// saying when (empty: no context).
+pub(crate) fn track_error(e: TrackError, doing: &str) -> JobError {
+    match e {
+        TrackError::Video(m) => JobError::Input(format!("video: {m}")),
+        TrackError::Sink(m) => output_error(m),
+        e @ TrackError::Spool { .. } => output_error(e.to_string()),
+        e if doing.is_empty() => JobError::Failed(e.to_string()),
+        e => JobError::Failed(format!("{doing}: {e}")),
+    }
+}
+
+impl From<TrackError> for JobError {
+    fn from(e: TrackError) -> Self {
+        track_error(e, "")
     }
 }
 
@@ -156,15 +194,19 @@ fn init_logging(a: &args::JobArgs) {
 }
 
 /// Paths of one output folder.
-struct OutPaths {
-    dir: PathBuf,
-    output: PathBuf,
-    partial: PathBuf,
-    manifest: PathBuf,
+#[derive(Debug, Clone)]
+pub struct OutPaths {
+    pub dir: PathBuf,
+    /// `dense_annotations_<video id>.jsonl`.
+    pub output: PathBuf,
+    /// The output while it is written (`.dense_annotations_<video id>.jsonl.partial`).
+    pub partial: PathBuf,
+    /// `run.json`.
+    pub manifest: PathBuf,
 }
 
 impl OutPaths {
-    fn new(dir: &Path, video_id: &str) -> Self {
+    pub fn new(dir: &Path, video_id: &str) -> Self {
         let name = format!("dense_annotations_{video_id}.jsonl");
         OutPaths {
             dir: dir.to_path_buf(),
@@ -175,7 +217,7 @@ impl OutPaths {
     }
 }
 
-fn out_err(p: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
+pub(crate) fn out_err(p: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
     move |e| output_error(format!("{}: {e}", p.display()))
 }
 
@@ -191,15 +233,6 @@ pub(crate) fn output_error(msg: String) -> JobError {
         ))
     } else {
         JobError::Output(msg)
-    }
-}
-
-/// A test hook (documented in tests/job_annotate.rs): `DENSAM_TEST_SIGTERM_AT=<point>` raises
-/// SIGTERM at that point of the start-up.
-fn test_signal_at(point: &str) {
-    if std::env::var("DENSAM_TEST_SIGTERM_AT").is_ok_and(|v| v == point) {
-        // SAFETY: raising a signal on this process.
-        unsafe { libc::raise(libc::SIGTERM) };
     }
 }
 
@@ -237,282 +270,100 @@ fn prepare_out(dir: &Path) -> Result<(), JobError> {
     Ok(())
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<(), JobError> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(out_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        JobError::Output(format!("{}: {e}", path.display()))
-    })
-}
-
-/// The frame rate windows are measured with: the average fps, else 30.
-pub fn video_fps(video: &VideoSource) -> f64 {
-    let i = video.info();
-    if i.fps_avg.is_finite() && i.fps_avg > 0.0 {
-        i.fps_avg
-    } else {
-        30.0
-    }
-}
-
-/// (frames per window, overlap frames) of `--window-duration` / `--window-overlap` at `fps`.
-pub fn window_frames(window_duration: f64, window_overlap: f64, fps: f64) -> (u64, u64) {
-    (
-        ((window_duration * fps).round() as u64).max(1),
-        (window_overlap * fps).round() as u64,
-    )
-}
-
-/// The number of windows of a video of `num_frames` frames.
-pub fn window_count(num_frames: u64, window_frames: u64) -> u64 {
-    num_frames.div_ceil(window_frames.max(1))
-}
-
-/// The window of an original frame.
-fn window_of(frame: u64, window_frames: u64) -> u64 {
-    frame / window_frames.max(1)
-}
-
 /// Runs the job.
 pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     // First of all: a stop while the inputs, the checkpoint or the model load still exits 75.
     signals::install();
     init_logging(&args.job);
-    test_signal_at("start");
+    fault::at(fault::Point::Start);
     let t0 = Instant::now();
-    let ta = &args.track;
-    let (track_stride, frame_interval) = ta.strides();
-    if track_stride == 0 || frame_interval == 0 {
-        return Err(JobError::Usage(
-            "--track-stride, --frame-interval and --frame_interval must be >= 1".into(),
-        ));
-    }
-    if !(ta.video_scale_factor.is_finite() && ta.video_scale_factor >= 1.0) {
-        return Err(JobError::Usage("--video-scale-factor must be >= 1".into()));
-    }
-    if !(ta.span_margin.is_finite() && ta.span_margin >= 0.0) {
-        return Err(JobError::Usage("--span-margin must be >= 0".into()));
-    }
-    if !(args.job.window_duration > 0.0 && args.job.window_overlap >= 0.0) {
-        return Err(JobError::Usage(
-            "--window-duration must be > 0 and --window-overlap >= 0".into(),
-        ));
-    }
-    let open_video = |p: &Path| {
-        VideoSource::open(p).map_err(|e| JobError::Input(format!("video {}: {e}", p.display())))
-    };
-    let mut opened: Option<VideoSource> = None;
-    let inp = input::resolve(&args.input, &mut |p| {
-        let v = open_video(p)?;
-        let size = (v.width() as u32, v.height() as u32);
-        opened = Some(v);
-        Ok(size)
-    })?;
-    prepare_out(&args.input.out)?;
-    let paths = OutPaths::new(&args.input.out, &inp.video_id);
-    let video = match opened {
-        Some(v) => v,
-        None => open_video(&inp.video)?,
-    };
+    args.validate()?;
+    let job = prepare::prepare(args)?;
     if let Some(o) = stopped_early("reading the inputs") {
         return Ok(o);
     }
-    let geo = VideoGeometry {
-        num_frames: video.frame_count() as u64,
-        width: video.width() as u32,
-        height: video.height() as u32,
-    };
-    let fps = video_fps(&video);
-    let (window_frames, overlap_frames) =
-        window_frames(args.job.window_duration, args.job.window_overlap, fps);
-    let win = match args.job.window {
-        Some(k) => Some(WindowRange::new(
-            k,
-            window_frames,
-            overlap_frames,
-            geo.num_frames,
-            lcm(track_stride, frame_interval),
-        )?),
-        None => None,
-    };
-    let hd_epic = inp.hd_epic;
-    let mut warnings = inp.warnings.clone();
-    if ta.strict && !warnings.is_empty() {
-        return Err(JobError::Input(format!(
-            "prompts (strict): {}",
-            warnings.join("; ")
-        )));
-    }
-    let (set, more) = prompts::validate(inp.objects, geo, ta.strict)
-        .map_err(|e| JobError::Input(e.to_string()))?;
-    warnings.extend(more);
-    // `--span prompts`: each object's span in original frames, from all its prompts (a window
-    // run keeps only the prompts near its window, but the span stays that of the whole video).
-    let margin_frames = (ta.span_margin * fps).round() as u64;
-    let spans: std::collections::HashMap<String, (u64, u64)> = match ta.span {
-        SpanMode::Video => Default::default(),
-        SpanMode::Prompts => set
-            .objects
-            .iter()
-            .filter_map(|o| {
-                let first = *o.frames.keys().next()?;
-                let last = *o.frames.keys().next_back()?;
-                Some((
-                    o.id.clone(),
-                    prompt_span(first, last, margin_frames, geo.num_frames),
-                ))
-            })
-            .collect(),
-    };
-    let set = match &win {
-        Some(wr) => window_prompts(&set, wr, &mut warnings),
-        None => set,
-    };
-    let device = select_device(ta.device).map_err(|e| JobError::Model(e.to_string()))?;
+    let device = select_device(args.track.device).map_err(|e| JobError::Model(e.to_string()))?;
     if args.job.profile {
         crate::profile::enable(match device {
             tch::Device::Cuda(i) => Some(i),
             _ => None,
         });
     }
-    let ckpt_meta = std::fs::metadata(&args.input.checkpoint).map_err(|e| {
-        JobError::Model(format!(
-            "model checkpoint {}: {e}",
-            args.input.checkpoint.display()
-        ))
-    })?;
-    let mut params = serde_json::json!({
-        "video": std::fs::canonicalize(&inp.video).unwrap_or(inp.video.clone()),
-        "video_frames": geo.num_frames,
-        "video_size": [geo.width, geo.height],
-        "video_id": inp.video_id,
-        "prompts": inp.prompts_hash,
-        "hd_epic": hd_epic,
-        "checkpoint": std::fs::canonicalize(&args.input.checkpoint)
-            .unwrap_or(args.input.checkpoint.clone()),
-        "checkpoint_bytes": ckpt_meta.len(),
-        "image_size": ta.image_size,
-        "fill_hole_area": ta.fill_hole_area,
-        "track_stride": track_stride,
-        "frame_interval": frame_interval,
-        "video_scale_factor": ta.video_scale_factor,
-        "max_cond_frames": ta.max_cond_frames,
-        "memory_temporal_stride": ta.memory_temporal_stride,
-        "batch_objects": ta.batch_objects.max(1),
-        "device": format!("{device:?}"),
-        "dtype": ta.dtype,
-        "window": win.as_ref().map(|w| serde_json::json!({"index": w.index,
-            "first_frame": w.own_from, "end_frame": w.end, "warm_from": w.warm_from})),
-    });
-    if ta.span == SpanMode::Prompts {
-        // (absent with the default `video`, so that earlier checkpoints stay valid)
-        params["span"] = serde_json::json!({"mode": "prompts", "margin_s": ta.span_margin,
-                                            "margin_frames": margin_frames});
+    let params = RunParams::new(args, &job, device)?;
+    let paths = OutPaths::new(&args.input.out, &job.video_id);
+    let start = resume::decide(&paths, &params, args.job.restart)?;
+    if let Start::AlreadyComplete { failed_frames } = start {
+        return Ok(already_complete(paths, failed_frames));
     }
-
-    // A finished result, a checkpoint, or neither.
-    if paths.output.exists() {
-        let prev: Option<serde_json::Value> = std::fs::read(&paths.manifest)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let prev_params = prev.as_ref().and_then(|m| m.get("params")).cloned();
-        let complete = prev
-            .as_ref()
-            .and_then(|m| m.get("status"))
-            .and_then(|s| s.as_str())
-            == Some("complete");
-        if complete && prev_params.as_ref() == Some(&params) && !args.job.restart {
-            let failed_frames = prev
-                .as_ref()
-                .and_then(|m| m.get("failed_frames"))
-                .and_then(|n| n.as_u64())
-                .unwrap_or(0) as usize;
-            tracing::info!(
-                "{} is complete (same parameters): nothing to do{}",
-                paths.output.display(),
-                if failed_frames > 0 {
-                    format!(" ({failed_frames} frame(s) could not be decoded: see run.json)")
-                } else {
-                    String::new()
-                }
-            );
-            return Ok(Outcome::AlreadyComplete {
-                output: paths.output,
-                failed_frames,
-            });
-        }
-        if !args.job.restart {
-            let diff = prev_params
-                .map(|p| state::param_diff(&p, &params).join("; "))
-                .unwrap_or_else(|| "no readable run.json".into());
-            return Err(JobError::Checkpoint(format!(
-                "{} exists from a run with other parameters ({diff}); use --restart to replace it",
-                paths.output.display()
-            )));
-        }
-    }
-    let mut resume: Option<(Meta, Vec<u8>)> = None;
-    test_signal_at("checkpoint-load");
-    state::remove_stale(&paths.dir);
-    if args.job.restart {
-        state::remove(&paths.dir);
-        let _ = std::fs::remove_file(&paths.output);
-        let _ = std::fs::remove_file(&paths.partial);
-    } else if let Some((meta, banks)) = state::read(&paths.dir)? {
-        if meta.params != params {
-            return Err(JobError::Checkpoint(format!(
-                "{} holds a checkpoint made with other parameters ({}); re-run with the same \
-                 options to resume, or use --restart to discard it",
-                paths.dir.display(),
-                state::param_diff(&meta.params, &params).join("; ")
-            )));
-        }
-        resume = Some((meta, banks));
-    }
-    // A first-stretch spool that no checkpoint refers to (left by a killed run).
-    let mut spool_in_checkpoint = resume
-        .as_ref()
-        .is_some_and(|(m, _)| matches!(m.stage, Stage::Head(_) | Stage::Reverse(_)));
-    if !spool_in_checkpoint {
-        state::remove_spool(&paths.dir);
-    }
+    prepare_out(&paths.dir)?;
     if let Some(o) = stopped_early("reading the checkpoint") {
         return Ok(o);
     }
-    test_signal_at("model-load");
-
-    let model = Sam2Model::load(&args.input.checkpoint, device, ta.image_size)
+    resume::tidy(&paths, &start, args.job.restart);
+    fault::at(fault::Point::ModelLoad);
+    let model = Sam2Model::load(&args.input.checkpoint, device, args.track.image_size)
         .map_err(|e| JobError::Model(e.to_string()))?
-        .with_precision(ta.dtype);
+        .with_precision(args.track.dtype);
     if let Some(o) = stopped_early("loading the model") {
         return Ok(o);
     }
-    crate::model::cuda::apply_tf32_policy(device, ta.dtype);
+    crate::model::cuda::apply_tf32_policy(device, args.track.dtype);
     crate::model::cuda::reset_peak_memory(device);
-    let (shift, own_from, run_frames) = match &win {
-        Some(w) => (w.warm_from, w.own_from, w.end - w.warm_from),
-        None => (0, 0, geo.num_frames),
-    };
-    if set.objects.is_empty() {
+    if job.prompts.objects.is_empty() {
         // A window without prompted objects: its written frames, with no objects.
-        return empty_window(
-            &paths,
-            &video,
-            &inp.video_id,
-            (own_from, shift + run_frames, frame_interval),
-            &params,
-        );
+        return finish::empty_window(&paths, &job, args.track.strides().1, &params);
     }
+    let tracker = new_tracker(&model, device, args, &job, &paths)?;
+    let run = Run {
+        args,
+        job: &job,
+        params: &params,
+        paths: &paths,
+        model: &model,
+        device,
+        t0,
+    };
+    track(&run, start, tracker)
+}
+
+/// The outcome of a run whose output is complete with the same parameters.
+fn already_complete(paths: OutPaths, failed_frames: usize) -> Outcome {
+    tracing::info!(
+        "{} is complete (same parameters): nothing to do{}",
+        paths.output.display(),
+        if failed_frames > 0 {
+            format!(" ({failed_frames} frame(s) could not be decoded: see run.json)")
+        } else {
+            String::new()
+        }
+    );
+    Outcome::AlreadyComplete {
+        output: paths.output,
+        failed_frames,
+    }
+}
+
+/// The tracker of a run: its plan over the run's frames, its spans, its spool in the output
+/// folder.
+fn new_tracker<'m>(
+    model: &'m Sam2Model,
+    device: tch::Device,
+    args: &AnnotateJobArgs,
+    job: &Prepared,
+    paths: &OutPaths,
+) -> Result<Tracker<'m>, JobError> {
+    let ta = &args.track;
+    let (track_stride, frame_interval) = ta.strides();
+    let (shift, _, run_frames) = job.run_frames();
     let plan = Plan::new(
         run_frames,
-        &set.prompted_frames(),
+        &job.prompts.prompted_frames(),
         track_stride,
         frame_interval,
         ta.memory_temporal_stride,
     )
     .ok_or_else(|| JobError::Input("no prompted frame inside the video".into()))?;
-    if let Some(w) = &win {
+    if let Some(w) = &job.window {
         tracing::info!(
             "window {}: frames {}..{} (bank warm-up from {})",
             w.index,
@@ -521,58 +372,98 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             w.warm_from
         );
     }
+    let (geo, c) = (&job.geo, &model.config);
     tracing::info!(
-        "video {} ({}): {}x{}, {} frames at {fps:.3} fps; {} object(s); model {:?} {:?} at {}; \
-         device {device:?}; {} processed frames; windows of {window_frames} frames",
-        inp.video_id,
-        inp.video.display(),
+        "video {} ({}): {}x{}, {} frames at {:.3} fps; {} object(s); model {:?} {:?} at {}; \
+         device {:?}; {} processed frames; windows of {} frames",
+        job.video_id,
+        job.video_path.display(),
         geo.width,
         geo.height,
         geo.num_frames,
-        set.objects.len(),
-        model.config.size,
-        model.config.version,
-        model.config.image_size,
-        plan.len()
+        job.fps,
+        job.prompts.objects.len(),
+        c.size,
+        c.version,
+        c.image_size,
+        device,
+        plan.len(),
+        job.window_frames
     );
     let processed_total = plan.len();
     let cfg = TrackerConfig {
         fill_hole_area: ta.fill_hole_area,
         max_cond_frames: ta.max_cond_frames,
         memory_temporal_stride: ta.memory_temporal_stride,
-        reverse_chunk: ta.reverse_chunk.max(1),
-        batch_objects: ta.batch_objects.max(1),
+        reverse_chunk: ta.reverse_chunk,
+        batch_objects: ta.batch_objects,
         spool_dir: std::env::temp_dir(),
     };
-    let mut tracker = Tracker::new(&model, cfg, plan, set.clone(), geo.width, geo.height)
-        .map_err(|e| JobError::Failed(e.to_string()))?;
+    let prompts = job.prompts.clone();
+    let mut tracker = Tracker::new(model, cfg, plan, prompts, geo.width, geo.height)?;
     if ta.span == SpanMode::Prompts {
         let last = run_frames.saturating_sub(1);
-        let local: Vec<(u64, u64)> = set
+        let local: Vec<(u64, u64)> = job
+            .prompts
             .objects
             .iter()
             .map(|o| {
-                let (lo, hi) = spans.get(&o.id).copied().unwrap_or((0, u64::MAX));
+                let (lo, hi) = job.spans.get(&o.id).copied().unwrap_or((0, u64::MAX));
                 (lo.saturating_sub(shift), hi.saturating_sub(shift).min(last))
             })
             .collect();
-        tracker
-            .set_spans(&local)
-            .map_err(|e| JobError::Internal(e.to_string()))?;
+        tracker.set_spans(&local)?;
         tracing::info!(
-            "--span prompts (margin {} s = {margin_frames} frames): {} of {processed_total} \
-             processed frames have an object to track",
+            "--span prompts (margin {} s = {} frames): {} of {processed_total} processed frames \
+             have an object to track",
             ta.span_margin,
+            job.margin_frames,
             tracker.active_frames()
         );
     }
     tracker.set_spool_file(state::spool_path(&paths.dir));
-    let failed: Rc<std::cell::RefCell<Vec<state::FailedFrame>>> = Rc::new(Default::default());
-    if let Some((meta, _)) = &resume {
-        *failed.borrow_mut() = meta.failed_frames.clone();
-    }
+    Ok(tracker)
+}
+
+/// What a run tracks with: its options, inputs, parameters, folder, model and device, and when
+/// it started.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    args: &'a AnnotateJobArgs,
+    job: &'a Prepared,
+    params: &'a RunParams,
+    paths: &'a OutPaths,
+    model: &'a Sam2Model,
+    device: tch::Device,
+    t0: Instant,
+}
+
+/// Tracks (from the checkpoint of `start`, if any) with checkpoints and progress, then ends the
+/// run.
+fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcome, JobError> {
+    let Run {
+        args,
+        job,
+        params,
+        paths,
+        device,
+        ..
+    } = *run;
+    let ta = &args.track;
+    let (shift, own_from, _) = job.run_frames();
+    let processed_total = tracker.plan().len();
+    // Where the run starts: the checkpoint's point, or the start.
+    let (from, saved) = match start {
+        Start::Resume(c) => {
+            log_resume(&c.meta, processed_total);
+            (c.meta, Some(c.state))
+        }
+        _ => (state::Meta::start(params.clone()), None),
+    };
+    let resumed_at = saved.is_some().then_some(from.stage);
+    let failed = Rc::new(RefCell::new(from.failed_frames.clone()));
     let mut frames = io::JobFrames {
-        video: &video,
+        video: &job.video,
         image_size: ta.image_size as usize,
         scale: ta.video_scale_factor,
         decode_time: std::time::Duration::ZERO,
@@ -580,168 +471,30 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         lenient: !ta.strict,
         failed: failed.clone(),
     };
-
-    let bar = (std::io::stderr().is_terminal() && !args.job.quiet).then(|| {
-        let b = indicatif::ProgressBar::new(processed_total as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let test_kill_at: Option<u64> = std::env::var("DENSAM_TEST_KILL_AT_FRAME")
-        .ok()
-        .and_then(|s| s.parse().ok());
-    let test_term_at: Option<u64> = std::env::var("DENSAM_TEST_SIGTERM_AT_FRAME")
-        .ok()
-        .and_then(|s| s.parse().ok());
-    let mut last_log = Instant::now();
-    let mut prompted_seen = false;
-    let mut progress = |p: Progress| match p {
-        Progress::Prompted { frame } => {
-            if !prompted_seen {
-                prompted_seen = true;
-                test_signal_at("prepass");
-            }
-            if let Some(b) = &bar {
-                b.set_message(format!("prompts: frame {frame}"));
-            } else {
-                tracing::debug!("prompt pre-pass: frame {frame}");
-            }
-        }
-        Progress::Tracked { frame, done, total } => {
-            if let Some(b) = &bar {
-                b.set_position(done as u64);
-                b.set_message(format!(
-                    "frame {frame}, RSS peak {} MiB",
-                    peak_rss_bytes().unwrap_or(0) >> 20
-                ));
-            } else if last_log.elapsed().as_secs_f64() >= 5.0 || done == total {
-                last_log = Instant::now();
-                tracing::info!(
-                    "tracked {done}/{total} processed frames (frame {frame}); peak RSS {} MiB",
-                    peak_rss_bytes().unwrap_or(0) >> 20
-                );
-            }
-            // Test hooks (documented in the tests): a hard kill or a SIGTERM at a frame.
-            if test_kill_at == Some(frame) {
-                // SAFETY: raising a signal on this process.
-                unsafe { libc::raise(libc::SIGKILL) };
-            }
-            if test_term_at == Some(frame) {
-                // SAFETY: raising a signal on this process.
-                unsafe { libc::raise(libc::SIGTERM) };
-            }
-        }
-    };
-
-    let resumed_stage = resume.as_ref().map(|(m, _)| m.stage);
-    let (resume_at, offset, written0, windows, wall_before, resume_state) = match resume {
-        Some((meta, state)) => {
-            match meta.stage {
-                Stage::Rest(next) => tracing::info!(
-                    "resuming at processed frame {next} of {processed_total} ({} frames written)",
-                    meta.written_frames
-                ),
-                Stage::Head(next) => tracing::info!(
-                    "resuming in the first stretch: forward head at processed frame {next}"
-                ),
-                Stage::Reverse(lowest) => tracing::info!(
-                    "resuming in the first stretch: reverse pass below processed frame {lowest}"
-                ),
-                Stage::Start => {}
-            }
-            (
-                Some(meta.next),
-                meta.offset,
-                meta.written_frames,
-                meta.windows,
-                meta.wall_seconds,
-                Some(state),
-            )
-        }
-        None => (None, 0, 0, Vec::new(), 0.0, None),
-    };
     let mut sink = io::JobSink::open(
         &paths.partial,
-        offset,
-        written0,
-        &set,
-        &inp.video_id,
-        hd_epic,
+        from.offset,
+        from.written_frames,
+        &job.prompts,
+        &job.video_id,
+        job.hd_epic,
     )?;
-    let pos: Rc<io::Position> = sink.pos.clone();
-    let file = sink.file_handle()?;
-    let run_start = Instant::now();
-    let mut last_ckpt = Instant::now();
-    let mut clock = WindowClock {
-        windows,
-        last_window_end: Instant::now(),
-        processed_at_window_end: resume_at.unwrap_or(0),
+    let output = (sink.file_handle()?, sink.pos.clone());
+    let (num_frames, window_frames) = (job.geo.num_frames, job.window_frames);
+    let clock = WindowClock::new(
+        from.windows.clone(),
+        from.next,
         shift,
         window_frames,
-        num_frames: geo.num_frames,
-    };
-    let mut ckpt_error: Option<JobError> = None;
-    let mut checkpointed = false;
-    let every = args.job.checkpoint_every.max(0.0);
-    let params_c = params.clone();
-    let failed_c = failed.clone();
-    let mut hook = |t: &Tracker<'_>, stage: Stage| -> Result<Flow, crate::tracker::TrackError> {
-        let stop = signals::stop_requested();
-        let (window_end, force) = match stage {
-            Stage::Rest(next) => {
-                let plan = t.plan();
-                // The first checkpoint after the first stretch is always taken: it frees the
-                // spool.
-                let force = next == plan.head_end + 1 || next >= plan.len();
-                (clock.advance(plan, next, device), force)
-            }
-            _ => (false, false),
-        };
-        if !t.can_save() {
-            return Ok(if stop { Flow::Stop } else { Flow::Continue });
-        }
-        if stop || window_end || force || last_ckpt.elapsed().as_secs_f64() >= every {
-            let res = (|| -> Result<(), JobError> {
-                file.sync_data().map_err(out_err(&paths.partial))?;
-                let state = t.save_state().map_err(|e| match e {
-                    crate::tracker::TrackError::Spool { .. } => output_error(e.to_string()),
-                    e => JobError::Failed(format!("saving the tracker state: {e}")),
-                })?;
-                let meta = Meta {
-                    format: state::FORMAT,
-                    params: params_c.clone(),
-                    stage,
-                    next: match stage {
-                        Stage::Rest(n) => n,
-                        _ => 0,
-                    },
-                    offset: pos.offset.get(),
-                    written_frames: pos.written.get(),
-                    windows: clock.windows.clone(),
-                    wall_seconds: wall_before + run_start.elapsed().as_secs_f64(),
-                    failed_frames: failed_c.borrow().clone(),
-                };
-                state::write(&paths.dir, &meta, &state)
-            })();
-            if let Err(e) = res {
-                ckpt_error = Some(e);
-                return Ok(Flow::Stop);
-            }
-            checkpointed = true;
-            last_ckpt = Instant::now();
-            let first = matches!(stage, Stage::Head(_) | Stage::Reverse(_));
-            if spool_in_checkpoint && !first {
-                state::remove_spool(&paths.dir);
-            }
-            spool_in_checkpoint = first;
-            tracing::debug!("checkpoint at {stage:?}");
-        }
-        Ok(if stop { Flow::Stop } else { Flow::Continue })
-    };
+        num_frames,
+        device,
+    );
+    let every = args.job.checkpoint_every;
+    let mut checkpointer =
+        Checkpointer::new(paths, params, every, clock, output, failed.clone(), &from);
+    let mut report = ProgressReport::new(processed_total, args.job.quiet);
+    let run_start = Instant::now();
+    let mut prompted_seen = false;
     let end = tracker.run_resumable(
         &mut io::Shifted {
             inner: &mut frames,
@@ -752,402 +505,176 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             shift,
             own_from,
         },
-        &mut progress,
-        resume_state.as_deref(),
-        &mut hook,
-    );
-    let windows = clock.windows;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let wall = wall_before + run_start.elapsed().as_secs_f64();
-    let peak = peak_rss_bytes();
-    let mut manifest = serde_json::json!({
-        "densam_version": env!("CARGO_PKG_VERSION"),
-        "command": "annotate",
-        "options": args,
-        "params": params,
-        "video_id": inp.video_id,
-        "video": {"path": inp.video, "width": geo.width, "height": geo.height,
-                  "frames": geo.num_frames, "fps": fps, "info": video.info()},
-        "model": {"size": model.config.size, "version": model.config.version,
-                  "image_size": model.config.image_size,
-                  "checkpoint": args.input.checkpoint,
-                  "checkpoint_fnv1a": checkpoint_hash(&args.input.checkpoint)},
-        "device": format!("{device:?}"),
-        "dtype": ta.dtype,
-        "peak_gpu_bytes": crate::model::cuda::run_peak_allocated_bytes(device),
-        "objects": set.objects.iter().map(|o| serde_json::json!({
-            "id": o.id, "label": o.label, "prompted_frames": o.frames.keys().collect::<Vec<_>>(),
-            "span_frames": spans.get(&o.id).map(|&(lo, hi)| [lo, hi]),
-        })).collect::<Vec<_>>(),
-        "span": ta.span,
-        "span_margin_s": (ta.span == SpanMode::Prompts).then_some(ta.span_margin),
-        "active_frames": tracker.active_frames(),
-        "warnings": warnings,
-        "window_frames": window_frames,
-        "windows": windows,
-        "processed_frames": processed_total,
-        "written_frames": pos.written.get(),
-        "output": paths.output.file_name().map(|s| s.to_string_lossy().into_owned()),
-        "peak_rss_bytes": peak,
-        "wall_seconds": wall,
-        "this_run": {"wall_seconds": run_start.elapsed().as_secs_f64(),
-                     "decode_seconds": frames.decode_time.as_secs_f64(),
-                     "decoded_frames": frames.decoded,
-                     "encoded_frames": tracker.encoded_frames(),
-                     "encode_write_seconds": sink.write_time.as_secs_f64(),
-                     "stage_seconds": crate::profile::enabled().then(|| {
-                         let mut m = serde_json::Map::new();
-                         m.insert("decode_wait".into(), frames.decode_time.as_secs_f64().into());
-                         for (k, v) in crate::profile::totals() {
-                             m.insert(k.into(), v.into());
-                         }
-                         m.insert("encode_write".into(), sink.write_time.as_secs_f64().into());
-                         m
-                     }),
-                     "resumed_at": resumed_stage,
-                     "fps": (tracker_done(processed_total, resume_at) as f64)
-                         / run_start.elapsed().as_secs_f64().max(1e-9)},
-        "since_start_seconds": t0.elapsed().as_secs_f64(),
-    });
-    if crate::profile::enabled() {
-        let split: Vec<String> = crate::profile::totals()
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.2}"))
-            .collect();
-        tracing::info!(
-            "stage seconds: decode wait {:.2}, {}, encode+write {:.2}; wall {:.2}",
-            frames.decode_time.as_secs_f64(),
-            split.join(", "),
-            sink.write_time.as_secs_f64(),
-            run_start.elapsed().as_secs_f64()
-        );
-    }
-    // Frames that could not be decoded, by window.
-    let failed_list = failed.borrow().clone();
-    manifest["failed_frames"] = serde_json::json!(failed_list.len());
-    manifest["failures"] = failures_by_window(&failed_list, window_frames);
-    let set_status = |m: &mut serde_json::Value, s: &str, err: Vec<String>| {
-        m["status"] = serde_json::json!(s);
-        m["errors"] = serde_json::json!(err);
-    };
-    // The spool goes unless a checkpoint still refers to it.
-    if !spool_in_checkpoint {
-        state::remove_spool(&paths.dir);
-    }
-    if let Some(e) = ckpt_error {
-        set_status(&mut manifest, "failed", vec![e.to_string()]);
-        let _ = write_manifest(&paths.manifest, &manifest);
-        return Err(e);
-    }
-    match end {
-        Ok(RunEnd::Finished) => {
-            sink.sync()?;
-            drop(sink);
-            let summary = failure_summary(&failed_list, window_frames);
-            set_status(&mut manifest, "complete", summary.clone());
-            // run.json first: a kill (or a full disk) between the two leaves the partial output
-            // and the final checkpoint, and a re-run finishes at once.
-            write_manifest(&paths.manifest, &manifest)?;
-            std::fs::rename(&paths.partial, &paths.output).map_err(out_err(&paths.output))?;
-            if !args.job.keep_checkpoints {
-                state::remove(&paths.dir);
-            }
-            tracing::info!(
-                "wrote {} ({} frames, {processed_total} processed) in {wall:.1} s; peak RSS {} MiB",
-                paths.output.display(),
-                pos.written.get(),
-                peak.unwrap_or(0) >> 20
-            );
-            for line in &summary {
-                tracing::error!("{line}");
-            }
-            if !summary.is_empty() {
-                tracing::error!(
-                    "{} frame(s) could not be decoded: their lines are missing and the objects \
-                     were re-seeded from their prompts after them (exit {EXIT_FRAMES_FAILED}; \
-                     see `failures` in {})",
-                    failed_list.len(),
-                    paths.manifest.display()
-                );
-            }
-            Ok(Outcome::Complete {
-                output: paths.output,
-                written_frames: pos.written.get(),
-                failed_frames: failed_list.len(),
-            })
-        }
-        Ok(RunEnd::Stopped(at)) => {
-            let sig = signals::signal_name(signals::signal_number());
-            let resumable = state::path(&paths.dir).exists();
-            set_status(&mut manifest, "interrupted", Vec::new());
-            manifest["interrupted"] = serde_json::json!({"signal": sig, "at": at,
-                "checkpoint": resumable});
-            let _ = write_manifest(&paths.manifest, &manifest);
-            let _ = sink.sync();
-            tracing::warn!(
-                "stopped by {sig}; {}; re-run the same command to continue (exit {EXIT_INTERRUPTED})",
-                if checkpointed {
-                    "checkpoint written"
-                } else if resumable {
-                    "the previous checkpoint stays"
-                } else {
-                    "no resumable point yet: the next run starts again from the beginning"
+        &mut |p| match p {
+            Progress::Prompted { frame } => {
+                if !std::mem::replace(&mut prompted_seen, true) {
+                    fault::at(fault::Point::Prepass);
                 }
-            );
-            Ok(Outcome::Interrupted {
-                checkpointed: resumable,
-            })
-        }
-        Err(e) => {
-            let err = match e {
-                crate::tracker::TrackError::Video(m) => JobError::Input(format!("video: {m}")),
-                crate::tracker::TrackError::Sink(m) => output_error(m),
-                e @ crate::tracker::TrackError::Spool { .. } => output_error(e.to_string()),
-                other => JobError::Failed(other.to_string()),
-            };
-            set_status(&mut manifest, "failed", vec![err.to_string()]);
-            let _ = write_manifest(&paths.manifest, &manifest);
-            Err(err)
-        }
-    }
+                report.prompted(frame);
+            }
+            Progress::Tracked { frame, done, total } => {
+                report.tracked(frame, done, total);
+                fault::tracked(frame);
+            }
+        },
+        saved.as_deref(),
+        &mut |t, stage| Ok(checkpointer.after_frame(t, stage)),
+    );
+    report.finish();
+    let mut checkpoints = checkpointer.finish();
+    let this_run = manifest::ThisRun {
+        resumed_at,
+        ..this_run(
+            &frames,
+            &sink,
+            &tracker,
+            processed_total - from.next.min(processed_total),
+            run_start,
+        )
+    };
+    let mut manifest = record(run, &tracker, this_run);
+    manifest.windows = std::mem::take(&mut checkpoints.windows);
+    manifest.written_frames = sink.pos.written.get();
+    manifest.wall_seconds += from.wall_seconds;
+    let failed = failed.borrow().clone();
+    let ran = finish::Ran {
+        end,
+        checkpoints,
+        failed,
+        manifest,
+    };
+    finish::conclude(paths, job, args.job.keep_checkpoints, ran, sink)
 }
 
-/// The failed frames grouped by window, windows ascending (frames in the order recorded).
-fn group_by_window(
-    failed: &[state::FailedFrame],
-    window_frames: u64,
-) -> std::collections::BTreeMap<u64, Vec<&state::FailedFrame>> {
-    let mut by: std::collections::BTreeMap<u64, Vec<&state::FailedFrame>> = Default::default();
-    for f in failed {
-        by.entry(window_of(f.frame, window_frames))
-            .or_default()
-            .push(f);
-    }
-    by
-}
-
-/// `run.json`'s `failures`: per window, the frames that could not be decoded and why.
-fn failures_by_window(failed: &[state::FailedFrame], window_frames: u64) -> serde_json::Value {
-    serde_json::Value::Array(
-        group_by_window(failed, window_frames)
+/// This run's figures (`run.json`'s `this_run`, without where it resumed); with `--profile`
+/// also the seconds per stage, logged.
+fn this_run(
+    frames: &io::JobFrames<'_>,
+    sink: &io::JobSink<'_>,
+    tracker: &Tracker<'_>,
+    tracked: usize,
+    run_start: Instant,
+) -> manifest::ThisRun {
+    let wall = run_start.elapsed().as_secs_f64();
+    let (decode, write) = (
+        frames.decode_time.as_secs_f64(),
+        sink.write_time.as_secs_f64(),
+    );
+    let stage_seconds = crate::profile::enabled().then(|| {
+        let totals = crate::profile::totals();
+        let split: Vec<String> = totals.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+        tracing::info!(
+            "stage seconds: decode wait {decode:.2}, {}, encode+write {write:.2}; wall {wall:.2}",
+            split.join(", "),
+        );
+        let mut m: std::collections::BTreeMap<String, f64> = totals
             .into_iter()
-            .map(|(k, v)| {
-                serde_json::json!({
-                    "window": k,
-                    "frames": v.iter().map(|f| f.frame).collect::<Vec<_>>(),
-                    "errors": v.iter().map(|f| f.error.as_str()).collect::<Vec<_>>(),
-                })
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        m.insert("decode_wait".into(), decode);
+        m.insert("encode_write".into(), write);
+        m
+    });
+    manifest::ThisRun {
+        wall_seconds: wall,
+        decode_seconds: decode,
+        decoded_frames: frames.decoded,
+        encoded_frames: tracker.encoded_frames(),
+        encode_write_seconds: write,
+        stage_seconds,
+        resumed_at: None,
+        fps: tracked as f64 / wall.max(1e-9),
+    }
+}
+
+/// The `run.json` of a run that tracked, before its end is known (status, failures, windows
+/// and written frames are set by the caller and [`finish::conclude`]); `wall_seconds` is this
+/// run's.
+fn record<'a>(run: &Run<'a>, tracker: &Tracker<'_>, this_run: manifest::ThisRun) -> Manifest<'a> {
+    let Run {
+        args,
+        job,
+        params,
+        paths,
+        model,
+        device,
+        t0,
+    } = *run;
+    let ta = &args.track;
+    Manifest {
+        status: Status::Failed,
+        errors: Vec::new(),
+        interrupted: None,
+        densam_version: env!("CARGO_PKG_VERSION"),
+        command: "annotate",
+        options: args,
+        params,
+        video_id: &job.video_id,
+        video: manifest::VideoRecord {
+            path: &job.video_path,
+            width: job.geo.width,
+            height: job.geo.height,
+            frames: job.geo.num_frames,
+            fps: job.fps,
+            info: job.video.info(),
+        },
+        model: manifest::ModelRecord {
+            size: model.config.size,
+            version: model.config.version,
+            image_size: model.config.image_size,
+            checkpoint: &args.input.checkpoint,
+            checkpoint_fnv1a: crate::hash::fnv1a_file(&args.input.checkpoint)
+                .ok()
+                .map(|h| h.hex()),
+        },
+        device: format!("{device:?}"),
+        dtype: ta.dtype,
+        peak_gpu_bytes: crate::model::cuda::run_peak_allocated_bytes(device),
+        objects: job
+            .prompts
+            .objects
+            .iter()
+            .map(|o| manifest::ObjectRecord {
+                id: &o.id,
+                label: o.label.as_deref(),
+                prompted_frames: o.frames.keys().copied().collect(),
+                span_frames: job.spans.get(&o.id).map(|&(lo, hi)| [lo, hi]),
             })
             .collect(),
-    )
-}
-
-/// One line per window with failed frames.
-fn failure_summary(failed: &[state::FailedFrame], window_frames: u64) -> Vec<String> {
-    group_by_window(failed, window_frames)
-        .into_iter()
-        .map(|(k, frames)| {
-            let mut v: Vec<u64> = frames.iter().map(|f| f.frame).collect();
-            v.sort_unstable();
-            let list: Vec<String> = v.iter().map(|n| n.to_string()).collect();
-            format!(
-                "window {k}: {} frame(s) could not be decoded: {}",
-                v.len(),
-                list.join(", ")
-            )
-        })
-        .collect()
-}
-
-/// The windows finished so far in a sequential run (and when).
-struct WindowClock {
-    windows: Vec<WindowRecord>,
-    last_window_end: Instant,
-    processed_at_window_end: usize,
-    shift: u64,
-    window_frames: u64,
-    num_frames: u64,
-}
-
-impl WindowClock {
-    /// Records the windows finished before processed index `next` of the final stretch;
-    /// whether any was (a checkpoint is then due).
-    fn advance(&mut self, plan: &Plan, next: usize, device: tch::Device) -> bool {
-        let (shift, window_frames) = (self.shift, self.window_frames);
-        // Windows finished: every window before the one of the next processed frame.
-        let done_before = if next >= plan.len() {
-            u64::MAX
-        } else {
-            window_of(plan.processed[next] + shift, window_frames)
-        };
-        let first_open = self
-            .windows
-            .last()
-            .map(|w: &WindowRecord| w.index + 1)
-            .unwrap_or(0);
-        let last_done = window_of(plan.processed[next - 1] + shift, window_frames);
-        if !(done_before > first_open && last_done >= first_open) {
-            return false;
-        }
-        let upto = last_done.min(done_before.saturating_sub(1));
-        let n_new = upto + 1 - first_open;
-        let wall = self.last_window_end.elapsed().as_secs_f64();
-        let nproc = next - self.processed_at_window_end;
-        for k in first_open..=upto {
-            let first_frame = k * window_frames;
-            let last_frame = ((k + 1) * window_frames - 1).min(self.num_frames - 1);
-            self.windows.push(WindowRecord {
-                index: k,
-                first_frame,
-                last_frame,
-                wall_seconds: wall,
-                processed_frames: nproc,
-                fps: nproc as f64 / wall.max(1e-9),
-                peak_rss_bytes: peak_rss_bytes(),
-                peak_gpu_bytes: crate::model::cuda::peak_allocated_bytes(device),
-                in_first_stretch: n_new > 1 || next == plan.head_end + 1,
-            });
-            tracing::info!(
-                "window {k} (frames {first_frame}..={last_frame}) done: {nproc} processed frames \
-                 in {wall:.1} s; peak RSS {} MiB{}",
-                peak_rss_bytes().unwrap_or(0) >> 20,
-                crate::model::cuda::peak_allocated_bytes(device)
-                    .map(|b| format!("; peak GPU {} MiB", b >> 20))
-                    .unwrap_or_default()
-            );
-        }
-        crate::model::cuda::reset_peak_memory(device);
-        self.last_window_end = Instant::now();
-        self.processed_at_window_end = next;
-        true
-    }
-}
-
-fn tracker_done(total: usize, resume_at: Option<usize>) -> usize {
-    total - resume_at.unwrap_or(0).min(total)
-}
-
-fn write_manifest(path: &Path, m: &serde_json::Value) -> Result<(), JobError> {
-    let text = serde_json::to_string_pretty(m).map_err(|e| JobError::Internal(e.to_string()))?;
-    write_atomic(path, &(text + "\n"))
-}
-
-/// FNV-1a of the model checkpoint's bytes, as hex.
-fn checkpoint_hash(path: &Path) -> Option<String> {
-    crate::hash::fnv1a_file(path).ok().map(|h| h.hex())
-}
-
-/// The frames of window-parallel window `index`.
-#[derive(Debug, Clone, Copy)]
-pub struct WindowRange {
-    pub index: u64,
-    /// First frame of the bank warm-up (on the processing grid).
-    pub warm_from: u64,
-    /// First frame the window owns (writes).
-    pub own_from: u64,
-    /// One past the last frame it owns.
-    pub end: u64,
-}
-
-impl WindowRange {
-    pub fn new(
-        index: u64,
-        window_frames: u64,
-        overlap_frames: u64,
-        num_frames: u64,
-        grid: u64,
-    ) -> Result<Self, JobError> {
-        let n_windows = window_count(num_frames, window_frames);
-        if index >= n_windows {
-            return Err(JobError::Usage(format!(
-                "--window {index}: the video has {n_windows} window(s) of {window_frames} frames"
-            )));
-        }
-        let own_from = index * window_frames;
-        let end = ((index + 1) * window_frames).min(num_frames);
-        let warm = own_from.saturating_sub(overlap_frames);
-        let grid = grid.max(1);
-        Ok(WindowRange {
-            index,
-            warm_from: warm / grid * grid,
-            own_from,
-            end,
-        })
-    }
-}
-
-fn lcm(a: u64, b: u64) -> u64 {
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-    let (a, b) = (a.max(1), b.max(1));
-    a / gcd(a, b) * b
-}
-
-/// The prompts a window run uses: each object's prompts inside `warm_from..end`, shifted to the
-/// window's frame numbers; objects without one are left out (with a warning).
-fn window_prompts(
-    set: &crate::prompts::PromptSet,
-    w: &WindowRange,
-    warnings: &mut Vec<String>,
-) -> crate::prompts::PromptSet {
-    let mut out = crate::prompts::PromptSet::default();
-    for o in &set.objects {
-        let frames: std::collections::BTreeMap<u64, crate::prompts::FramePrompt> = o
-            .frames
-            .range(w.warm_from..w.end)
-            .map(|(f, p)| (f - w.warm_from, p.clone()))
-            .collect();
-        if frames.is_empty() {
-            let msg = format!(
-                "window {}: object `{}` has no prompt in frames {}..{}: not tracked in this window",
-                w.index, o.id, w.warm_from, w.end
-            );
-            tracing::warn!("{msg}");
-            warnings.push(msg);
-            continue;
-        }
-        out.objects.push(crate::prompts::ObjectPrompts {
-            id: o.id.clone(),
-            label: o.label.clone(),
-            frames,
-        });
-    }
-    out
-}
-
-/// The output of a window without prompted objects: one empty line per written frame.
-fn empty_window(
-    paths: &OutPaths,
-    video: &VideoSource,
-    video_id: &str,
-    (from, end, interval): (u64, u64, u64),
-    params: &serde_json::Value,
-) -> Result<Outcome, JobError> {
-    let mut text = String::new();
-    let mut n_lines = 0;
-    for n in (from.div_ceil(interval) * interval..end).step_by(interval as usize) {
-        let info = video
-            .frame_info(n as usize)
-            .map_err(|e| JobError::Input(e.to_string()))?;
-        let rec = crate::output::jsonl::FrameRecord {
-            frame_number: n,
-            time_s: info.seconds,
-            objects: Vec::new(),
-        };
-        text.push_str(&String::from_utf8_lossy(&io::line_bytes(video_id, rec)?));
-        n_lines += 1;
-    }
-    std::fs::write(&paths.partial, text).map_err(out_err(&paths.partial))?;
-    std::fs::rename(&paths.partial, &paths.output).map_err(out_err(&paths.output))?;
-    let m = serde_json::json!({"status": "complete", "written_frames": n_lines,
-                               "params": params, "note": "no prompted object in this window"});
-    write_manifest(&paths.manifest, &m)?;
-    Ok(Outcome::Complete {
-        output: paths.output.clone(),
-        written_frames: n_lines,
+        span: ta.span,
+        span_margin_s: (ta.span == SpanMode::Prompts).then_some(ta.span_margin),
+        active_frames: tracker.active_frames(),
+        warnings: &job.warnings,
+        window_frames: job.window_frames,
+        windows: Vec::new(),
+        processed_frames: tracker.plan().len(),
+        written_frames: 0,
         failed_frames: 0,
-    })
+        failures: Vec::new(),
+        output: paths
+            .output
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned()),
+        peak_rss_bytes: peak_rss_bytes(),
+        wall_seconds: this_run.wall_seconds,
+        this_run,
+        since_start_seconds: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// Says where a resumed run goes on.
+fn log_resume(meta: &state::Meta, processed_total: usize) {
+    match meta.stage {
+        Stage::Rest(next) => tracing::info!(
+            "resuming at processed frame {next} of {processed_total} ({} frames written)",
+            meta.written_frames
+        ),
+        Stage::Head(next) => {
+            tracing::info!("resuming in the first stretch: forward head at processed frame {next}")
+        }
+        Stage::Reverse(lowest) => tracing::info!(
+            "resuming in the first stretch: reverse pass below processed frame {lowest}"
+        ),
+        Stage::Start => {}
+    }
 }

@@ -1,6 +1,5 @@
-//! What the job reports: the JSONL record of a tracked frame (the objects with a non-empty mask,
-//! in prompt-file order) and the peak resident set size of the process (progress lines,
-//! `run.json`).
+//! The JSONL record of a tracked frame: the objects with a non-empty mask, in prompt-file
+//! order.
 
 use crate::mask::Rle;
 use crate::output::jsonl::{FrameRecord, ObjectRecord};
@@ -31,12 +30,4 @@ pub fn frame_record(r: &FrameResult, prompts: &PromptSet) -> Result<FrameRecord,
         time_s: r.seconds,
         objects,
     })
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

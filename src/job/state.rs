@@ -1,9 +1,16 @@
-//! Job checkpoints: one file `OUT/.densam-checkpoint` holding the run parameters, the resume
-//! point (the tracker's stage, output byte offset, frames written), the windows done, the frames
-//! that failed so far and the tracker's saved state (memory banks; inside the first stretch also
-//! the length of the first stretch's spool `OUT/.densam-spool`, which the checkpoint then needs).
-//! Written atomically (temporary file, fsync, rename, fsync of the folder), so a kill at any
-//! moment leaves either the previous checkpoint or the new one.
+//! Job checkpoints on disk: one file `OUT/.densam-checkpoint` holding the run parameters, the
+//! resume point (the tracker's stage, output byte offset, frames written), the windows done, the
+//! frames that failed so far and the tracker's saved state (memory banks; inside the first
+//! stretch also the length of the first stretch's spool `OUT/.densam-spool`, which the checkpoint
+//! then needs). Written atomically (temporary file, fsync, rename, fsync of the folder), so a
+//! kill at any moment leaves either the previous checkpoint or the new one.
+//!
+//! Format 3 (written): `DENSAMC3`, the CRC-32 of everything after it (4 bytes, little endian),
+//! the lengths of the metadata and of the tracker state (8 bytes each), the metadata (JSON,
+//! [`Meta`], which also records the CRC-32 of the partial output's first `offset` bytes), the
+//! tracker state. A file whose lengths or checksum do not match is damaged and refused, before
+//! anything in it is used. Format 2 (read, from earlier versions): `DENSAMCK`, the metadata's
+//! length, the metadata, the state; no checksum.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,10 +19,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::JobError;
+use super::params::RunParams;
 
-const MAGIC: &[u8; 8] = b"DENSAMCK";
-/// Checkpoint file format version (2: the tracker's state with its stage).
-pub const FORMAT: u32 = 2;
+/// Magic of the format this version writes.
+const MAGIC: &[u8; 8] = b"DENSAMC3";
+/// Magic of format 2 (earlier versions).
+const MAGIC_V2: &[u8; 8] = b"DENSAMCK";
+/// Bytes before the metadata: magic, CRC-32, two lengths.
+const HEADER: usize = 8 + 4 + 8 + 8;
+/// Checkpoint file format version (3: with checksums).
+pub const FORMAT: u32 = 3;
+/// The hint of every refusal of a checkpoint.
+const RESTART_HINT: &str = "run with --restart to start again (the output so far is discarded)";
 
 /// A processed frame that could not be decoded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,11 +60,11 @@ pub struct WindowRecord {
 }
 
 /// The metadata part of a checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Meta {
     pub format: u32,
     /// The result-determining parameters (compared on resume).
-    pub params: serde_json::Value,
+    pub params: RunParams,
     /// Where the tracker stands (its state is the checkpoint's payload).
     pub stage: crate::tracker::Stage,
     /// Processed index the final forward stretch continues at (0 inside the first stretch).
@@ -63,6 +78,34 @@ pub struct Meta {
     /// Frames that could not be decoded so far.
     #[serde(default)]
     pub failed_frames: Vec<FailedFrame>,
+    /// CRC-32 of the partial output's first `offset` bytes (absent in format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_crc32: Option<u32>,
+}
+
+impl Meta {
+    /// The metadata of a run's start: nothing written, nothing done yet.
+    pub fn start(params: RunParams) -> Meta {
+        Meta {
+            format: FORMAT,
+            params,
+            stage: crate::tracker::Stage::Start,
+            next: 0,
+            offset: 0,
+            written_frames: 0,
+            windows: Vec::new(),
+            wall_seconds: 0.0,
+            failed_frames: Vec::new(),
+            output_crc32: Some(0),
+        }
+    }
+}
+
+/// A checkpoint read back: its metadata and the tracker's saved state.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub meta: Meta,
+    pub state: Vec<u8>,
 }
 
 /// The checkpoint file of an output folder.
@@ -101,18 +144,29 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
     move |e| super::output_error(format!("{}: {e}", path.display()))
 }
 
+/// The bytes of a checkpoint file (format 3).
+pub fn encode(meta: &Meta, state: &[u8]) -> Result<Vec<u8>, JobError> {
+    let json = serde_json::to_vec(meta).map_err(|e| JobError::Internal(e.to_string()))?;
+    let mut out = Vec::with_capacity(HEADER + json.len() + state.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(state);
+    let crc = crc32fast::hash(&out[12..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
 /// Writes a checkpoint atomically.
-pub fn write(out: &Path, meta: &Meta, banks: &[u8]) -> Result<(), JobError> {
+pub fn write(out: &Path, meta: &Meta, state: &[u8]) -> Result<(), JobError> {
     let final_path = path(out);
     let tmp = out.join(".densam-checkpoint.tmp");
-    let json = serde_json::to_vec(meta).map_err(|e| JobError::Internal(e.to_string()))?;
+    let bytes = encode(meta, state)?;
     let res = (|| -> Result<(), JobError> {
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(MAGIC).map_err(io(&tmp))?;
-        f.write_all(&(json.len() as u64).to_le_bytes())
-            .map_err(io(&tmp))?;
-        f.write_all(&json).map_err(io(&tmp))?;
-        f.write_all(banks).map_err(io(&tmp))?;
+        f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
@@ -127,36 +181,151 @@ pub fn write(out: &Path, meta: &Meta, banks: &[u8]) -> Result<(), JobError> {
     res
 }
 
-/// Reads the checkpoint of `out`, if there is one.
-pub fn read(out: &Path) -> Result<Option<(Meta, Vec<u8>)>, JobError> {
+/// Why the bytes of a checkpoint file are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("not a densam checkpoint")]
+    NotACheckpoint,
+    #[error("cut short: {have} of {want} bytes")]
+    Truncated { have: u64, want: u64 },
+    #[error("{extra} bytes past its recorded end")]
+    TooLong { extra: u64 },
+    #[error("checksum mismatch: its bytes were changed after it was written")]
+    Checksum,
+    #[error("unreadable metadata: {0}")]
+    Meta(String),
+    #[error("format {found} in a format-{header} file")]
+    Format { found: u32, header: u32 },
+}
+
+/// Parses the bytes of a checkpoint file: its metadata and the tracker state, which borrows
+/// from `bytes`. Nothing is allocated from the recorded lengths; every length is checked
+/// against the bytes there are, and (format 3) the checksum before the metadata is read.
+pub fn decode(bytes: &[u8]) -> Result<(Meta, &[u8]), Damage> {
+    let magic = bytes.get(..8).ok_or(Damage::NotACheckpoint)?;
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let have = bytes.len() as u64;
+    let (header, meta_len, state_len, format) = if magic == MAGIC {
+        let (Some(meta_len), Some(state_len)) = (u64_at(12), u64_at(20)) else {
+            return Err(Damage::Truncated {
+                have,
+                want: HEADER as u64,
+            });
+        };
+        let want = (HEADER as u64)
+            .checked_add(meta_len)
+            .and_then(|n| n.checked_add(state_len))
+            .ok_or(Damage::Checksum)?;
+        if have < want {
+            return Err(Damage::Truncated { have, want });
+        }
+        if have > want {
+            return Err(Damage::TooLong { extra: have - want });
+        }
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| Damage::Checksum)?);
+        if crc32fast::hash(&bytes[12..]) != crc {
+            return Err(Damage::Checksum);
+        }
+        (HEADER, meta_len, state_len, FORMAT)
+    } else if magic == MAGIC_V2 {
+        let meta_len = u64_at(8).ok_or(Damage::Truncated { have, want: 16 })?;
+        let want = 16u64.checked_add(meta_len).ok_or(Damage::Truncated {
+            have,
+            want: u64::MAX,
+        })?;
+        if have < want {
+            return Err(Damage::Truncated { have, want });
+        }
+        (16, meta_len, have - want, 2)
+    } else {
+        return Err(Damage::NotACheckpoint);
+    };
+    // Both lengths fit in `bytes` (checked above), so these conversions cannot truncate.
+    let meta_end = header + meta_len as usize;
+    let meta: Meta = serde_json::from_slice(&bytes[header..meta_end])
+        .map_err(|e| Damage::Meta(e.to_string()))?;
+    if meta.format != format {
+        return Err(Damage::Format {
+            found: meta.format,
+            header: format,
+        });
+    }
+    Ok((meta, &bytes[meta_end..meta_end + state_len as usize]))
+}
+
+/// Reads the checkpoint of `out`, if there is one; a damaged one is refused (exit 4) with the
+/// hint to restart.
+pub fn read(out: &Path) -> Result<Option<Checkpoint>, JobError> {
     let p = path(out);
     let bytes = match std::fs::read(&p) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(JobError::Checkpoint(format!("{}: {e}", p.display()))),
     };
-    let bad = |m: &str| {
-        JobError::Checkpoint(format!(
-            "{}: invalid checkpoint ({m}); remove it or run with --restart",
+    match decode(&bytes) {
+        Ok((meta, state)) => {
+            let state = state.to_vec();
+            Ok(Some(Checkpoint { meta, state }))
+        }
+        Err(d) => Err(JobError::Checkpoint(format!(
+            "{}: damaged checkpoint ({d}); {RESTART_HINT}",
             p.display()
+        ))),
+    }
+}
+
+/// Checks the partial output against the checkpoint: it must hold the `offset` bytes the
+/// checkpoint counts as final, with the recorded checksum (format 3). Reads them in pieces;
+/// returns their checksum.
+pub fn verify_output(partial: &Path, meta: &Meta) -> Result<u32, JobError> {
+    let refuse = |why: String| {
+        JobError::Checkpoint(format!(
+            "{}: {why}: it does not match the checkpoint; {RESTART_HINT}",
+            partial.display()
         ))
     };
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
-        return Err(bad("not a densam checkpoint"));
-    }
-    let n = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| bad("header"))?) as usize;
-    let end = 16usize.checked_add(n).ok_or_else(|| bad("header"))?;
-    if end > bytes.len() {
-        return Err(bad("truncated"));
-    }
-    let meta: Meta = serde_json::from_slice(&bytes[16..end]).map_err(|e| bad(&e.to_string()))?;
-    if meta.format != FORMAT {
-        return Err(bad(&format!(
-            "format {} (this densam reads {FORMAT})",
-            meta.format
+    let f = match File::open(partial) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && meta.offset == 0 => return Ok(0),
+        Err(e) => return Err(refuse(e.to_string())),
+    };
+    let len = f.metadata().map_err(|e| refuse(e.to_string()))?.len();
+    if len < meta.offset {
+        return Err(refuse(format!(
+            "holds {len} bytes, the checkpoint needs {}",
+            meta.offset
         )));
     }
-    Ok(Some((meta, bytes[end..].to_vec())))
+    let got = crc32_prefix(&f, meta.offset).map_err(|e| refuse(e.to_string()))?;
+    if meta.output_crc32.is_some_and(|want| want != got) {
+        return Err(refuse(format!(
+            "its first {} bytes were changed (checksum mismatch)",
+            meta.offset
+        )));
+    }
+    Ok(got)
+}
+
+/// The CRC-32 of bytes `from..to` of a file, continuing `crc` (the CRC of the bytes before).
+pub fn crc32_range(f: &File, crc: u32, from: u64, to: u64) -> std::io::Result<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    let mut buf = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        f.read_exact_at(&mut buf[..n], at)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finalize())
+}
+
+/// The CRC-32 of the first `len` bytes of a file.
+pub fn crc32_prefix(f: &File, len: u64) -> std::io::Result<u32> {
+    crc32_range(f, 0, 0, len)
 }
 
 /// Removes the checkpoint (and a stray temporary one, and the spool).
@@ -166,53 +335,197 @@ pub fn remove(out: &Path) {
     remove_spool(out);
 }
 
-/// The top-level keys whose values differ between two parameter objects.
-pub fn param_diff(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return vec!["(all)".into()];
-    };
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            format!(
-                "{k}: {} -> {}",
-                a.get(k).map(|v| v.to_string()).unwrap_or("-".into()),
-                b.get(k).map(|v| v.to_string()).unwrap_or("-".into())
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(read(dir.path()).unwrap().is_none());
-        let meta = Meta {
+    fn meta() -> Meta {
+        Meta {
             format: FORMAT,
-            params: serde_json::json!({"a": 1, "b": "x"}),
+            params: super::super::params::tests::sample(),
             stage: crate::tracker::Stage::Rest(17),
             next: 17,
             offset: 1234,
             written_frames: 9,
             windows: vec![],
             wall_seconds: 1.5,
-            failed_frames: vec![],
-        };
-        write(dir.path(), &meta, b"banks").unwrap();
-        let (m, b) = read(dir.path()).unwrap().unwrap();
-        assert_eq!((m.next, m.offset, b.as_slice()), (17, 1234, &b"banks"[..]));
-        let diff = param_diff(&m.params, &serde_json::json!({"a": 2, "b": "x"}));
-        assert_eq!(diff, vec!["a: 1 -> 2".to_string()]);
-        std::fs::write(path(dir.path()), b"DENSAMCK\xff\xff").unwrap();
-        assert!(matches!(read(dir.path()), Err(JobError::Checkpoint(_))));
+            failed_frames: vec![FailedFrame {
+                frame: 3,
+                error: "x".into(),
+            }],
+            output_crc32: Some(0xdead_beef),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+        write(dir.path(), &meta(), b"banks").unwrap();
+        let c = read(dir.path()).unwrap().unwrap();
+        assert_eq!(c.meta, meta());
+        assert_eq!(c.state, b"banks");
+        for garbage in [&b"DENSAMCK\xff\xff"[..], b"garbage", b""] {
+            std::fs::write(path(dir.path()), garbage).unwrap();
+            match read(dir.path()) {
+                Err(JobError::Checkpoint(m)) => assert!(m.contains("--restart"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
         remove(dir.path());
         assert!(!path(dir.path()).exists());
+    }
+
+    #[test]
+    fn format_2_is_read() {
+        let mut m = meta();
+        m.format = 2;
+        m.output_crc32 = None;
+        let json = serde_json::to_vec(&m).unwrap();
+        let mut bytes = MAGIC_V2.to_vec();
+        bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(b"state");
+        let (got, state) = decode(&bytes).unwrap();
+        assert_eq!((got, state), (m, &b"state"[..]));
+        // A format-3 file's metadata under a format-2 header is refused.
+        let good = encode(&meta(), b"state").unwrap();
+        let mut relabelled = good.clone();
+        relabelled[..8].copy_from_slice(MAGIC_V2);
+        assert!(decode(&relabelled).is_err());
+    }
+
+    #[test]
+    fn damage_is_named() {
+        let good = encode(&meta(), &[7u8; 300]).unwrap();
+        let n = good.len() as u64;
+        assert_eq!(
+            decode(&good[..good.len() / 2]).unwrap_err(),
+            Damage::Truncated {
+                have: n / 2,
+                want: n
+            }
+        );
+        let mut flipped = good.clone();
+        flipped[good.len() - 100] ^= 0x10;
+        assert_eq!(decode(&flipped).unwrap_err(), Damage::Checksum);
+        let mut longer = good.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer).unwrap_err(), Damage::TooLong { extra: 1 });
+        let mut huge = good.clone();
+        huge[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(decode(&huge), Err(Damage::Checksum)));
+    }
+
+    #[test]
+    fn output_checksum_is_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("partial");
+        let text = b"line 1\nline 2\nline 3 (past the checkpoint)\n";
+        std::fs::write(&partial, text).unwrap();
+        let mut m = meta();
+        m.offset = 14;
+        m.output_crc32 = Some(crc32fast::hash(&text[..14]));
+        assert_eq!(
+            verify_output(&partial, &m).unwrap(),
+            m.output_crc32.unwrap()
+        );
+        // Format 2 (no checksum recorded): computed.
+        let legacy = Meta {
+            output_crc32: None,
+            ..m.clone()
+        };
+        assert_eq!(
+            verify_output(&partial, &legacy).unwrap(),
+            m.output_crc32.unwrap()
+        );
+        let f = File::open(&partial).unwrap();
+        let c7 = crc32_prefix(&f, 7).unwrap();
+        assert_eq!(
+            crc32_range(&f, c7, 7, 14).unwrap(),
+            crc32fast::hash(&text[..14])
+        );
+        let mut damaged = text.to_vec();
+        damaged[3] = b'X';
+        std::fs::write(&partial, &damaged).unwrap();
+        let e = verify_output(&partial, &m).unwrap_err();
+        assert!(
+            matches!(&e, JobError::Checkpoint(s) if s.contains("--restart")),
+            "{e}"
+        );
+        std::fs::write(&partial, &text[..10]).unwrap();
+        assert!(verify_output(&partial, &m).is_err());
+    }
+
+    /// A seeded mutation loop over a valid checkpoint (bounded to a few seconds): bit flips,
+    /// overwritten bytes, cuts, appended bytes and absurd lengths are all refused as damaged,
+    /// and nothing panics.
+    #[test]
+    fn fuzz_mutated_checkpoints_are_refused() {
+        let state: Vec<u8> = (0..2000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let good = encode(&meta(), &state).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            // xorshift64*
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let t0 = std::time::Instant::now();
+        let mut tried = 0;
+        let (mut restamped, mut accepted) = (0, 0);
+        while tried < 1_000_000 && t0.elapsed().as_secs_f64() < 8.0 {
+            let mut m = good.clone();
+            for _ in 0..1 + rand() % 3 {
+                let at = (rand() % m.len().max(1) as u64) as usize;
+                match rand() % 6 {
+                    0 if !m.is_empty() => m[at] ^= 1 << (rand() % 8),
+                    1 if !m.is_empty() => m[at] = rand() as u8,
+                    2 => m.truncate(at),
+                    3 => m.extend((0..1 + rand() % 16).map(|_| rand() as u8)),
+                    4 if m.len() >= 28 => {
+                        let field = [12usize, 20][(rand() % 2) as usize];
+                        let v = [u64::MAX, u64::MAX / 2, 1 << 40, rand()][(rand() % 4) as usize];
+                        m[field..field + 8].copy_from_slice(&v.to_le_bytes());
+                    }
+                    _ if !m.is_empty() => {
+                        let end = (at + 1 + (rand() % 64) as usize).min(m.len());
+                        m.drain(at..end);
+                    }
+                    _ => {}
+                }
+            }
+            if m != good {
+                assert!(decode(&m).is_err(), "mutation {tried} was accepted");
+            }
+            // The same bytes with a checksum that fits them (as if the writer had been wrong):
+            // the lengths and the metadata are checked on their own, without a panic.
+            if m.len() >= 12 && m[..8] == MAGIC[..] {
+                let crc = crc32fast::hash(&m[12..]);
+                m[8..12].copy_from_slice(&crc.to_le_bytes());
+                restamped += 1;
+                if let Ok((meta, state)) = decode(&m) {
+                    assert_eq!(meta.format, FORMAT);
+                    assert!(state.len() < m.len());
+                    accepted += 1;
+                }
+            }
+            tried += 1;
+        }
+        eprintln!(
+            "{tried} mutated checkpoints refused in {:.2} s; {restamped} re-checksummed, of \
+             which {accepted} still parsed",
+            t0.elapsed().as_secs_f64()
+        );
+        // Random bytes and random prefixes of the header.
+        for k in 0..2000 {
+            let mut m: Vec<u8> = (0..rand() % 64).map(|_| rand() as u8).collect();
+            if k % 2 == 0 {
+                m.splice(0..0, MAGIC.iter().copied());
+            }
+            assert!(decode(&m).is_err());
+        }
+        assert!(tried >= 1000, "only {tried} mutations in the time bound");
     }
 }

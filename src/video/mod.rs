@@ -165,6 +165,19 @@ pub struct VideoInfo {
     pub demux_error: Option<String>,
 }
 
+impl VideoInfo {
+    /// Frames the container lists past the end of the index, when a read error ended the demux
+    /// pass early (a truncated file): `(first such frame, the container's frame count, the
+    /// error)`. The count is exact for mov/mp4, whose sample tables list every frame up front
+    /// (a faststart file cut short keeps them); elsewhere it is the container's hint.
+    pub fn unreadable_tail(&self) -> Option<(u64, u64, &str)> {
+        let error = self.demux_error.as_deref()?;
+        let listed = self.container_frame_count?;
+        let have = self.frame_count as u64;
+        (listed > have).then_some((have, listed, error))
+    }
+}
+
 #[derive(Debug)]
 enum Kind {
     Dir(Arc<dir::DirIndex>),

@@ -1,0 +1,228 @@
+//! The result-determining parameters of a run ([`RunParams`]): recorded in every checkpoint and
+//! in `run.json`, and compared on every start, so that a checkpoint is only resumed, and a
+//! finished result only kept, for the same video, prompts, model and tracking options.
+//!
+//! The JSON form is the one earlier versions wrote (the same keys, values and key order), so
+//! their finished results and checkpoints are still recognised. Unknown keys are refused: a
+//! parameter this version does not know could have changed the results.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::JobError;
+use super::args::{AnnotateJobArgs, SpanMode};
+use super::prepare::Prepared;
+use crate::model::layers::Precision;
+
+/// What a run's results depend on. Fields in alphabetical order: the key order of the JSON
+/// object earlier versions built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunParams {
+    pub batch_objects: usize,
+    /// The model checkpoint (canonical path) and its size in bytes.
+    pub checkpoint: PathBuf,
+    pub checkpoint_bytes: u64,
+    /// The device as `tch` names it (`Cpu`, `Cuda(0)`).
+    pub device: String,
+    pub dtype: Precision,
+    pub fill_hole_area: i64,
+    pub frame_interval: u64,
+    /// Objects are HD-EPIC associations.
+    pub hd_epic: bool,
+    pub image_size: i64,
+    pub max_cond_frames: i64,
+    pub memory_temporal_stride: i64,
+    /// The hash of the prompt input (see [`super::input::Input::prompts_hash`]).
+    pub prompts: String,
+    /// `--span prompts` (absent with the default `video`, as in earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<SpanParams>,
+    pub track_stride: u64,
+    /// The video (canonical path), its frame count, size and id.
+    pub video: PathBuf,
+    pub video_frames: u64,
+    pub video_id: String,
+    pub video_scale_factor: f64,
+    pub video_size: [u32; 2],
+    /// `--window K` (`null` for a whole-video run).
+    pub window: Option<WindowParams>,
+}
+
+/// `--span prompts` and its margin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanParams {
+    pub margin_frames: u64,
+    pub margin_s: f64,
+    pub mode: SpanMode,
+}
+
+/// The frames of a window-parallel run (see [`super::window::WindowRange`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowParams {
+    pub end_frame: u64,
+    pub first_frame: u64,
+    pub index: u64,
+    pub warm_from: u64,
+}
+
+impl RunParams {
+    /// The parameters of a run of `args` over the prepared inputs on `device`.
+    pub fn new(
+        args: &AnnotateJobArgs,
+        job: &Prepared,
+        device: tch::Device,
+    ) -> Result<Self, JobError> {
+        let ta = &args.track;
+        let ckpt = &args.input.checkpoint;
+        let ckpt_meta = std::fs::metadata(ckpt)
+            .map_err(|e| JobError::Model(format!("model checkpoint {}: {e}", ckpt.display())))?;
+        let (track_stride, frame_interval) = ta.strides();
+        Ok(RunParams {
+            batch_objects: ta.batch_objects,
+            checkpoint: std::fs::canonicalize(ckpt).unwrap_or(ckpt.clone()),
+            checkpoint_bytes: ckpt_meta.len(),
+            device: format!("{device:?}"),
+            dtype: ta.dtype,
+            fill_hole_area: ta.fill_hole_area,
+            frame_interval,
+            hd_epic: job.hd_epic,
+            image_size: ta.image_size,
+            max_cond_frames: ta.max_cond_frames,
+            memory_temporal_stride: ta.memory_temporal_stride,
+            prompts: job.prompts_hash.clone(),
+            span: (ta.span == SpanMode::Prompts).then_some(SpanParams {
+                margin_frames: job.margin_frames,
+                margin_s: ta.span_margin,
+                mode: SpanMode::Prompts,
+            }),
+            track_stride,
+            video: std::fs::canonicalize(&job.video_path).unwrap_or(job.video_path.clone()),
+            video_frames: job.geo.num_frames,
+            video_id: job.video_id.clone(),
+            video_scale_factor: ta.video_scale_factor,
+            video_size: [job.geo.width, job.geo.height],
+            window: job.window.map(|w| WindowParams {
+                end_frame: w.end,
+                first_frame: w.own_from,
+                index: w.index,
+                warm_from: w.warm_from,
+            }),
+        })
+    }
+
+    /// The parameters recorded in a checkpoint or `run.json`: `None` when they are not
+    /// parameters of this version (other keys, other types).
+    pub fn from_recorded(v: &serde_json::Value) -> Option<Self> {
+        RunParams::deserialize(v).ok()
+    }
+
+    /// The fields that differ from `other`, as `name: theirs -> ours` (JSON values).
+    pub fn diff(&self, other: &RunParams) -> Vec<String> {
+        self.diff_recorded(&serde_json::to_value(other).unwrap_or_default())
+    }
+
+    /// [`Self::diff`] against recorded parameters that need not be of this version: every
+    /// top-level key whose value differs, as `name: recorded -> ours` (`-`: absent).
+    pub fn diff_recorded(&self, recorded: &serde_json::Value) -> Vec<String> {
+        let ours = serde_json::to_value(self).unwrap_or_default();
+        let (Some(a), Some(b)) = (recorded.as_object(), ours.as_object()) else {
+            return vec!["(all)".into()];
+        };
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let show = |v: Option<&serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Parameters as a run of the job clip would record them.
+    pub(crate) fn sample() -> RunParams {
+        RunParams {
+            batch_objects: 16,
+            checkpoint: "/m/model.pt".into(),
+            checkpoint_bytes: 156000151,
+            device: "Cpu".into(),
+            dtype: Precision::Fp32,
+            fill_hole_area: 8,
+            frame_interval: 1,
+            hd_epic: false,
+            image_size: 256,
+            max_cond_frames: -1,
+            memory_temporal_stride: 1,
+            prompts: "d174747556414119".into(),
+            span: None,
+            track_stride: 1,
+            video: "/tmp/jobc/clip.mp4".into(),
+            video_frames: 30,
+            video_id: "clip".into(),
+            video_scale_factor: 1.0,
+            video_size: [128, 96],
+            window: None,
+        }
+    }
+
+    /// The exact text an earlier version wrote (its `json!` object, compact) for these
+    /// parameters.
+    const EARLIER: &str = r#"{"batch_objects":16,"checkpoint":"/m/model.pt","checkpoint_bytes":156000151,"device":"Cpu","dtype":"fp32","fill_hole_area":8,"frame_interval":1,"hd_epic":false,"image_size":256,"max_cond_frames":-1,"memory_temporal_stride":1,"prompts":"d174747556414119","track_stride":1,"video":"/tmp/jobc/clip.mp4","video_frames":30,"video_id":"clip","video_scale_factor":1.0,"video_size":[128,96],"window":null}"#;
+
+    #[test]
+    fn same_json_as_earlier_versions() {
+        let p = sample();
+        assert_eq!(serde_json::to_string(&p).unwrap(), EARLIER);
+        let back: serde_json::Value = serde_json::from_str(EARLIER).unwrap();
+        assert_eq!(RunParams::from_recorded(&back), Some(p.clone()));
+        // With a span and a window: nested keys in alphabetical order too.
+        let mut q = p.clone();
+        q.span = Some(SpanParams {
+            margin_frames: 3,
+            margin_s: 0.3,
+            mode: SpanMode::Prompts,
+        });
+        q.window = Some(WindowParams {
+            end_frame: 20,
+            first_frame: 10,
+            index: 1,
+            warm_from: 5,
+        });
+        let text = serde_json::to_string(&q).unwrap();
+        assert!(
+            text.contains(r#""span":{"margin_frames":3,"margin_s":0.3,"mode":"prompts"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""window":{"end_frame":20,"first_frame":10,"index":1,"warm_from":5}"#),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(RunParams::from_recorded(&v), Some(q));
+    }
+
+    #[test]
+    fn diff_names_the_fields_and_unknown_keys_are_refused() {
+        let p = sample();
+        let mut q = p.clone();
+        q.max_cond_frames = 1;
+        q.track_stride = 2;
+        assert_eq!(
+            q.diff(&p),
+            ["max_cond_frames: -1 -> 1", "track_stride: 1 -> 2"]
+        );
+        assert!(p.diff(&p).is_empty());
+        let mut v = serde_json::to_value(&p).unwrap();
+        v["future_option"] = serde_json::json!(true);
+        assert_eq!(RunParams::from_recorded(&v), None);
+        assert_eq!(p.diff_recorded(&v), ["future_option: true -> -"]);
+    }
+}
