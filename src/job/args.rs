@@ -198,7 +198,7 @@ pub struct JobArgs {
 pub mod rules {
     /// A model input size: a multiple of 64 in 256..=1024.
     pub fn image_size(v: &i64) -> Result<(), String> {
-        crate::model::checkpoint::validate_image_size(*v).map_err(|e| e.to_string())
+        crate::model::config::check_image_size(*v).map_err(|e| e.to_string())
     }
 
     /// A stride or interval in frames: at least 1.
