@@ -407,7 +407,7 @@ impl<'a> Tracker<'a> {
     }
 
     fn encode(&mut self, image: &Tensor) -> BackboneOut {
-        let _prof = crate::profile::scope(crate::profile::Stage::ImageEncoder);
+        let _prof = crate::profile::scope(crate::profile::Section::ImageEncoder);
         self.encoded += 1;
         let dev = self.device();
         if image.kind() == Kind::Uint8 {
@@ -1139,7 +1139,7 @@ impl<'a> Tracker<'a> {
         let (features, _pos) =
             self.model
                 .encode_memory(feats, &out.high_res_masks, &out.object_score_logits, false);
-        let _prof = crate::profile::scope(crate::profile::Stage::StepPost);
+        let _prof = crate::profile::scope(crate::profile::Section::StepPost);
         let low = fill_holes(&out.low_res_masks, self.cfg.fill_hole_area);
         let osl = Vec::<f32>::try_from(
             out.object_score_logits
@@ -1226,7 +1226,7 @@ impl<'a> Tracker<'a> {
                 objects: Vec::new(),
             };
         }
-        let _prof = crate::profile::scope(crate::profile::Stage::Output);
+        let _prof = crate::profile::scope(crate::profile::Section::Output);
         let lows: Vec<Tensor> = outs.iter().map(|o| o.low_res.shallow_clone()).collect();
         let runs = masks::frame_mask_runs(&Tensor::cat(&lows, 0), self.video_h, self.video_w);
         let objects = outs
