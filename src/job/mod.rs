@@ -32,8 +32,10 @@ use std::time::Instant;
 use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
 use crate::prompts::{self, VideoGeometry};
-use crate::tracker::plan::prompt_span;
-use crate::tracker::{Flow, Plan, Progress, RunEnd, Stage, Tracker, TrackerConfig};
+use crate::tracker::schedule::{FrameRange, Schedule, prompt_span};
+use crate::tracker::{
+    Flow, FrameNo, Observer, ProcIdx, Progress, RunEnd, Stage, TrackError, Tracker, TrackerConfig,
+};
 use crate::video::VideoSource;
 
 pub use args::AnnotateJobArgs;
@@ -350,7 +352,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     // `--span prompts`: each object's span in original frames, from all its prompts (a window
     // run keeps only the prompts near its window, but the span stays that of the whole video).
     let margin_frames = (ta.span_margin * fps).round() as u64;
-    let spans: std::collections::HashMap<String, (u64, u64)> = match ta.span {
+    let spans: std::collections::HashMap<String, (FrameNo, FrameNo)> = match ta.span {
         SpanMode::Video => Default::default(),
         SpanMode::Prompts => set
             .objects
@@ -473,7 +475,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     // A first-stretch spool that no checkpoint refers to (left by a killed run).
     let mut spool_in_checkpoint = resume
         .as_ref()
-        .is_some_and(|(m, _)| matches!(m.stage, Stage::Head(_) | Stage::Reverse(_)));
+        .is_some_and(|(m, _)| m.stage.in_first_stretch());
     if !spool_in_checkpoint {
         state::remove_spool(&paths.dir);
     }
@@ -490,9 +492,13 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     }
     crate::model::cuda::apply_tf32_policy(device, ta.dtype);
     crate::model::cuda::reset_peak_memory(device);
-    let (shift, own_from, run_frames) = match &win {
-        Some(w) => (w.warm_from, w.own_from, w.end - w.warm_from),
-        None => (0, 0, geo.num_frames),
+    let range = match &win {
+        Some(w) => FrameRange {
+            first: FrameNo(w.warm_from),
+            end: FrameNo(w.end),
+            write_from: FrameNo(w.own_from),
+        },
+        None => FrameRange::video(geo.num_frames),
     };
     if set.objects.is_empty() {
         // A window without prompted objects: its written frames, with no objects.
@@ -500,12 +506,12 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             &paths,
             &video,
             &inp.video_id,
-            (own_from, shift + run_frames, frame_interval),
+            (range.write_from.get(), range.end.get(), frame_interval),
             &params,
         );
     }
-    let plan = Plan::new(
-        run_frames,
+    let schedule = Schedule::new(
+        range,
         &set.prompted_frames(),
         track_stride,
         frame_interval,
@@ -533,9 +539,9 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         model.config.size,
         model.config.version,
         model.config.image_size,
-        plan.len()
+        schedule.len()
     );
-    let processed_total = plan.len();
+    let processed_total = schedule.len();
     let cfg = TrackerConfig {
         fill_hole_area: ta.fill_hole_area,
         max_cond_frames: ta.max_cond_frames,
@@ -543,21 +549,25 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         reverse_chunk: ta.reverse_chunk.max(1),
         batch_objects: ta.batch_objects.max(1),
         spool_dir: std::env::temp_dir(),
+        spool_file: Some(state::spool_path(&paths.dir)),
     };
-    let mut tracker = Tracker::new(&model, cfg, plan, set.clone(), geo.width, geo.height)
+    let mut tracker = Tracker::new(&model, cfg, schedule, set.clone(), geo.width, geo.height)
         .map_err(|e| JobError::Failed(e.to_string()))?;
     if ta.span == SpanMode::Prompts {
-        let last = run_frames.saturating_sub(1);
-        let local: Vec<(u64, u64)> = set
+        let last = FrameNo(range.end.get().saturating_sub(1));
+        let spans: Vec<(FrameNo, FrameNo)> = set
             .objects
             .iter()
             .map(|o| {
-                let (lo, hi) = spans.get(&o.id).copied().unwrap_or((0, u64::MAX));
-                (lo.saturating_sub(shift), hi.saturating_sub(shift).min(last))
+                let (lo, hi) = spans
+                    .get(&o.id)
+                    .copied()
+                    .unwrap_or((FrameNo(0), FrameNo(u64::MAX)));
+                (lo, hi.min(last))
             })
             .collect();
         tracker
-            .set_spans(&local)
+            .set_spans(&spans)
             .map_err(|e| JobError::Internal(e.to_string()))?;
         tracing::info!(
             "--span prompts (margin {} s = {margin_frames} frames): {} of {processed_total} \
@@ -566,7 +576,6 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             tracker.active_frames()
         );
     }
-    tracker.set_spool_file(state::spool_path(&paths.dir));
     let failed: Rc<std::cell::RefCell<Vec<state::FailedFrame>>> = Rc::new(Default::default());
     if let Some((meta, _)) = &resume {
         *failed.borrow_mut() = meta.failed_frames.clone();
@@ -599,7 +608,27 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         .and_then(|s| s.parse().ok());
     let mut last_log = Instant::now();
     let mut prompted_seen = false;
-    let mut progress = |p: Progress| match p {
+    // The last frame whose objects were reported (once at debug level per frame and pass).
+    let mut objects_reported: Option<(bool, FrameNo)> = None;
+    let progress = |p: Progress| match p {
+        Progress::Prompting { frame, done, total } | Progress::Tracking { frame, done, total } => {
+            // A frame with many objects: progress inside it.
+            let prompting = matches!(p, Progress::Prompting { .. });
+            let what = if prompting {
+                "prompt pre-pass"
+            } else {
+                "tracking"
+            };
+            if let Some(b) = &bar {
+                b.set_message(format!("{what}: frame {frame}, objects {done}/{total}"));
+            } else if last_log.elapsed().as_secs_f64() >= 5.0 {
+                last_log = Instant::now();
+                tracing::info!("{what}: frame {frame}: {done}/{total} objects");
+            } else if objects_reported != Some((prompting, frame)) {
+                tracing::debug!("{what}: frame {frame}: {done}/{total} objects");
+            }
+            objects_reported = Some((prompting, frame));
+        }
         Progress::Prompted { frame } => {
             if !prompted_seen {
                 prompted_seen = true;
@@ -626,11 +655,11 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
                 );
             }
             // Test hooks (documented in the tests): a hard kill or a SIGTERM at a frame.
-            if test_kill_at == Some(frame) {
+            if test_kill_at == Some(frame.get()) {
                 // SAFETY: raising a signal on this process.
                 unsafe { libc::raise(libc::SIGKILL) };
             }
-            if test_term_at == Some(frame) {
+            if test_term_at == Some(frame.get()) {
                 // SAFETY: raising a signal on this process.
                 unsafe { libc::raise(libc::SIGTERM) };
             }
@@ -680,7 +709,6 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         windows,
         last_window_end: Instant::now(),
         processed_at_window_end: resume_at.unwrap_or(0),
-        shift,
         window_frames,
         num_frames: geo.num_frames,
     };
@@ -689,15 +717,15 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     let every = args.job.checkpoint_every.max(0.0);
     let params_c = params.clone();
     let failed_c = failed.clone();
-    let mut hook = |t: &Tracker<'_>, stage: Stage| -> Result<Flow, crate::tracker::TrackError> {
+    let hook = |t: &Tracker<'_>, stage: Stage| -> Result<Flow, TrackError> {
         let stop = signals::stop_requested();
         let (window_end, force) = match stage {
             Stage::Rest(next) => {
-                let plan = t.plan();
+                let schedule = t.schedule();
                 // The first checkpoint after the first stretch is always taken: it frees the
                 // spool.
-                let force = next == plan.head_end + 1 || next >= plan.len();
-                (clock.advance(plan, next, device), force)
+                let force = next == schedule.head_end().next() || next.get() >= schedule.len();
+                (clock.advance(schedule, next, device), force)
             }
             _ => (false, false),
         };
@@ -708,7 +736,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             let res = (|| -> Result<(), JobError> {
                 file.sync_data().map_err(out_err(&paths.partial))?;
                 let state = t.save_state().map_err(|e| match e {
-                    crate::tracker::TrackError::Spool { .. } => output_error(e.to_string()),
+                    TrackError::Spool { .. } => output_error(e.to_string()),
                     e => JobError::Failed(format!("saving the tracker state: {e}")),
                 })?;
                 let meta = Meta {
@@ -716,7 +744,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
                     params: params_c.clone(),
                     stage,
                     next: match stage {
-                        Stage::Rest(n) => n,
+                        Stage::Rest(n) => n.get(),
                         _ => 0,
                     },
                     offset: pos.offset.get(),
@@ -733,7 +761,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             }
             checkpointed = true;
             last_ckpt = Instant::now();
-            let first = matches!(stage, Stage::Head(_) | Stage::Reverse(_));
+            let first = stage.in_first_stretch();
             if spool_in_checkpoint && !first {
                 state::remove_spool(&paths.dir);
             }
@@ -742,19 +770,12 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         }
         Ok(if stop { Flow::Stop } else { Flow::Continue })
     };
-    let end = tracker.run_resumable(
-        &mut io::Shifted {
-            inner: &mut frames,
-            shift,
-        },
-        &mut io::Owned {
-            inner: &mut sink,
-            shift,
-            own_from,
-        },
-        &mut progress,
+    let mut observer = JobObserver { progress, hook };
+    let end = tracker.run(
+        &mut frames,
+        &mut sink,
         resume_state.as_deref(),
-        &mut hook,
+        &mut observer,
     );
     let windows = clock.windows;
     if let Some(b) = &bar {
@@ -902,9 +923,16 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         }
         Err(e) => {
             let err = match e {
-                crate::tracker::TrackError::Video(m) => JobError::Input(format!("video: {m}")),
-                crate::tracker::TrackError::Sink(m) => output_error(m),
-                e @ crate::tracker::TrackError::Spool { .. } => output_error(e.to_string()),
+                TrackError::Video(m) => JobError::Input(format!("video: {m}")),
+                TrackError::Sink(m) => output_error(m),
+                e @ TrackError::Spool { .. } => output_error(e.to_string()),
+                e @ (TrackError::State(_) | TrackError::SpoolDamaged { .. }) => {
+                    JobError::Checkpoint(format!(
+                        "{e}: the checkpoint in {} cannot be resumed; run with --restart to \
+                         start again",
+                        paths.dir.display()
+                    ))
+                }
                 other => JobError::Failed(other.to_string()),
             };
             set_status(&mut manifest, "failed", vec![err.to_string()]);
@@ -966,7 +994,6 @@ struct WindowClock {
     windows: Vec<WindowRecord>,
     last_window_end: Instant,
     processed_at_window_end: usize,
-    shift: u64,
     window_frames: u64,
     num_frames: u64,
 }
@@ -974,20 +1001,22 @@ struct WindowClock {
 impl WindowClock {
     /// Records the windows finished before processed index `next` of the final stretch;
     /// whether any was (a checkpoint is then due).
-    fn advance(&mut self, plan: &Plan, next: usize, device: tch::Device) -> bool {
-        let (shift, window_frames) = (self.shift, self.window_frames);
+    fn advance(&mut self, schedule: &Schedule, next: ProcIdx, device: tch::Device) -> bool {
+        let window_frames = self.window_frames;
+        let next = next.get();
+        let frame = |t: usize| schedule.frame(ProcIdx(t)).get();
         // Windows finished: every window before the one of the next processed frame.
-        let done_before = if next >= plan.len() {
+        let done_before = if next >= schedule.len() {
             u64::MAX
         } else {
-            window_of(plan.processed[next] + shift, window_frames)
+            window_of(frame(next), window_frames)
         };
         let first_open = self
             .windows
             .last()
             .map(|w: &WindowRecord| w.index + 1)
             .unwrap_or(0);
-        let last_done = window_of(plan.processed[next - 1] + shift, window_frames);
+        let last_done = window_of(frame(next - 1), window_frames);
         if !(done_before > first_open && last_done >= first_open) {
             return false;
         }
@@ -1007,7 +1036,7 @@ impl WindowClock {
                 fps: nproc as f64 / wall.max(1e-9),
                 peak_rss_bytes: peak_rss_bytes(),
                 peak_gpu_bytes: crate::model::cuda::peak_allocated_bytes(device),
-                in_first_stretch: n_new > 1 || next == plan.head_end + 1,
+                in_first_stretch: n_new > 1 || next == schedule.head_end().get() + 1,
             });
             tracing::info!(
                 "window {k} (frames {first_frame}..={last_frame}) done: {nproc} processed frames \
@@ -1022,6 +1051,32 @@ impl WindowClock {
         self.last_window_end = Instant::now();
         self.processed_at_window_end = next;
         true
+    }
+}
+
+/// The job's observer of a run: progress (bar, logs, test hooks), checkpoints at resume points,
+/// and stop signals, also polled between object batches and between the objects of a prompted
+/// frame.
+struct JobObserver<P, H> {
+    progress: P,
+    hook: H,
+}
+
+impl<P, H> Observer for JobObserver<P, H>
+where
+    P: FnMut(Progress),
+    H: FnMut(&Tracker<'_>, Stage) -> Result<Flow, TrackError>,
+{
+    fn progress(&mut self, event: Progress) {
+        (self.progress)(event)
+    }
+
+    fn at_resume_point(&mut self, tracker: &Tracker<'_>, stage: Stage) -> Result<Flow, TrackError> {
+        (self.hook)(tracker, stage)
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        signals::stop_requested()
     }
 }
 
@@ -1086,19 +1141,19 @@ fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(a, b) * b
 }
 
-/// The prompts a window run uses: each object's prompts inside `warm_from..end`, shifted to the
-/// window's frame numbers; objects without one are left out (with a warning).
+/// The prompts a window run uses: each object's prompts inside `warm_from..end`; objects without
+/// one are left out (with a warning).
 fn window_prompts(
-    set: &crate::prompts::PromptSet,
+    set: &crate::tracker::PromptSet,
     w: &WindowRange,
     warnings: &mut Vec<String>,
-) -> crate::prompts::PromptSet {
-    let mut out = crate::prompts::PromptSet::default();
+) -> crate::tracker::PromptSet {
+    let mut out = crate::tracker::PromptSet::default();
     for o in &set.objects {
-        let frames: std::collections::BTreeMap<u64, crate::prompts::FramePrompt> = o
+        let frames: std::collections::BTreeMap<FrameNo, crate::tracker::FramePrompt> = o
             .frames
-            .range(w.warm_from..w.end)
-            .map(|(f, p)| (f - w.warm_from, p.clone()))
+            .range(FrameNo(w.warm_from)..FrameNo(w.end))
+            .map(|(f, p)| (*f, p.clone()))
             .collect();
         if frames.is_empty() {
             let msg = format!(
@@ -1109,7 +1164,7 @@ fn window_prompts(
             warnings.push(msg);
             continue;
         }
-        out.objects.push(crate::prompts::ObjectPrompts {
+        out.objects.push(crate::tracker::ObjectPrompts {
             id: o.id.clone(),
             label: o.label.clone(),
             frames,

@@ -4,8 +4,7 @@
 
 use crate::output::jsonl::{FrameRecord, ObjectRecord};
 use crate::output::rle::Rle;
-use crate::prompts::PromptSet;
-use crate::tracker::{FrameResult, TrackError};
+use crate::tracker::{FrameResult, PromptSet, TrackError};
 
 /// The output line of a frame: the objects with a non-empty mask, in prompt-file order.
 pub fn frame_record(r: &FrameResult, prompts: &PromptSet) -> Result<FrameRecord, TrackError> {
@@ -27,7 +26,7 @@ pub fn frame_record(r: &FrameResult, prompts: &PromptSet) -> Result<FrameRecord,
         }
     }
     Ok(FrameRecord {
-        frame_number: r.number,
+        frame_number: r.number.get(),
         time_s: r.seconds,
         objects,
     })
