@@ -1,18 +1,20 @@
-//! Optional per-stage time accounting (`densam annotate --profile`): where a run's wall time
-//! goes, split into the model's stages (image encoder, memory attention, mask decoder, memory
-//! encoder) and the tracker's output step (video-resolution masks, device-to-host copy, RLE).
+//! Optional per-section time accounting (`densam annotate --profile`): where a run's wall time
+//! goes, split into sections: the model's stages (image encoder, memory attention, mask decoder,
+//! memory encoder) and the tracker's output step (video-resolution masks, device-to-host copy,
+//! RLE).
 //!
 //! Off by default and then free (one relaxed atomic load per scope). When on for a CUDA run,
 //! every scope boundary synchronises the device so that asynchronous kernels are charged to the
-//! stage that launched them; that removes CPU/GPU overlap, so a profiled run is somewhat slower
-//! than a plain one and its totals are an upper bound per stage.
+//! section that launched them; that removes CPU/GPU overlap, so a profiled run is somewhat slower
+//! than a plain one and its totals are an upper bound per section.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
-/// A timed stage. Scopes of different stages never nest, so the totals add up.
+/// A timed section of the run (named `Section`, not `Stage`: the tracker's `Stage` is its resume
+/// point). Scopes of different sections never nest, so the totals add up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
+pub enum Section {
     ImageEncoder,
     MemoryAttention,
     MaskDecoder,
@@ -23,25 +25,25 @@ pub enum Stage {
     Output,
 }
 
-impl Stage {
-    pub const ALL: [Stage; 6] = [
-        Stage::ImageEncoder,
-        Stage::MemoryAttention,
-        Stage::MaskDecoder,
-        Stage::MemoryEncoder,
-        Stage::StepPost,
-        Stage::Output,
+impl Section {
+    pub const ALL: [Section; 6] = [
+        Section::ImageEncoder,
+        Section::MemoryAttention,
+        Section::MaskDecoder,
+        Section::MemoryEncoder,
+        Section::StepPost,
+        Section::Output,
     ];
 
     /// The key used in logs and `run.json`.
     pub fn name(self) -> &'static str {
         match self {
-            Stage::ImageEncoder => "image_encoder",
-            Stage::MemoryAttention => "memory_attention",
-            Stage::MaskDecoder => "mask_decoder",
-            Stage::MemoryEncoder => "memory_encoder",
-            Stage::StepPost => "step_post",
-            Stage::Output => "output_masks",
+            Section::ImageEncoder => "image_encoder",
+            Section::MemoryAttention => "memory_attention",
+            Section::MaskDecoder => "mask_decoder",
+            Section::MemoryEncoder => "memory_encoder",
+            Section::StepPost => "step_post",
+            Section::Output => "output_masks",
         }
     }
 }
@@ -72,22 +74,25 @@ fn sync() {
     }
 }
 
-/// An open timing scope; charges its stage when dropped.
+/// An open timing scope; charges its section when dropped.
 #[must_use = "a scope measures until it is dropped"]
 pub struct Scope {
-    stage: Stage,
+    section: Section,
     start: Option<Instant>,
 }
 
-/// Opens a scope for `stage` (a no-op when accounting is off or a scope is already open, so a
-/// stage called from inside another is charged to the outer one).
-pub fn scope(stage: Stage) -> Scope {
+/// Opens a scope for `section` (a no-op when accounting is off or a scope is already open, so
+/// a section entered from inside another is charged to the outer one).
+pub fn scope(section: Section) -> Scope {
     if !enabled() || OPEN.swap(true, Ordering::Relaxed) {
-        return Scope { stage, start: None };
+        return Scope {
+            section,
+            start: None,
+        };
     }
     sync();
     Scope {
-        stage,
+        section,
         start: Some(Instant::now()),
     }
 }
@@ -96,9 +101,9 @@ impl Drop for Scope {
     fn drop(&mut self) {
         if let Some(t) = self.start {
             sync();
-            let i = Stage::ALL
+            let i = Section::ALL
                 .iter()
-                .position(|s| *s == self.stage)
+                .position(|s| *s == self.section)
                 .unwrap_or(0);
             NANOS[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             CALLS[i].fetch_add(1, Ordering::Relaxed);
@@ -107,18 +112,18 @@ impl Drop for Scope {
     }
 }
 
-/// Seconds per stage so far, in [`Stage::ALL`] order.
+/// Seconds per section so far, in [`Section::ALL`] order.
 pub fn totals() -> Vec<(&'static str, f64)> {
-    Stage::ALL
+    Section::ALL
         .iter()
         .enumerate()
         .map(|(i, s)| (s.name(), NANOS[i].load(Ordering::Relaxed) as f64 * 1e-9))
         .collect()
 }
 
-/// Number of scopes closed per stage, in [`Stage::ALL`] order.
+/// Number of scopes closed per section, in [`Section::ALL`] order.
 pub fn calls() -> Vec<(&'static str, u64)> {
-    Stage::ALL
+    Section::ALL
         .iter()
         .enumerate()
         .map(|(i, s)| (s.name(), CALLS[i].load(Ordering::Relaxed)))
@@ -130,11 +135,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nested_scopes_charge_the_outer_stage() {
+    fn nested_scopes_charge_the_outer_section() {
         enable(None);
         {
-            let _a = scope(Stage::MaskDecoder);
-            let _b = scope(Stage::MemoryEncoder);
+            let _a = scope(Section::MaskDecoder);
+            let _b = scope(Section::MemoryEncoder);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let t = totals();

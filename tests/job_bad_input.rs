@@ -293,22 +293,3 @@ fn frames_missing_from_a_truncated_mp4_are_failed_frames() {
     let o = densam(&a, &[]);
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
 }
-
-/// A spool cut short under a first-stretch checkpoint is damaged resume state (exit 4), not an
-/// output error. Needs the test hooks (a kill inside the first stretch) and the tracker's
-/// damaged-spool error (the tracker's side of issue 14 items 4 and 6).
-#[test]
-#[ignore = "until the tracker reports a damaged spool; then with --features fault-injection"]
-fn truncated_spool_is_refused_with_a_restart_hint() {
-    let _g = one_heavy_run();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let a = args(&out, &["--checkpoint-every", "0"]);
-    // Killed in the forward head (frames 2..): the checkpoint refers to the spool.
-    common::killed_at(&a, 6);
-    let spool = out.join(".densam-spool");
-    let b = std::fs::read(&spool).unwrap();
-    std::fs::write(&spool, &b[..b.len() / 2]).unwrap();
-    let o = densam(&a, &[]);
-    assert_exit_says(&o, Some(4), "--restart");
-}

@@ -356,7 +356,7 @@ fn check(input: &[u8]) -> &'static str {
             );
             for o in &set.objects {
                 for (f, p) in &o.frames {
-                    assert!(*f < GEO.num_frames);
+                    assert!(f.get() < GEO.num_frames);
                     assert_eq!(p.points.len(), p.labels.len());
                     if let Some(m) = &p.mask {
                         assert!(m.height <= 48 && m.width <= 64 && m.area() > 0);

@@ -16,22 +16,25 @@
 //!
 //! What the job hides stays at the tracker API (`Tracker`, with the job's own frame source): the
 //! stored low-res logits of every processed frame against the official ones, objects batched
-//! against one by one (within fp32 tolerance), the bounded bank, and save/load of the memory
-//! banks equal to an uninterrupted run (bit for bit).
+//! against one by one (within fp32 tolerance), the bounded bank, and runs stopped and resumed
+//! in each pass (also stopped inside a frame, between objects) equal to an uninterrupted run (bit
+//! for bit).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use densam::job::io::JobFrames;
 use densam::mask::Rle;
 use densam::model::sam2::Sam2Model;
 use densam::output::jsonl::FrameRecord;
-use densam::prompts::{self, PromptSet, VideoGeometry};
-use densam::tracker::{FrameResult, Plan, ResultSink, TrackError, Tracker, TrackerConfig};
+use densam::prompts::{self, VideoGeometry};
+use densam::tracker::{
+    Flow, FrameNo, FrameRange, FrameResult, Observer, Pass, ProcIdx, PromptSet, RawOutput,
+    ResultSink, RunEnd, Schedule, Stage, TrackError, Tracker, TrackerConfig,
+};
 use densam::video::VideoSource;
 use tch::Device;
 
@@ -324,16 +327,31 @@ fn job_frames(video: &VideoSource) -> JobFrames<'_> {
     JobFrames::new(video, IMAGE_SIZE as usize, 1.0)
 }
 
-struct Collect(Vec<FrameResult>, Vec<u64>);
+struct Collect(Vec<FrameResult>, Vec<FrameNo>);
 impl ResultSink for Collect {
-    fn encode(&mut self, r: FrameResult) -> Result<Vec<u8>, TrackError> {
+    fn format(&mut self, r: FrameResult) -> Result<Vec<u8>, TrackError> {
         let n = r.number;
         self.0.push(r);
-        Ok(n.to_le_bytes().to_vec())
+        Ok(n.get().to_le_bytes().to_vec())
     }
-    fn write(&mut self, number: u64, _bytes: &[u8]) -> Result<(), TrackError> {
+    fn write(&mut self, number: FrameNo, _bytes: &[u8]) -> Result<(), TrackError> {
         self.1.push(number);
         Ok(())
+    }
+}
+
+/// The schedule of the fixture clip (every frame processed and written).
+fn schedule(set: &PromptSet) -> Schedule {
+    Schedule::new(FrameRange::video(FRAMES), &set.prompted_frames(), 1, 1, 1).unwrap()
+}
+
+/// The low-res logits of every raw output, as (pass, processed index, object, values).
+type RawLog = Vec<(Pass, usize, usize, Vec<f32>)>;
+
+fn log_raw(log: &mut RawLog, pass: Pass, t: ProcIdx, outs: &[RawOutput]) {
+    for o in outs {
+        let v = Vec::<f32>::try_from(o.low_res.flatten(0, -1)).unwrap();
+        log.push((pass, t.get(), o.object, v));
     }
 }
 
@@ -352,7 +370,7 @@ fn run_api(fx: &Fixture, batch: usize) -> (Masks, Vec<f32>) {
     let dir = &fx.dir;
     let video = VideoSource::open(&dir.join("frames")).unwrap();
     let set = load_prompts(dir, &video);
-    let plan = Plan::new(FRAMES, &set.prompted_frames(), 1, 1, 1).unwrap();
+    let plan = schedule(&set);
     let model = Sam2Model::load(&fx.ckpt21, Device::Cpu, IMAGE_SIZE).unwrap();
     let spool = tempfile::tempdir().unwrap();
     let cfg = TrackerConfig {
@@ -365,20 +383,32 @@ fn run_api(fx: &Fixture, batch: usize) -> (Masks, Vec<f32>) {
     let n_obj = set.objects.len();
     let p = plan.len();
     let r = (IMAGE_SIZE / 4) as usize;
-    let low = Arc::new(Mutex::new(vec![f32::NAN; p * n_obj * r * r]));
     let mut tracker = Tracker::new(&model, cfg, plan, set.clone(), 320, 240).unwrap();
-    let low2 = low.clone();
-    tracker.set_observer(Box::new(move |t, outs| {
-        let mut l = low2.lock().unwrap();
-        for (o, out) in outs.iter().enumerate() {
-            let v = Vec::<f32>::try_from(out.low_res.flatten(0, -1)).unwrap();
-            let base = (t * n_obj + o) * r * r;
-            l[base..base + r * r].copy_from_slice(&v);
+    // The last outputs of every processed frame (the reverse pass's on `s`).
+    struct LastLowRes {
+        low: Vec<f32>,
+        n_obj: usize,
+        r: usize,
+    }
+    impl Observer for LastLowRes {
+        fn raw_outputs(&mut self, _pass: Pass, t: ProcIdx, outs: &[RawOutput]) {
+            let r2 = self.r * self.r;
+            for (o, out) in outs.iter().enumerate() {
+                let v = Vec::<f32>::try_from(out.low_res.flatten(0, -1)).unwrap();
+                let base = (t.get() * self.n_obj + o) * r2;
+                self.low[base..base + r2].copy_from_slice(&v);
+            }
         }
-    }));
+    }
+    let mut obs = LastLowRes {
+        low: vec![f32::NAN; p * n_obj * r * r],
+        n_obj,
+        r,
+    };
     let mut frames = job_frames(&video);
     let mut sink = Collect(Vec::new(), Vec::new());
-    tracker.run(&mut frames, &mut sink, &mut |_| {}).unwrap();
+    let end = tracker.run(&mut frames, &mut sink, None, &mut obs).unwrap();
+    assert_eq!(end, RunEnd::Finished);
     // Bounded state: at the end only the read-set of a (virtual) next frame is left: pointers
     // of at most 15 tracked frames, memories of at most 6.
     for b in tracker.banks() {
@@ -387,19 +417,18 @@ fn run_api(fx: &Fixture, batch: usize) -> (Masks, Vec<f32>) {
     }
     drop(tracker);
     // Output order: ascending, every frame once.
-    assert_eq!(sink.1, (0..FRAMES).collect::<Vec<u64>>());
+    assert_eq!(sink.1, (0..FRAMES).map(FrameNo).collect::<Vec<_>>());
     let mut masks = Masks::new();
     for fr in &sink.0 {
         for o in &fr.objects {
             let rle = Rle::from_counts(o.mask.height, o.mask.width, o.mask.counts.clone()).unwrap();
             masks.insert(
-                (fr.number, set.objects[o.object].id.clone()),
+                (fr.number.get(), set.objects[o.object].id.clone()),
                 rle.decode_row_major(),
             );
         }
     }
-    let low = low.lock().unwrap().clone();
-    (masks, low)
+    (masks, obs.low)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -598,61 +627,163 @@ fn fill_holes_matches_official() {
     );
 }
 
+/// A sink keeping the bytes written (every field of every result, bit for bit).
+#[derive(Default)]
+struct Bytes(Vec<(FrameNo, Vec<u8>)>);
+impl ResultSink for Bytes {
+    fn format(&mut self, r: FrameResult) -> Result<Vec<u8>, TrackError> {
+        let mut b = Vec::new();
+        b.extend(r.number.get().to_le_bytes());
+        b.extend(r.seconds.to_bits().to_le_bytes());
+        for o in &r.objects {
+            b.extend((o.object as u64).to_le_bytes());
+            b.extend(o.score.to_bits().to_le_bytes());
+            b.extend(o.iou.to_bits().to_le_bytes());
+            for c in &o.mask.counts {
+                b.extend(c.to_le_bytes());
+            }
+        }
+        Ok(b)
+    }
+    fn write(&mut self, number: FrameNo, bytes: &[u8]) -> Result<(), TrackError> {
+        self.0.push((number, bytes.to_vec()));
+        Ok(())
+    }
+}
+
+/// Logs raw outputs; saves the state at `save_at` (or, with `stop_after`, asks to stop between
+/// the objects of the frame after that stage and saves the state it stops at).
+#[derive(Default)]
+struct Interrupter {
+    raw: RawLog,
+    save_at: Vec<Stage>,
+    /// (stage, state, raw outputs logged before it).
+    saved: Vec<(Stage, Vec<u8>, usize)>,
+    stop_after: Option<Stage>,
+    stopping: bool,
+    polls: usize,
+}
+
+impl Observer for Interrupter {
+    fn raw_outputs(&mut self, pass: Pass, t: ProcIdx, outs: &[RawOutput]) {
+        log_raw(&mut self.raw, pass, t, outs);
+    }
+
+    fn at_resume_point(&mut self, tracker: &Tracker<'_>, stage: Stage) -> Result<Flow, TrackError> {
+        if self.stop_after == Some(stage) && !self.stopping {
+            self.stopping = true;
+            return Ok(Flow::Continue);
+        }
+        if self.save_at.contains(&stage) || self.stopping {
+            assert!(tracker.can_save());
+            let state = tracker.save_state()?;
+            self.saved.push((stage, state, self.raw.len()));
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        self.polls += 1;
+        self.stopping
+    }
+}
+
+/// Runs stopped in the forward head, the reverse pass and the rest, each between two objects
+/// of a frame (the frame undone), save the same state as an uninterrupted run at that point;
+/// resumed from it, they go on exactly as the uninterrupted run (raw outputs bit for bit, the
+/// same bytes written). The reverse pass is resumed with other chunk boundaries.
 #[test]
-fn bank_save_load_equals_uninterrupted() {
+fn stopped_and_resumed_runs_equal_uninterrupted() {
     tch::set_num_threads(1);
     let fx = fixture();
     let dir = &fx.dir;
     let video = VideoSource::open(&dir.join("frames")).unwrap();
     let set = load_prompts(dir, &video);
     let model = Sam2Model::load(&fx.ckpt21, Device::Cpu, IMAGE_SIZE).unwrap();
-    let plan = Plan::new(FRAMES, &set.prompted_frames(), 1, 1, 1).unwrap();
-    let s = plan.start;
-    let cfg = TrackerConfig {
+    let plan = schedule(&set);
+    let (s, head_end) = (plan.start().get(), plan.head_end().get());
+    assert!(s >= 2 && head_end + 4 < plan.len(), "fixture layout");
+    let stages = [
+        Stage::Head(ProcIdx(s + 6)),
+        Stage::Reverse(ProcIdx(1)),
+        Stage::Rest(ProcIdx(head_end + 4)),
+    ];
+    let work = tempfile::tempdir().unwrap();
+    let cfg = |spool: &str| TrackerConfig {
         fill_hole_area: 0,
         batch_objects: 1,
+        reverse_chunk: 2,
+        spool_file: Some(work.path().join(spool)),
         ..TrackerConfig::default()
     };
-    let mk = || Tracker::new(&model, cfg.clone(), plan.clone(), set.clone(), 320, 240).unwrap();
     let mut frames = job_frames(&video);
-    let collect =
-        |t: &mut Tracker, frames: &mut JobFrames, range: std::ops::RangeInclusive<usize>| {
-            let mut got: Vec<(u64, Vec<f32>)> = Vec::new();
-            t.track_range(frames, range, false, true, &mut |n, outs| {
-                for o in outs {
-                    got.push((n, Vec::<f32>::try_from(o.low_res.flatten(0, -1)).unwrap()));
-                }
-            })
-            .unwrap();
-            got
+    let run = |cfg: TrackerConfig,
+               frames: &mut JobFrames,
+               resume: Option<&[u8]>,
+               obs: &mut Interrupter|
+     -> (RunEnd, Bytes) {
+        let mut t = Tracker::new(&model, cfg, plan.clone(), set.clone(), 320, 240).unwrap();
+        let mut sink = Bytes::default();
+        let end = t.run(frames, &mut sink, resume, obs).unwrap();
+        (end, sink)
+    };
+    let mut full = Interrupter {
+        save_at: stages.to_vec(),
+        ..Interrupter::default()
+    };
+    let (end, full_out) = run(cfg("full"), &mut frames, None, &mut full);
+    assert_eq!(end, RunEnd::Finished);
+    assert_eq!(full.saved.len(), 3);
+    assert!(full.polls > 0);
+    for (k, &stage) in stages.iter().enumerate() {
+        let spool = format!("spool-{k}");
+        let mut stopped = Interrupter {
+            stop_after: Some(stage),
+            ..Interrupter::default()
         };
-    let mut a = mk();
-    a.prepass(&mut frames, &mut |_| {}).unwrap();
-    let full = collect(&mut a, &mut frames, s..=s + 12);
-    let mut b = mk();
-    b.prepass(&mut frames, &mut |_| {}).unwrap();
-    collect(&mut b, &mut frames, s..=s + 5);
-    let bytes = b.save_banks().unwrap();
-    drop(b);
-    let mut c = mk();
-    c.prepass(&mut frames, &mut |_| {}).unwrap();
-    c.load_banks(&bytes).unwrap();
-    let resumed = collect(&mut c, &mut frames, s + 6..=s + 12);
-    let tail: Vec<_> = full
-        .iter()
-        .filter(|(n, _)| *n >= plan.processed[s + 6])
-        .cloned()
-        .collect();
-    assert_eq!(tail.len(), resumed.len());
-    assert!(
-        tail == resumed,
-        "resumed outputs differ from the uninterrupted run"
-    );
-    eprintln!(
-        "bank: {} bytes for {} objects after 6 frames",
-        bytes.len(),
-        set.objects.len()
-    );
+        let (end, _) = run(cfg(&spool), &mut frames, None, &mut stopped);
+        assert_eq!(
+            end,
+            RunEnd::Stopped(stage),
+            "stopped inside the frame after {stage:?}"
+        );
+        let (at, state, n_raw) = &full.saved[k];
+        assert_eq!(*at, stage);
+        assert_eq!(stopped.saved.len(), 1);
+        assert!(
+            stopped.saved[0].1 == *state,
+            "{stage:?}: the state of a run stopped inside the next frame differs"
+        );
+        let mut resumed = Interrupter::default();
+        let (end, out) = run(cfg(&spool), &mut frames, Some(state), &mut resumed);
+        assert_eq!(end, RunEnd::Finished);
+        assert_eq!(resumed.raw.len(), full.raw.len() - n_raw, "{stage:?}");
+        assert!(
+            resumed.raw == full.raw[*n_raw..],
+            "{stage:?}: resumed outputs differ from the uninterrupted run"
+        );
+        let want: Vec<_> = match stage {
+            Stage::Rest(next) => {
+                let from = plan.frame(next);
+                full_out
+                    .0
+                    .iter()
+                    .filter(|(n, _)| *n >= from)
+                    .cloned()
+                    .collect()
+            }
+            _ => full_out.0.clone(),
+        };
+        assert!(out.0 == want, "{stage:?}: resumed results differ");
+        eprintln!(
+            "stopped inside the frame after {stage:?} ({} polls), resumed: {} raw outputs and {} \
+             results equal; state {} bytes",
+            stopped.polls,
+            resumed.raw.len(),
+            out.0.len(),
+            state.len()
+        );
+    }
 }
 
 #[test]

@@ -110,11 +110,11 @@ impl<'a> Checkpointer<'a> {
         let flow = if stop { Flow::Stop } else { Flow::Continue };
         let (window_end, force) = match stage {
             Stage::Rest(next) => {
-                let plan = t.plan();
+                let schedule = t.schedule();
                 // The first checkpoint after the first stretch is always taken: it frees the
                 // spool.
-                let force = next == plan.head_end + 1 || next >= plan.len();
-                (self.clock.advance(plan, next), force)
+                let force = next == schedule.head_end().next() || next.get() >= schedule.len();
+                (self.clock.advance(schedule, next), force)
             }
             _ => (false, false),
         };
@@ -131,7 +131,7 @@ impl<'a> Checkpointer<'a> {
         }
         self.checkpointed = true;
         self.last = Instant::now();
-        let first = matches!(stage, Stage::Head(_) | Stage::Reverse(_));
+        let first = stage.in_first_stretch();
         if self.spool_in_checkpoint && !first {
             state::remove_spool(&self.paths.dir);
         }
@@ -156,7 +156,7 @@ impl<'a> Checkpointer<'a> {
             params: self.params.clone(),
             stage,
             next: match stage {
-                Stage::Rest(n) => n,
+                Stage::Rest(n) => n.get(),
                 _ => 0,
             },
             offset: pos.offset.get(),

@@ -155,8 +155,8 @@ pub fn empty_window(
     frame_interval: u64,
     params: &RunParams,
 ) -> Result<Outcome, JobError> {
-    let (shift, from, run_frames) = job.run_frames();
-    let end = shift + run_frames;
+    let range = job.range();
+    let (from, end) = (range.write_from.get(), range.end.get());
     let mut text = Vec::new();
     let mut n_lines = 0;
     for n in (from.div_ceil(frame_interval) * frame_interval..end).step_by(frame_interval as usize)

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use super::JobError;
 use super::report::frame_record;
 use crate::output::jsonl::{OutputError, open_truncated};
-use crate::prompts::PromptSet;
-use crate::tracker::{FrameInput, FrameResult, FrameSource, ResultSink, TrackError};
+use crate::tracker::{
+    FrameInput, FrameNo, FrameResult, FrameSource, PromptSet, ResultSink, TrackError,
+};
 use crate::video::{
     DEFAULT_QUEUE_FRAMES, ErrorPolicy, ModelRgb, Selection, StreamOptions, VideoSource,
     model_rgb_tensor,
@@ -54,13 +55,13 @@ impl<'a> JobFrames<'a> {
 impl FrameSource for JobFrames<'_> {
     fn for_each_frame(
         &mut self,
-        numbers: &[u64],
+        numbers: &[FrameNo],
         f: &mut dyn FnMut(FrameInput) -> Result<(), TrackError>,
     ) -> Result<(), TrackError> {
         if numbers.is_empty() {
             return Ok(());
         }
-        let list: Vec<usize> = numbers.iter().map(|&n| n as usize).collect();
+        let list: Vec<usize> = numbers.iter().map(|n| n.get() as usize).collect();
         // The resizes (the costly part after decoding) run on a few preparing threads beside
         // the decoder; the model image travels as uint8 and is normalised on the model's device.
         let pre_resize = (self.scale > 1.0).then(|| {
@@ -118,7 +119,7 @@ impl FrameSource for JobFrames<'_> {
             self.decode_time += t.elapsed();
             self.decoded += 1;
             f(FrameInput {
-                number: fr.info.number as u64,
+                number: FrameNo(fr.info.number as u64),
                 seconds: fr.info.seconds,
                 image,
             })?;
@@ -126,12 +127,12 @@ impl FrameSource for JobFrames<'_> {
         Ok(())
     }
 
-    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
+    fn frame_seconds(&mut self, numbers: &[FrameNo]) -> Result<Vec<f64>, TrackError> {
         numbers
             .iter()
             .map(|&n| {
                 self.video
-                    .frame_info(n as usize)
+                    .frame_info(n.get() as usize)
                     .map(|i| i.seconds)
                     .map_err(|e| TrackError::Video(e.to_string()))
             })
@@ -223,7 +224,7 @@ impl<'a> JobSink<'a> {
 }
 
 impl ResultSink for JobSink<'_> {
-    fn encode(&mut self, r: FrameResult) -> Result<Vec<u8>, TrackError> {
+    fn format(&mut self, r: FrameResult) -> Result<Vec<u8>, TrackError> {
         let t = Instant::now();
         let mut frame = frame_record(&r, self.prompts)?;
         if self.hd_epic {
@@ -238,7 +239,7 @@ impl ResultSink for JobSink<'_> {
         Ok(bytes)
     }
 
-    fn write(&mut self, _number: u64, bytes: &[u8]) -> Result<(), TrackError> {
+    fn write(&mut self, _number: FrameNo, bytes: &[u8]) -> Result<(), TrackError> {
         let t = Instant::now();
         self.file
             .write_all(bytes)
@@ -249,57 +250,5 @@ impl ResultSink for JobSink<'_> {
         self.pos.written.set(self.pos.written.get() + 1);
         self.write_time += t.elapsed();
         Ok(())
-    }
-}
-
-/// A frame source over a sub-range of the video starting at original frame `shift`: the
-/// tracker sees frames `0..` (window-parallel runs).
-pub struct Shifted<'s> {
-    pub inner: &'s mut dyn FrameSource,
-    pub shift: u64,
-}
-
-impl FrameSource for Shifted<'_> {
-    fn for_each_frame(
-        &mut self,
-        numbers: &[u64],
-        f: &mut dyn FnMut(FrameInput) -> Result<(), TrackError>,
-    ) -> Result<(), TrackError> {
-        let shift = self.shift;
-        let orig: Vec<u64> = numbers.iter().map(|n| n + shift).collect();
-        self.inner.for_each_frame(&orig, &mut |mut fi| {
-            fi.number -= shift;
-            f(fi)
-        })
-    }
-
-    fn frame_seconds(&mut self, numbers: &[u64]) -> Result<Vec<f64>, TrackError> {
-        let orig: Vec<u64> = numbers.iter().map(|n| n + self.shift).collect();
-        self.inner.frame_seconds(&orig)
-    }
-}
-
-/// A sink for a sub-range run: frame numbers shifted back to the video's, frames before
-/// `own_from` (the warm-up overlap of a window) not written.
-pub struct Owned<'s> {
-    pub inner: &'s mut dyn ResultSink,
-    pub shift: u64,
-    pub own_from: u64,
-}
-
-impl ResultSink for Owned<'_> {
-    fn encode(&mut self, mut r: FrameResult) -> Result<Vec<u8>, TrackError> {
-        r.number += self.shift;
-        if r.number < self.own_from {
-            return Ok(Vec::new());
-        }
-        self.inner.encode(r)
-    }
-
-    fn write(&mut self, number: u64, bytes: &[u8]) -> Result<(), TrackError> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        self.inner.write(number + self.shift, bytes)
     }
 }

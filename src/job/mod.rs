@@ -49,7 +49,10 @@ use std::time::Instant;
 
 use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
-use crate::tracker::{Plan, Progress, Stage, TrackError, Tracker, TrackerConfig};
+use crate::tracker::schedule::Schedule;
+use crate::tracker::{
+    Flow, FrameNo, Observer, Progress, Stage, TrackError, Tracker, TrackerConfig,
+};
 
 pub use args::AnnotateJobArgs;
 use args::SpanMode;
@@ -127,6 +130,9 @@ pub(crate) fn track_error(e: TrackError, doing: &str) -> JobError {
         TrackError::Video(m) => JobError::Input(format!("video: {m}")),
         TrackError::Sink(m) => output_error(m),
         e @ TrackError::Spool { .. } => output_error(e.to_string()),
+        e @ (TrackError::SpoolDamaged { .. } | TrackError::State(_)) => JobError::Checkpoint(
+            format!("{e}: the saved run cannot be resumed; run again with --restart"),
+        ),
         e if doing.is_empty() => JobError::Failed(e.to_string()),
         e => JobError::Failed(format!("{doing}: {e}")),
     }
@@ -354,9 +360,9 @@ fn new_tracker<'m>(
 ) -> Result<Tracker<'m>, JobError> {
     let ta = &args.track;
     let (track_stride, frame_interval) = ta.strides();
-    let (shift, _, run_frames) = job.run_frames();
-    let plan = Plan::new(
-        run_frames,
+    let range = job.range();
+    let schedule = Schedule::new(
+        range,
         &job.prompts.prompted_frames(),
         track_stride,
         frame_interval,
@@ -387,10 +393,10 @@ fn new_tracker<'m>(
         c.version,
         c.image_size,
         device,
-        plan.len(),
+        schedule.len(),
         job.window_frames
     );
-    let processed_total = plan.len();
+    let processed_total = schedule.len();
     let cfg = TrackerConfig {
         fill_hole_area: ta.fill_hole_area,
         max_cond_frames: ta.max_cond_frames,
@@ -398,21 +404,26 @@ fn new_tracker<'m>(
         reverse_chunk: ta.reverse_chunk,
         batch_objects: ta.batch_objects,
         spool_dir: std::env::temp_dir(),
+        spool_file: Some(state::spool_path(&paths.dir)),
     };
     let prompts = job.prompts.clone();
-    let mut tracker = Tracker::new(model, cfg, plan, prompts, geo.width, geo.height)?;
+    let mut tracker = Tracker::new(model, cfg, schedule, prompts, geo.width, geo.height)?;
     if ta.span == SpanMode::Prompts {
-        let last = run_frames.saturating_sub(1);
-        let local: Vec<(u64, u64)> = job
+        let last = FrameNo(range.end.get().saturating_sub(1));
+        let spans: Vec<(FrameNo, FrameNo)> = job
             .prompts
             .objects
             .iter()
             .map(|o| {
-                let (lo, hi) = job.spans.get(&o.id).copied().unwrap_or((0, u64::MAX));
-                (lo.saturating_sub(shift), hi.saturating_sub(shift).min(last))
+                let (lo, hi) = job
+                    .spans
+                    .get(&o.id)
+                    .copied()
+                    .unwrap_or((FrameNo(0), FrameNo(u64::MAX)));
+                (lo, hi.min(last))
             })
             .collect();
-        tracker.set_spans(&local)?;
+        tracker.set_spans(&spans)?;
         tracing::info!(
             "--span prompts (margin {} s = {} frames): {} of {processed_total} processed frames \
              have an object to track",
@@ -421,7 +432,6 @@ fn new_tracker<'m>(
             tracker.active_frames()
         );
     }
-    tracker.set_spool_file(state::spool_path(&paths.dir));
     Ok(tracker)
 }
 
@@ -450,8 +460,7 @@ fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcom
         ..
     } = *run;
     let ta = &args.track;
-    let (shift, own_from, _) = job.run_frames();
-    let processed_total = tracker.plan().len();
+    let processed_total = tracker.schedule().len();
     // Where the run starts: the checkpoint's point, or the start.
     let (from, saved) = match start {
         Start::Resume(c) => {
@@ -484,7 +493,6 @@ fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcom
     let clock = WindowClock::new(
         from.windows.clone(),
         from.next,
-        shift,
         window_frames,
         num_frames,
         device,
@@ -494,32 +502,12 @@ fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcom
         Checkpointer::new(paths, params, every, clock, output, failed.clone(), &from);
     let mut report = ProgressReport::new(processed_total, args.job.quiet);
     let run_start = Instant::now();
-    let mut prompted_seen = false;
-    let end = tracker.run_resumable(
-        &mut io::Shifted {
-            inner: &mut frames,
-            shift,
-        },
-        &mut io::Owned {
-            inner: &mut sink,
-            shift,
-            own_from,
-        },
-        &mut |p| match p {
-            Progress::Prompted { frame } => {
-                if !std::mem::replace(&mut prompted_seen, true) {
-                    fault::at(fault::Point::Prepass);
-                }
-                report.prompted(frame);
-            }
-            Progress::Tracked { frame, done, total } => {
-                report.tracked(frame, done, total);
-                fault::tracked(frame);
-            }
-        },
-        saved.as_deref(),
-        &mut |t, stage| Ok(checkpointer.after_frame(t, stage)),
-    );
+    let mut observer = JobObserver {
+        report: &mut report,
+        checkpointer: &mut checkpointer,
+        prompted_seen: false,
+    };
+    let end = tracker.run(&mut frames, &mut sink, saved.as_deref(), &mut observer);
     report.finish();
     let mut checkpoints = checkpointer.finish();
     let this_run = manifest::ThisRun {
@@ -544,6 +532,46 @@ fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcom
         manifest,
     };
     finish::conclude(paths, job, args.job.keep_checkpoints, ran, sink)
+}
+
+/// The job's observer of a run: progress (bar or log lines, the fault-injection hooks),
+/// checkpoints at resume points, and stop signals, also polled between object batches and
+/// between the objects of a prompted frame.
+struct JobObserver<'r, 'c> {
+    report: &'r mut ProgressReport,
+    checkpointer: &'r mut Checkpointer<'c>,
+    prompted_seen: bool,
+}
+
+impl Observer for JobObserver<'_, '_> {
+    fn progress(&mut self, event: Progress) {
+        match event {
+            Progress::Prompting { frame, done, total } => {
+                self.report.objects(true, frame, done, total)
+            }
+            Progress::Prompted { frame } => {
+                if !std::mem::replace(&mut self.prompted_seen, true) {
+                    fault::at(fault::Point::Prepass);
+                }
+                self.report.prompted(frame);
+            }
+            Progress::Tracking { frame, done, total } => {
+                self.report.objects(false, frame, done, total)
+            }
+            Progress::Tracked { frame, done, total } => {
+                self.report.tracked(frame, done, total);
+                fault::tracked(frame.get());
+            }
+        }
+    }
+
+    fn at_resume_point(&mut self, tracker: &Tracker<'_>, stage: Stage) -> Result<Flow, TrackError> {
+        Ok(self.checkpointer.after_frame(tracker, stage))
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        signals::stop_requested()
+    }
 }
 
 /// This run's figures (`run.json`'s `this_run`, without where it resumed); with `--profile`
@@ -637,8 +665,8 @@ fn record<'a>(run: &Run<'a>, tracker: &Tracker<'_>, this_run: manifest::ThisRun)
             .map(|o| manifest::ObjectRecord {
                 id: &o.id,
                 label: o.label.as_deref(),
-                prompted_frames: o.frames.keys().copied().collect(),
-                span_frames: job.spans.get(&o.id).map(|&(lo, hi)| [lo, hi]),
+                prompted_frames: o.frames.keys().map(|f| f.get()).collect(),
+                span_frames: job.spans.get(&o.id).map(|&(lo, hi)| [lo.get(), hi.get()]),
             })
             .collect(),
         span: ta.span,
@@ -647,7 +675,7 @@ fn record<'a>(run: &Run<'a>, tracker: &Tracker<'_>, this_run: manifest::ThisRun)
         warnings: &job.warnings,
         window_frames: job.window_frames,
         windows: Vec::new(),
-        processed_frames: tracker.plan().len(),
+        processed_frames: tracker.schedule().len(),
         written_frames: 0,
         failed_frames: 0,
         failures: Vec::new(),

@@ -1,6 +1,5 @@
 //! The first step of a run: the inputs resolved ([`super::input`]), the video opened, the prompts
-//! validated against it (and, for `--window K`, cut to the window and shifted to its frame
-//! numbers), each object's span under `--span prompts`, and the frames the container lists but
+//! validated against it (and, for `--window K`, cut to the window), each object's span under `--span prompts`, and the frames the container lists but
 //! the file does not hold (a truncated file), which the run reports as failed frames. Nothing is
 //! written here.
 
@@ -11,8 +10,9 @@ use super::args::{AnnotateJobArgs, SpanMode};
 use super::state::FailedFrame;
 use super::window::{WindowRange, lcm, video_fps, window_frames, window_prompts};
 use super::{JobError, input};
-use crate::prompts::{self, PromptSet, VideoGeometry};
-use crate::tracker::plan::prompt_span;
+use crate::prompts::{self, VideoGeometry};
+use crate::tracker::schedule::{FrameRange, prompt_span};
+use crate::tracker::{FrameNo, PromptSet};
 use crate::video::VideoSource;
 
 /// A run's inputs, ready for tracking.
@@ -33,10 +33,10 @@ pub struct Prepared {
     pub hd_epic: bool,
     /// The hash of the prompt input.
     pub prompts_hash: String,
-    /// The prompts of the run (a window run's in its own frame numbers).
+    /// The prompts of the run (a window run's: those inside its frames).
     pub prompts: PromptSet,
     /// `--span prompts`: per object id, the original frames (inclusive) it is tracked on.
-    pub spans: HashMap<String, (u64, u64)>,
+    pub spans: HashMap<String, (FrameNo, FrameNo)>,
     /// `--span-margin` in frames.
     pub margin_frames: u64,
     pub warnings: Vec<String>,
@@ -45,12 +45,16 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// (original frame number of the run's frame 0, first frame written, frames in the run):
-    /// a window run starts at its warm-up and writes from its own first frame.
-    pub fn run_frames(&self) -> (u64, u64, u64) {
+    /// The frames of the run: a window run starts at its warm-up and writes from its own first
+    /// frame.
+    pub fn range(&self) -> FrameRange {
         match &self.window {
-            Some(w) => (w.warm_from, w.own_from, w.end - w.warm_from),
-            None => (0, 0, self.geo.num_frames),
+            Some(w) => FrameRange {
+                first: FrameNo(w.warm_from),
+                end: FrameNo(w.end),
+                write_from: FrameNo(w.own_from),
+            },
+            None => FrameRange::video(self.geo.num_frames),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::state::WindowRecord;
 use super::window::window_of;
-use crate::tracker::Plan;
+use crate::tracker::{FrameNo, ProcIdx, Schedule};
 
 /// Seconds between two plain progress lines.
 const LOG_EVERY_S: f64 = 5.0;
@@ -29,6 +29,8 @@ fn peak_rss_mib() -> u64 {
 pub struct ProgressReport {
     bar: Option<indicatif::ProgressBar>,
     last_log: Instant,
+    /// The last frame (and pass) whose objects were reported.
+    objects_reported: Option<(bool, FrameNo)>,
 }
 
 impl ProgressReport {
@@ -48,11 +50,12 @@ impl ProgressReport {
         ProgressReport {
             bar,
             last_log: Instant::now(),
+            objects_reported: None,
         }
     }
 
     /// A prompted frame was run in the pre-pass.
-    pub fn prompted(&mut self, frame: u64) {
+    pub fn prompted(&mut self, frame: FrameNo) {
         match &self.bar {
             Some(b) => b.set_message(format!("prompts: frame {frame}")),
             None => tracing::debug!("prompt pre-pass: frame {frame}"),
@@ -60,7 +63,7 @@ impl ProgressReport {
     }
 
     /// Original frame `frame` was tracked: `done` of `total` processed frames (both passes).
-    pub fn tracked(&mut self, frame: u64, done: usize, total: usize) {
+    pub fn tracked(&mut self, frame: FrameNo, done: usize, total: usize) {
         if let Some(b) = &self.bar {
             b.set_position(done as u64);
             b.set_message(format!("frame {frame}, RSS peak {} MiB", peak_rss_mib()));
@@ -71,6 +74,25 @@ impl ProgressReport {
                 peak_rss_mib()
             );
         }
+    }
+
+    /// Objects run so far on one frame with many (`prompting`: in the pre-pass): on the bar, in
+    /// a log line every few seconds, otherwise once per frame and pass at debug level.
+    pub fn objects(&mut self, prompting: bool, frame: FrameNo, done: usize, total: usize) {
+        let what = if prompting {
+            "prompt pre-pass"
+        } else {
+            "tracking"
+        };
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{what}: frame {frame}, objects {done}/{total}"));
+        } else if self.last_log.elapsed().as_secs_f64() >= LOG_EVERY_S {
+            self.last_log = Instant::now();
+            tracing::info!("{what}: frame {frame}: {done}/{total} objects");
+        } else if self.objects_reported != Some((prompting, frame)) {
+            tracing::debug!("{what}: frame {frame}: {done}/{total} objects");
+        }
+        self.objects_reported = Some((prompting, frame));
     }
 
     /// Clears the bar.
@@ -86,9 +108,6 @@ pub struct WindowClock {
     windows: Vec<WindowRecord>,
     last_window_end: Instant,
     processed_at_window_end: usize,
-    /// Original frame number of the run's processed frame numbering's 0 (a window run's
-    /// warm-up start).
-    shift: u64,
     window_frames: u64,
     num_frames: u64,
     device: tch::Device,
@@ -99,7 +118,6 @@ impl WindowClock {
     pub fn new(
         windows: Vec<WindowRecord>,
         next: usize,
-        shift: u64,
         window_frames: u64,
         num_frames: u64,
         device: tch::Device,
@@ -108,7 +126,6 @@ impl WindowClock {
             windows,
             last_window_end: Instant::now(),
             processed_at_window_end: next,
-            shift,
             window_frames,
             num_frames,
             device,
@@ -127,16 +144,18 @@ impl WindowClock {
 
     /// Records the windows finished before processed index `next` of the final stretch;
     /// whether any was (a checkpoint is then due).
-    pub fn advance(&mut self, plan: &Plan, next: usize) -> bool {
-        let (shift, window_frames, device) = (self.shift, self.window_frames, self.device);
+    pub fn advance(&mut self, schedule: &Schedule, next: ProcIdx) -> bool {
+        let (window_frames, device) = (self.window_frames, self.device);
+        let frame = |t: usize| schedule.frame(ProcIdx(t)).get();
+        let next = next.get();
         // Windows finished: every window before the one of the next processed frame.
-        let done_before = if next >= plan.len() {
+        let done_before = if next >= schedule.len() {
             u64::MAX
         } else {
-            window_of(plan.processed[next] + shift, window_frames)
+            window_of(frame(next), window_frames)
         };
         let first_open = self.windows.last().map(|w| w.index + 1).unwrap_or(0);
-        let last_done = window_of(plan.processed[next - 1] + shift, window_frames);
+        let last_done = window_of(frame(next - 1), window_frames);
         if !(done_before > first_open && last_done >= first_open) {
             return false;
         }
@@ -156,7 +175,7 @@ impl WindowClock {
                 fps: nproc as f64 / wall.max(1e-9),
                 peak_rss_bytes: peak_rss_bytes(),
                 peak_gpu_bytes: crate::model::cuda::peak_allocated_bytes(device),
-                in_first_stretch: n_new > 1 || next == plan.head_end + 1,
+                in_first_stretch: n_new > 1 || next == schedule.head_end().get() + 1,
             });
             tracing::info!(
                 "window {k} (frames {first_frame}..={last_frame}) done: {nproc} processed frames \

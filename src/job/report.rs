@@ -3,8 +3,7 @@
 
 use crate::mask::Rle;
 use crate::output::jsonl::{FrameRecord, ObjectRecord};
-use crate::prompts::PromptSet;
-use crate::tracker::{FrameResult, TrackError};
+use crate::tracker::{FrameResult, PromptSet, TrackError};
 
 /// The output line of a frame: the objects with a non-empty mask, in prompt-file order.
 pub fn frame_record(r: &FrameResult, prompts: &PromptSet) -> Result<FrameRecord, TrackError> {
@@ -26,7 +25,7 @@ pub fn frame_record(r: &FrameResult, prompts: &PromptSet) -> Result<FrameRecord,
         }
     }
     Ok(FrameRecord {
-        frame_number: r.number,
+        frame_number: r.number.get(),
         time_s: r.seconds,
         objects,
     })

@@ -113,7 +113,7 @@ pub fn path(out: &Path) -> PathBuf {
     out.join(".densam-checkpoint")
 }
 
-/// The first stretch's spool of an output folder (see [`crate::tracker::Tracker::set_spool_file`]).
+/// The first stretch's spool of an output folder (see [`crate::tracker::TrackerConfig::spool_file`]).
 pub fn spool_path(out: &Path) -> PathBuf {
     out.join(".densam-spool")
 }
@@ -343,7 +343,7 @@ mod tests {
         Meta {
             format: FORMAT,
             params: super::super::params::tests::sample(),
-            stage: crate::tracker::Stage::Rest(17),
+            stage: crate::tracker::Stage::Rest(crate::tracker::ProcIdx(17)),
             next: 17,
             offset: 1234,
             written_frames: 9,

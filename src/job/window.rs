@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::JobError;
-use crate::prompts::{FramePrompt, ObjectPrompts, PromptSet};
+use crate::tracker::{FrameNo, FramePrompt, ObjectPrompts, PromptSet};
 use crate::video::VideoSource;
 
 /// The frame rate windows are measured with: the average fps, else 30.
@@ -89,15 +89,15 @@ impl WindowRange {
     }
 }
 
-/// The prompts a window run uses: each object's prompts inside `warm_from..end`, shifted to the
-/// window's frame numbers; objects without one are left out (with a warning).
+/// The prompts a window run uses: each object's prompts inside `warm_from..end`; objects without
+/// one are left out (with a warning).
 pub fn window_prompts(set: &PromptSet, w: &WindowRange, warnings: &mut Vec<String>) -> PromptSet {
     let mut out = PromptSet::default();
     for o in &set.objects {
-        let frames: BTreeMap<u64, FramePrompt> = o
+        let frames: BTreeMap<FrameNo, FramePrompt> = o
             .frames
-            .range(w.warm_from..w.end)
-            .map(|(f, p)| (f - w.warm_from, p.clone()))
+            .range(FrameNo(w.warm_from)..FrameNo(w.end))
+            .map(|(f, p)| (*f, p.clone()))
             .collect();
         if frames.is_empty() {
             let msg = format!(
@@ -141,14 +141,14 @@ mod tests {
     }
 
     #[test]
-    fn window_prompts_shift_and_drop() {
+    fn window_prompts_cut_and_drop() {
         let prompt = |f: u64| {
             let p = FramePrompt {
                 mask: None,
                 points: vec![[1.0, 2.0]],
                 labels: vec![1],
             };
-            (f, p)
+            (FrameNo(f), p)
         };
         let set = PromptSet {
             objects: vec![
@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(got.objects.len(), 1);
         assert_eq!(
             got.objects[0].frames.keys().copied().collect::<Vec<_>>(),
-            [4]
+            [FrameNo(12)]
         );
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("`b`"), "{warnings:?}");

@@ -263,7 +263,7 @@ impl Sam2Model {
     /// `forward_image` + `_prepare_backbone_features`: `images [B, 3, S, S]` normalised.
     pub fn encode_image(&self, images: &Tensor) -> BackboneOut {
         let _span = tracing::trace_span!("encode_image").entered();
-        let _prof = crate::profile::scope(crate::profile::Stage::ImageEncoder);
+        let _prof = crate::profile::scope(crate::profile::Section::ImageEncoder);
         let _ac = self.autocast();
         let out = self.image_encoder.forward(images);
         BackboneOut {
@@ -285,7 +285,7 @@ impl Sam2Model {
         mask_inputs: Option<&Tensor>,
         multimask_output: bool,
     ) -> HeadsOutput {
-        let _prof = crate::profile::scope(crate::profile::Stage::MaskDecoder);
+        let _prof = crate::profile::scope(crate::profile::Section::MaskDecoder);
         let _ac = self.autocast();
         let b = backbone_features.size()[0];
         let dev = backbone_features.device();
@@ -580,7 +580,7 @@ impl Sam2Model {
         pointers: &[PointerEntry],
         max_ptr: i64,
     ) -> Tensor {
-        let _prof = crate::profile::scope(crate::profile::Stage::MemoryAttention);
+        let _prof = crate::profile::scope(crate::profile::Section::MemoryAttention);
         match self.assemble_memory(memories, pointers, max_ptr) {
             Some(mem) => self.attend_memory(feats, &mem, None),
             None => self.pix_without_memory(feats),
@@ -687,7 +687,7 @@ impl Sam2Model {
         max_ptr: i64,
     ) -> StepOutput {
         let _span = tracing::trace_span!("track_frame_batched").entered();
-        let prof = crate::profile::scope(crate::profile::Stage::MemoryAttention);
+        let prof = crate::profile::scope(crate::profile::Section::MemoryAttention);
         let pix = match self.assemble_memory_batched(objects, max_ptr) {
             Some((mem, mask)) => self.attend_memory(feats, &mem, mask.as_ref()),
             None => {
@@ -718,7 +718,7 @@ impl Sam2Model {
         is_mask_from_pts: bool,
     ) -> (Tensor, Tensor) {
         let _span = tracing::trace_span!("encode_memory").entered();
-        let _prof = crate::profile::scope(crate::profile::Stage::MemoryEncoder);
+        let _prof = crate::profile::scope(crate::profile::Section::MemoryEncoder);
         let _ac = self.autocast();
         let (f, pos) = self.encode_memory_unrounded(
             feats,
@@ -737,7 +737,7 @@ impl Sam2Model {
         object_score_logits: &Tensor,
         is_mask_from_pts: bool,
     ) -> (Tensor, Tensor) {
-        let _prof = crate::profile::scope(crate::profile::Stage::MemoryEncoder);
+        let _prof = crate::profile::scope(crate::profile::Section::MemoryEncoder);
         let _ac = self.autocast();
         let h = high_res_masks.to_kind(Kind::Float);
         let m = if is_mask_from_pts {

@@ -517,10 +517,17 @@ mod tests {
         };
         let (set, warns) = crate::prompts::validate(p.objects, geo, true).unwrap();
         assert!(warns.is_empty(), "{warns:?}");
-        let m = set.objects[0].frames[&3].mask.as_ref().unwrap();
+        let m = set.objects[0].frames[&crate::tracker::FrameNo(3)]
+            .mask
+            .as_ref()
+            .unwrap();
         let want: Vec<u8> = disc.pixels().map(|p| u8::from(p.0[0] > 0)).collect();
         assert_eq!(m.data, want);
-        assert!(set.objects[0].frames[&3].points.is_empty());
+        assert!(
+            set.objects[0].frames[&crate::tracker::FrameNo(3)]
+                .points
+                .is_empty()
+        );
 
         // Both: mask and box on frame 3; boxes alone where the PNG is unusable.
         let p = hd_epic_prompts(
@@ -534,7 +541,7 @@ mod tests {
         assert!(q[0].mask.is_some() && q[0].bbox == Some([5.0, 7.0, 15.0, 17.0]));
         assert!(q[1].mask.is_none() && q[1].bbox.is_some());
         let (set, _) = crate::prompts::validate(p.objects, geo, false).unwrap();
-        let f3 = &set.objects[0].frames[&3];
+        let f3 = &set.objects[0].frames[&crate::tracker::FrameNo(3)];
         assert!(f3.mask.is_some());
         assert_eq!(f3.labels, vec![2, 3]);
         // Box (the default): no PNG is read.

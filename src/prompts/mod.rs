@@ -1,5 +1,6 @@
 //! Prompt input: the generic densam prompts file (JSON or JSON Lines) and its validation
-//! against the video, producing per-object, per-frame prompts in the form the tracker uses.
+//! against the video, producing per-object, per-frame prompts in the form the tracker takes
+//! ([`crate::tracker::prompt`]).
 //!
 //! File format (JSON): `{"objects": [{"id": "cup-1", "label": "cup", "prompts": [
 //! {"frame": 12, "box": [x0,y0,x1,y1]}, {"frame": 40, "points": [[x,y],...], "labels": [1,0]},
@@ -28,6 +29,8 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, Visitor};
 
 use crate::mask::{BinaryMask, CocoRle, RleError};
+use crate::tracker::FrameNo;
+use crate::tracker::prompt::{FramePrompt, ObjectPrompts, PromptSet};
 
 /// Errors reading or validating a prompts file (or the HD-EPIC files).
 #[derive(Debug, thiserror::Error)]
@@ -164,45 +167,6 @@ struct RawFile {
     objects: Vec<RawObject>,
 }
 
-/// The prompts of one object on one frame, in the official call form.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FramePrompt {
-    /// `add_new_mask` input (applied first), original video pixels.
-    pub mask: Option<BinaryMask>,
-    /// `add_new_points_or_box` input: box corners (labels 2, 3) first, then points (1 / 0), in
-    /// original video pixels. Empty when the frame has only a mask.
-    pub points: Vec<[f32; 2]>,
-    pub labels: Vec<i32>,
-}
-
-/// A validated object: its id, label and prompts by original frame number (ascending).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObjectPrompts {
-    pub id: String,
-    pub label: Option<String>,
-    pub frames: BTreeMap<u64, FramePrompt>,
-}
-
-/// The validated prompts of a run, objects in file order.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PromptSet {
-    pub objects: Vec<ObjectPrompts>,
-}
-
-impl PromptSet {
-    /// Every prompted frame (original frame numbers), ascending.
-    pub fn prompted_frames(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .objects
-            .iter()
-            .flat_map(|o| o.frames.keys().copied())
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-}
-
 /// What the prompts are validated against.
 #[derive(Debug, Clone, Copy)]
 pub struct VideoGeometry {
@@ -325,7 +289,7 @@ pub fn validate(
             ));
             continue;
         }
-        let mut frames: BTreeMap<u64, FramePrompt> = BTreeMap::new();
+        let mut frames: BTreeMap<FrameNo, FramePrompt> = BTreeMap::new();
         // Box first on every frame, then points in file order.
         let mut boxes: BTreeMap<u64, [f64; 4]> = BTreeMap::new();
         let mut points: BTreeMap<u64, (Vec<[f32; 2]>, Vec<i32>)> = BTreeMap::new();
@@ -455,7 +419,7 @@ pub fn validate(
                 fp.points.extend(p);
                 fp.labels.extend(l);
             }
-            frames.insert(f, fp);
+            frames.insert(FrameNo(f), fp);
         }
         if frames.is_empty() {
             skips.push(format!("object `{id}`: no usable prompts, object skipped"));
@@ -509,19 +473,26 @@ mod tests {
         let o = &set.objects[0];
         assert_eq!(o.id, "cup-1");
         assert_eq!(o.label.as_deref(), Some("cup"));
-        let f12 = &o.frames[&12];
+        let f12 = &o.frames[&FrameNo(12)];
         assert_eq!(f12.labels, vec![2, 3, 1, 0]);
         assert_eq!(f12.points[0], [10.0, 10.0]);
         assert_eq!(f12.points[1], [40.0, 50.0]);
         assert_eq!(f12.points[3], [30.0, 30.0]);
-        assert_eq!(set.prompted_frames(), vec![12, 40]);
+        assert_eq!(set.prompted_frames(), vec![FrameNo(12), FrameNo(40)]);
 
         let l = "{\"id\": 7, \"prompts\": [{\"frame\": 0, \"box\": [1,1,5,5]}]}\n\n\
                  {\"id\": \"b\", \"prompts\": [{\"frame\": 3, \"mask\": {\"size\": [80,100], \"counts\": [10, 5, 7985]}}]}\n";
         let (set, _) = run(l, true).unwrap();
         assert_eq!(set.objects.len(), 2);
         assert_eq!(set.objects[0].id, "7");
-        assert_eq!(set.objects[1].frames[&3].mask.as_ref().unwrap().area(), 5);
+        assert_eq!(
+            set.objects[1].frames[&FrameNo(3)]
+                .mask
+                .as_ref()
+                .unwrap()
+                .area(),
+            5
+        );
     }
 
     #[test]
@@ -539,7 +510,7 @@ mod tests {
         assert_eq!(set.objects.len(), 1);
         assert_eq!(
             set.objects[0].frames.keys().copied().collect::<Vec<_>>(),
-            vec![1]
+            vec![FrameNo(1)]
         );
         let all = warns.join("\n");
         assert!(all.contains("object `a`, frame 1: box"), "{all}");
@@ -572,7 +543,7 @@ mod tests {
         let j =
             r#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "box": [-10, -10, 20, 20]}]}]}"#;
         let (set, warns) = run(j, true).unwrap();
-        assert_eq!(set.objects[0].frames[&1].points[0], [-10.0, -10.0]);
+        assert_eq!(set.objects[0].frames[&FrameNo(1)].points[0], [-10.0, -10.0]);
         assert_eq!(warns.len(), 1);
     }
 
@@ -649,7 +620,7 @@ mod tests {
         let (set, warns) = run(&j, false).unwrap();
         assert_eq!(
             set.objects[0].frames.keys().copied().collect::<Vec<_>>(),
-            vec![2]
+            vec![FrameNo(2)]
         );
         let all = warns.join("\n");
         assert!(
@@ -673,7 +644,14 @@ mod tests {
         // A smaller mask is still resized, with a warning.
         let j = r#"{"objects":[{"id":"c","prompts":[{"frame":3,"mask":{"size":[2,2],"counts":[1,3]}}]}]}"#;
         let (set, warns) = run(j, false).unwrap();
-        assert_eq!(set.objects[0].frames[&3].mask.as_ref().unwrap().area(), 3);
+        assert_eq!(
+            set.objects[0].frames[&FrameNo(3)]
+                .mask
+                .as_ref()
+                .unwrap()
+                .area(),
+            3
+        );
         assert!(
             warns[0].contains("differs from the video's 80x100"),
             "{warns:?}"

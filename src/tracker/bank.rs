@@ -5,9 +5,9 @@
 //! prompted frame) and the tracked (non-conditioning) results of the recent processed frames:
 //! their object pointers for the pointer window (t∓1 … t∓15) and their memory features for the
 //! memory window (t∓1 … t∓6, or the strided frames with `memory_temporal_stride_for_eval`).
-//! [`select`] is the official selection rule (spec §4.4) as pure index logic on processed-frame
-//! indices; [`ObjectBank::prune`] drops what no later frame of the same pass can read.
-//! Banks serialise to bytes (libtorch's pickle container) for checkpoints and window hand-over.
+//! [`select`] is the official selection rule (docs/sam2-inference.md §4.4) as pure index logic on
+//! processed indices; [`ObjectBank::prune`] drops what no later frame of the same pass can read.
+//! Banks serialise to bytes (libtorch's pickle container) for saved run states.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -111,7 +111,7 @@ pub fn select_cond(t: i64, cond_frames: &[i64], max_cond: i64) -> (Vec<i64>, Vec
     (sel, unsel)
 }
 
-/// The official read-set of a non-initial frame `t` (spec §4.4). `cond_frames` in insertion
+/// The official read-set of a non-initial frame `t` (docs/sam2-inference.md §4.4). `cond_frames` in insertion
 /// order; `has_tracked(i)` says whether a tracked result of frame `i` exists.
 pub fn select(
     t: i64,
@@ -272,8 +272,22 @@ impl ObjectBank {
         }
     }
 
-    pub fn insert_tracked(&mut self, t: i64, e: TrackedEntry) {
-        self.tracked.insert(t, e);
+    /// Stores a tracked result; returns the one it replaces (the head's, on the frames the
+    /// reverse pass tracks again), so that a frame can be undone.
+    pub fn insert_tracked(&mut self, t: i64, e: TrackedEntry) -> Option<TrackedEntry> {
+        self.tracked.insert(t, e)
+    }
+
+    /// Undoes [`Self::insert_tracked`] of frame `t`, given what it returned.
+    pub fn undo_tracked(&mut self, t: i64, replaced: Option<TrackedEntry>) {
+        match replaced {
+            Some(e) => {
+                self.tracked.insert(t, e);
+            }
+            None => {
+                self.tracked.remove(&t);
+            }
+        }
     }
 
     /// The read-set of frame `t`.
@@ -647,6 +661,22 @@ mod tests {
         let rs = b.read_set(30, false, &c);
         assert_eq!(rs.pointers.len(), 15);
         assert!(rs.memories.iter().all(|(s, _)| b.memory(*s).is_some()));
+    }
+
+    #[test]
+    fn undoing_a_tracked_result_restores_the_bank() {
+        let e = |v: f32| TrackedEntry {
+            features: None,
+            obj_ptr: Tensor::from_slice(&[v]),
+        };
+        let mut b = ObjectBank::default();
+        assert!(b.insert_tracked(4, e(1.0)).is_none());
+        let replaced = b.insert_tracked(4, e(2.0));
+        let fresh = b.insert_tracked(5, e(3.0));
+        b.undo_tracked(5, fresh);
+        b.undo_tracked(4, replaced);
+        assert_eq!(b.tracked.keys().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(b.tracked[&4].obj_ptr, Tensor::from_slice(&[1.0f32]));
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The first stretch's spool: the encoded results of the forward head and of the reverse pass,
-//! appended to a file as they are produced and replayed in ascending frame order (for a frame
-//! recorded twice, the later record wins: the reverse pass's result on the first prompted
+//! The first stretch's spool: the formatted results of the forward head and of the reverse
+//! pass, appended to a file as they are produced and replayed in ascending frame order (for a
+//! frame recorded twice, the later record wins: the reverse pass's result on the first prompted
 //! frame). Memory holds only the index. Each record is framed (frame number, length, bytes), so
-//! a spool cut at a checkpoint's length can be reopened and its index rebuilt from the file.
+//! a spool cut at a saved state's length can be reopened and its index rebuilt from the file;
+//! a running CRC-32 of the bytes so far goes into the saved state with the length
+//! ([`SpoolMark`]), so that a spool changed or cut since is refused on reopening.
 //!
 //! Two kinds: a temporary spool (unique name, removed on drop) and a resumable one at a fixed
-//! path that outlives the run (a job checkpoint inside the first stretch refers to it; the job
+//! path that outlives the run (a saved state inside the first stretch refers to it; the caller
 //! removes it).
 
 use std::fs::{File, OpenOptions};
@@ -13,22 +15,31 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::TrackError;
+use super::{FrameNo, TrackError};
 
 /// Receives replayed records: frame number and bytes.
-pub type ReplayFn<'a> = dyn FnMut(u64, &[u8]) -> Result<(), TrackError> + 'a;
+pub type ReplayFn<'a> = dyn FnMut(FrameNo, &[u8]) -> Result<(), TrackError> + 'a;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes of a record header (frame number, length; little endian).
 const HEADER: u64 = 16;
 
-/// A file of encoded frames.
+/// A spool as a saved state saw it: its length and the CRC-32 of those bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolMark {
+    pub len: u64,
+    pub crc: u32,
+}
+
+/// A file of formatted frame results.
 pub struct Spool {
     path: PathBuf,
     file: File,
-    index: Vec<(u64, u64, u64)>, // frame, offset of the bytes, length
+    index: Vec<(FrameNo, u64, u64)>, // frame, offset of the bytes, length
     len: u64,
+    /// CRC-32 of the bytes so far.
+    crc: crc32fast::Hasher,
     /// Removed on drop (a temporary spool).
     temporary: bool,
 }
@@ -57,50 +68,62 @@ impl Spool {
             file,
             index: Vec::new(),
             len: 0,
+            crc: crc32fast::Hasher::new(),
             temporary: false,
         })
     }
 
-    /// Reopens the resumable spool at `path`, cut to its first `len` bytes (what a checkpoint
-    /// saw), with its index rebuilt from the records.
-    pub fn reopen(path: &Path, len: u64) -> Result<Spool, TrackError> {
+    /// Reopens the resumable spool at `path`, cut to what a saved state saw (`mark`), with
+    /// its index rebuilt from the records. A spool shorter than that, or whose bytes up to there
+    /// differ from what the state saw, is [`TrackError::SpoolDamaged`].
+    pub fn reopen(path: &Path, mark: SpoolMark) -> Result<Spool, TrackError> {
+        let len = mark.len;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|e| err(path, e))?;
         let have = file.metadata().map_err(|e| err(path, e))?.len();
-        let bad = |m: String| TrackError::Spool {
+        let damaged = |m: String| TrackError::SpoolDamaged {
             path: path.display().to_string(),
             msg: m,
         };
         if have < len {
-            return Err(bad(format!(
-                "holds {have} bytes, the checkpoint needs {len}"
+            return Err(damaged(format!(
+                "truncated: holds {have} bytes, the saved state needs {len}"
             )));
         }
         file.set_len(len).map_err(|e| err(path, e))?;
         let mut index = Vec::new();
+        let mut crc = crc32fast::Hasher::new();
         {
             let mut r = BufReader::new(&mut file);
             r.seek(SeekFrom::Start(0)).map_err(|e| err(path, e))?;
             let mut pos = 0u64;
             let mut h = [0u8; HEADER as usize];
+            let mut buf = Vec::new();
             while pos < len {
                 if len - pos < HEADER {
-                    return Err(bad(format!("truncated record header at byte {pos}")));
+                    return Err(damaged(format!("record header cut at byte {pos}")));
                 }
                 r.read_exact(&mut h).map_err(|e| err(path, e))?;
-                let frame = u64::from_le_bytes(h[..8].try_into().unwrap_or_default());
-                let n = u64::from_le_bytes(h[8..].try_into().unwrap_or_default());
+                crc.update(&h);
+                let (frame, n) = header_fields(&h);
                 let off = pos + HEADER;
                 if n > len - off {
-                    return Err(bad(format!("truncated record at byte {pos}")));
+                    return Err(damaged(format!("record at byte {pos} runs past the end")));
                 }
-                index.push((frame, off, n));
-                r.seek_relative(n as i64).map_err(|e| err(path, e))?;
+                buf.resize(n as usize, 0);
+                r.read_exact(&mut buf).map_err(|e| err(path, e))?;
+                crc.update(&buf);
+                index.push((FrameNo(frame), off, n));
                 pos = off + n;
             }
+        }
+        if crc.clone().finalize() != mark.crc {
+            return Err(damaged(
+                "damaged: its checksum differs from the saved state's".to_string(),
+            ));
         }
         file.seek(SeekFrom::Start(len)).map_err(|e| err(path, e))?;
         Ok(Spool {
@@ -108,26 +131,32 @@ impl Spool {
             file,
             index,
             len,
+            crc,
             temporary: false,
         })
     }
 
-    pub fn push(&mut self, frame: u64, bytes: &[u8]) -> Result<(), TrackError> {
+    pub fn push(&mut self, frame: FrameNo, bytes: &[u8]) -> Result<(), TrackError> {
         let mut rec = Vec::with_capacity(bytes.len() + HEADER as usize);
-        rec.extend_from_slice(&frame.to_le_bytes());
+        rec.extend_from_slice(&frame.0.to_le_bytes());
         rec.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         rec.extend_from_slice(bytes);
         self.file.write_all(&rec).map_err(|e| err(&self.path, e))?;
+        self.crc.update(&rec);
         self.index
             .push((frame, self.len + HEADER, bytes.len() as u64));
         self.len += rec.len() as u64;
         Ok(())
     }
 
-    /// Flushes the records to disk and returns the spool's length (for a checkpoint).
-    pub fn sync(&self) -> Result<u64, TrackError> {
+    /// Flushes the records to disk and returns the spool's length and checksum (for a saved
+    /// state).
+    pub fn sync(&self) -> Result<SpoolMark, TrackError> {
         self.file.sync_data().map_err(|e| err(&self.path, e))?;
-        Ok(self.len)
+        Ok(SpoolMark {
+            len: self.len,
+            crc: self.crc.clone().finalize(),
+        })
     }
 
     /// Calls `f` for every frame in ascending frame order, with its latest record.
@@ -166,6 +195,15 @@ impl Drop for Spool {
     }
 }
 
+/// The frame number and length of a record header.
+fn header_fields(h: &[u8; HEADER as usize]) -> (u64, u64) {
+    let mut f = [0u8; 8];
+    let mut n = [0u8; 8];
+    f.copy_from_slice(&h[..8]);
+    n.copy_from_slice(&h[8..]);
+    (u64::from_le_bytes(f), u64::from_le_bytes(n))
+}
+
 fn err(path: &Path, e: std::io::Error) -> TrackError {
     TrackError::Spool {
         path: path.display().to_string(),
@@ -180,7 +218,7 @@ mod tests {
     fn replay(s: &mut Spool) -> Vec<(u64, String)> {
         let mut got = Vec::new();
         s.replay_ascending(&mut |f, b| {
-            got.push((f, String::from_utf8(b.to_vec()).unwrap()));
+            got.push((f.0, String::from_utf8(b.to_vec()).unwrap()));
             Ok(())
         })
         .unwrap();
@@ -193,7 +231,8 @@ mod tests {
         let mut s = Spool::create(&dir).unwrap();
         let p = s.path.clone();
         for f in [5u64, 4, 2, 0] {
-            s.push(f, format!("frame {f}\n").as_bytes()).unwrap();
+            s.push(FrameNo(f), format!("frame {f}\n").as_bytes())
+                .unwrap();
         }
         let got = replay(&mut s);
         assert_eq!(
@@ -210,11 +249,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("spool");
         let mut s = Spool::create_at(&p).unwrap();
-        s.push(3, b"head 3").unwrap();
-        s.push(4, b"head 4").unwrap();
+        s.push(FrameNo(3), b"head 3").unwrap();
+        s.push(FrameNo(4), b"head 4").unwrap();
         let at = s.sync().unwrap();
-        s.push(3, b"rev 3").unwrap();
-        s.push(2, b"rev 2").unwrap();
+        s.push(FrameNo(3), b"rev 3").unwrap();
+        s.push(FrameNo(2), b"rev 2").unwrap();
         let full = s.sync().unwrap();
         drop(s);
         assert!(p.exists(), "a resumable spool is kept");
@@ -230,12 +269,54 @@ mod tests {
         );
         drop(s);
         let mut s = Spool::reopen(&p, at).unwrap();
-        s.push(3, b"again").unwrap();
+        s.push(FrameNo(3), b"again").unwrap();
         assert_eq!(
             replay(&mut s),
             vec![(3, "again".into()), (4, "head 4".into())]
         );
-        assert!(Spool::reopen(&p, 10_000).is_err());
-        assert!(Spool::reopen(&p, 7).is_err(), "cut inside a header");
+        // Going on after a reopen keeps the checksum running.
+        let again = s.sync().unwrap();
+        drop(s);
+        assert!(Spool::reopen(&p, again).is_ok());
+        let damaged =
+            |r: Result<Spool, TrackError>| matches!(r, Err(TrackError::SpoolDamaged { .. }));
+        let long = SpoolMark {
+            len: 10_000,
+            ..again
+        };
+        assert!(damaged(Spool::reopen(&p, long)), "truncated");
+        let cut = SpoolMark { len: 7, crc: 0 };
+        assert!(damaged(Spool::reopen(&p, cut)), "cut inside a header");
+    }
+
+    #[test]
+    fn a_changed_byte_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("spool");
+        let mut s = Spool::create_at(&p).unwrap();
+        for f in 0..4u64 {
+            s.push(FrameNo(f), format!("{{\"frame\": {f}}}\n").as_bytes())
+                .unwrap();
+        }
+        let mark = s.sync().unwrap();
+        drop(s);
+        let good = std::fs::read(&p).unwrap();
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 0x01;
+            std::fs::write(&p, &b).unwrap();
+            let r = Spool::reopen(&p, mark);
+            assert!(
+                matches!(r, Err(TrackError::SpoolDamaged { .. })),
+                "byte {i} changed: {:?}",
+                r.err()
+            );
+        }
+        // Bytes after the saved length are not the state's: cut off, not an error.
+        let mut b = good.clone();
+        b.extend_from_slice(b"partial record of a killed run");
+        std::fs::write(&p, &b).unwrap();
+        assert!(Spool::reopen(&p, mark).is_ok());
+        assert_eq!(std::fs::read(&p).unwrap(), good);
     }
 }
