@@ -28,9 +28,10 @@ import stat
 import subprocess
 import sys
 import tempfile
-import tomllib
 import zipfile
 from pathlib import Path
+
+import tomllib  # Python >= 3.11 (the build only; the wheel supports 3.10)
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "python" / "densam"

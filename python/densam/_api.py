@@ -23,14 +23,14 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, cast
 
 from . import errors
 from ._runtime import binary, environment
 from .results import Frame, PathLike, parse_line
 
 #: Prompts: a path to a prompts file, ``{"objects": [...]}``, or the list of object dicts.
-Prompts = Union[PathLike, Mapping[str, Any], Sequence[Mapping[str, Any]], None]
+Prompts = PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 # Keyword options -> flags of `densam annotate` (see `densam annotate --help` and the README).
 # kind: "flag" (bool), "value" (number or string), "path".
@@ -159,8 +159,8 @@ class _Child:
         env = environment()
         self.tail: collections.deque[str] = collections.deque(maxlen=200)
         self._log = sys.stderr if log is True else (log or None)
-        # Its own session: a Ctrl-C in a terminal reaches Python only, which passes one signal
-        # on (a second SIGINT would stop the job without its checkpoint).
+        # Its own session: a Ctrl-C in a terminal reaches Python only, which passes it on once
+        # (the job would take a second SIGINT from the terminal as "stop at once").
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -234,7 +234,7 @@ class _Child:
 def _read_run(out: Path) -> dict[str, Any] | None:
     try:
         with open(out / "run.json", encoding="utf-8") as f:
-            return json.load(f)
+            return cast(dict[str, Any], json.load(f))
     except (OSError, ValueError):
         return None
 
@@ -339,7 +339,8 @@ class Tracking(Iterator[Frame]):
 
     def _open(self) -> bool:
         """Opens the result being written (the partial), or the final one once the job ended."""
-        pattern = "dense_annotations_*.jsonl" if self._final else ".dense_annotations_*.jsonl.partial"
+        final, partial = "dense_annotations_*.jsonl", ".dense_annotations_*.jsonl.partial"
+        pattern = final if self._final else partial
         found = sorted(self.out.glob(pattern))
         if not found:
             return False

@@ -91,7 +91,7 @@ class InterruptedRunError(DensamError):
 
 
 _BY_CODE: dict[int, type[DensamError]] = {
-    c.code: c  # type: ignore[misc]
+    c.code: c
     for c in (
         TrackingError,
         OptionsError,

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from . import rle
 
 #: A file system path.
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike[str]]  # noqa: UP007 (a runtime alias, also for 3.10)
 
 
 @dataclass(eq=False)

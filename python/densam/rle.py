@@ -62,5 +62,5 @@ def decode(rle: Mapping[str, Any]) -> npt.NDArray[np.bool_]:
             f"COCO RLE: the runs cover {int(runs.sum())} pixels, the size {h}x{w} needs {h * w}"
         )
     values = (np.arange(len(runs)) % 2).astype(bool)
-    flat = np.repeat(values, runs)
-    return flat.reshape(w, h).T
+    mask: npt.NDArray[np.bool_] = np.repeat(values, runs).reshape(w, h).T
+    return mask

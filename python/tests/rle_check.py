@@ -54,8 +54,10 @@ def main() -> None:
         edges = np.r_[0, np.flatnonzero(flat[1:] != flat[:-1]) + 1, flat.size]
         runs = [0] * bool(flat[0]) + [int(r) for r in np.diff(edges)]
         same({"size": [h, w], "counts": runs}, m)  # uncompressed
-        same({"size": [h, w], "counts": runs}, cocomask.decode(cocomask.frPyObjects(
-            {"size": [h, w], "counts": runs}, h, w)))
+        same(
+            {"size": [h, w], "counts": runs},
+            cocomask.decode(cocomask.frPyObjects({"size": [h, w], "counts": runs}, h, w)),
+        )
         n += 1
     big = np.zeros((1408, 1408), bool)
     big[100:1300, 7:1400] = True

@@ -28,9 +28,8 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-
 import densam
+import numpy as np
 
 W = Path(sys.argv[1])
 CLIP, PROMPTS, CKPT, REF = W / "clip.mp4", W / "prompts.json", W / "model.pt", W / "ref"
@@ -164,12 +163,16 @@ def t_api_resume() -> None:
 def same_frames(got: list[densam.Frame], want_lines: list[dict]) -> None:
     assert [f.frame_number for f in got] == [d["frame_number"] for d in want_lines]
     n = 0
-    for f, d in zip(got, want_lines):
+    for f, d in zip(got, want_lines, strict=True):
         assert f.time_s == d["time_s"] and f.video_id == d.get("video_id")
         assert [o.id for o in f.objects] == [o["id"] for o in d["objects"]]
-        for o, w in zip(f.objects, d["objects"]):
+        for o, w in zip(f.objects, d["objects"], strict=True):
             assert (o.label, o.bbox, o.score, o.iou, o.area) == (
-                w["label"], w["bbox"], w["score"], w["iou"], w["area"]
+                w["label"],
+                w["bbox"],
+                w["score"],
+                w["iou"],
+                w["area"],
             ), (f.frame_number, o.id)
             assert o.segmentation == w["segmentation"]
             m = o.mask
@@ -218,8 +221,7 @@ def t_track_close() -> None:
     # left with `break` after the first frame
     with densam.track(CLIP, str(PROMPTS), CKPT, **OPTS) as frames:
         proc, tmp = frames._child.proc, frames.out.parent
-        for first in frames:
-            break
+        first = next(frames)
     assert proc.poll() is not None and not tmp.exists()
     assert first.frame_number == json.loads(REF_JSONL.read_text().splitlines()[0])["frame_number"]
 
@@ -232,19 +234,29 @@ def t_errors() -> None:
             return e
         raise AssertionError(f"no {exc.__name__}")
 
-    e = raises(densam.InputError, lambda: densam.annotate(
-        W / "missing.mp4", PROMPTS, CKPT, W / "err1", log=False, **OPTS))
+    e = raises(
+        densam.InputError,
+        lambda: densam.annotate(W / "missing.mp4", PROMPTS, CKPT, W / "err1", log=False, **OPTS),
+    )
     assert e.exit_code == 3 and "missing.mp4" in str(e), e
-    e = raises(densam.ModelError, lambda: densam.annotate(
-        CLIP, PROMPTS, W / "none.pt", W / "err2", log=False, **OPTS))
+    e = raises(
+        densam.ModelError,
+        lambda: densam.annotate(CLIP, PROMPTS, W / "none.pt", W / "err2", log=False, **OPTS),
+    )
     assert e.exit_code == 6 and "none.pt" in str(e), e
-    e = raises(densam.OptionsError, lambda: densam.annotate(
-        CLIP, PROMPTS, CKPT, W / "err3", log=False, span="sideways"))
+    e = raises(
+        densam.OptionsError,
+        lambda: densam.annotate(CLIP, PROMPTS, CKPT, W / "err3", log=False, span="sideways"),
+    )
     assert e.exit_code == 2, e
     e = raises(TypeError, lambda: densam.annotate(CLIP, PROMPTS, CKPT, W / "err4", imagesize=1))
     assert "image_size" in str(e), e
-    e = raises(densam.CheckpointRefusedError, lambda: densam.annotate(
-        CLIP, PROMPTS, CKPT, W / "api-out", log=False, **OPTS, fill_hole_area=0))
+    e = raises(
+        densam.CheckpointRefusedError,
+        lambda: densam.annotate(
+            CLIP, PROMPTS, CKPT, W / "api-out", log=False, **OPTS, fill_hole_area=0
+        ),
+    )
     assert e.exit_code == 4 and e.run is not None, e
     it = densam.track(W / "missing.mp4", PROMPTS, CKPT, **OPTS)
     raises(densam.InputError, lambda: list(it))
