@@ -505,7 +505,7 @@ pub fn main(a: &PlanArgs) -> i32 {
     match res {
         Ok(r) => {
             print!("{r}");
-            job::EXIT_OK
+            crate::exit::EXIT_OK
         }
         Err(e) => {
             eprintln!("densam plan: error: {e}");
