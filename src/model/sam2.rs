@@ -133,6 +133,31 @@ pub struct AssembledMemory {
     pub num_obj_ptr_tokens: i64,
 }
 
+/// Fixed memory capacities of one object in the batched tracking step (`--static-shapes`, see
+/// [`Sam2Model::track_frame_batched_padded`]): the spatial memories and pointer tokens of every
+/// object are padded to at least these counts, so that a steady-state frame has the same tensor
+/// shapes as the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryCapacity {
+    /// Spatial memory frames: the conditioning frames the selection can yield + 6 recent
+    /// (docs/sam2-inference.md §4.4 steps 1–2).
+    pub memory_frames: i64,
+    /// Object pointers (4 tokens of 64 channels each): the selected conditioning frames + up to
+    /// `max_ptr − 1` recent ones (docs/sam2-inference.md §4.4 step 4).
+    pub pointers: i64,
+}
+
+impl MemoryCapacity {
+    /// The capacity for at most `cond_frames` selected conditioning frames and
+    /// `max_ptr = min(num_frames, 16)`.
+    pub fn new(cond_frames: i64, max_ptr: i64) -> Self {
+        MemoryCapacity {
+            memory_frames: cond_frames.max(0) + NUM_MASKMEM - 1,
+            pointers: cond_frames.max(0) + (max_ptr - 1).max(0),
+        }
+    }
+}
+
 /// All outputs of `_forward_sam_heads`.
 #[derive(Debug)]
 pub struct HeadsOutput {
@@ -613,6 +638,24 @@ impl Sam2Model {
         objects: &[ObjectMemory<'_>],
         max_ptr: i64,
     ) -> Option<(AssembledMemory, Option<Tensor>)> {
+        self.assemble_memory_padded(objects, max_ptr, None)
+    }
+
+    /// [`Self::assemble_memory_batched`] padded to at least `capacity` (spatial memory frames,
+    /// pointers) when given, with the key mask then always returned (also when nothing is
+    /// padded), so that the shapes, and which attention runs, depend only on the batch size and
+    /// the capacity. The layout is the same `[spatial | spatial padding | pointers | pointer
+    /// padding]` (docs/sam2-inference.md §7.10): the RoPE table is tiled over all
+    /// `memory_frames · f²` spatial slots and skips the `4 · pointers` pointer slots, so every
+    /// real key is rotated as without padding; padding slots are zeros and masked out. A bank
+    /// larger than the capacity (which the selection rule does not produce) widens that call's
+    /// shapes instead of being cut.
+    pub fn assemble_memory_padded(
+        &self,
+        objects: &[ObjectMemory<'_>],
+        max_ptr: i64,
+        capacity: Option<MemoryCapacity>,
+    ) -> Option<(AssembledMemory, Option<Tensor>)> {
         let hw = self.config.feat_size() * self.config.feat_size();
         let split = D_MODEL / MEM_DIM;
         let mut parts = Vec::with_capacity(objects.len());
@@ -622,10 +665,13 @@ impl Sam2Model {
             let n_sp = m.memory.size()[1] - n_ptr;
             parts.push((m, n_sp, n_ptr));
         }
-        let max_sp = parts.iter().map(|p| p.1).max().unwrap_or(0);
-        let max_ptr_tok = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        let cap_sp = capacity.map_or(0, |c| c.memory_frames * hw);
+        let cap_ptr = capacity.map_or(0, |c| c.pointers * split);
+        let max_sp = parts.iter().map(|p| p.1).max().unwrap_or(0).max(cap_sp);
+        let max_ptr_tok = parts.iter().map(|p| p.2).max().unwrap_or(0).max(cap_ptr);
         debug_assert!(max_sp % hw == 0 && max_ptr_tok % split == 0);
-        let needs_mask = parts.iter().any(|p| p.1 != max_sp || p.2 != max_ptr_tok);
+        let needs_mask =
+            capacity.is_some() || parts.iter().any(|p| p.1 != max_sp || p.2 != max_ptr_tok);
         let dev = self.device;
         let pad = |t: &Tensor, n: i64| -> Tensor {
             if n == 0 {
@@ -686,9 +732,27 @@ impl Sam2Model {
         objects: &[ObjectMemory<'_>],
         max_ptr: i64,
     ) -> StepOutput {
+        self.track_frame_batched_padded(feats, objects, max_ptr, None)
+    }
+
+    /// [`Self::track_frame_batched`] with every object's memory padded to `capacity`
+    /// ([`Self::assemble_memory_padded`]): in steady state every frame of a batch of B objects
+    /// then runs on the same tensor shapes (`--static-shapes`). That is the prerequisite for
+    /// capturing the step once as a CUDA graph and replaying it per frame, which needs a GPU
+    /// session to build and measure; on its own it changes only the padding (zeros, masked
+    /// out). The shapes are fixed from an object's first tracked frame on (its bank padded to
+    /// the capacity even while it fills); a batch holding an object without any memory takes
+    /// the per-object fallback, as without a capacity.
+    pub fn track_frame_batched_padded(
+        &self,
+        feats: &BackboneOut,
+        objects: &[ObjectMemory<'_>],
+        max_ptr: i64,
+        capacity: Option<MemoryCapacity>,
+    ) -> StepOutput {
         let _span = tracing::trace_span!("track_frame_batched").entered();
         let prof = crate::profile::scope(crate::profile::Section::MemoryAttention);
-        let pix = match self.assemble_memory_batched(objects, max_ptr) {
+        let pix = match self.assemble_memory_padded(objects, max_ptr, capacity) {
             Some((mem, mask)) => self.attend_memory(feats, &mem, mask.as_ref()),
             None => {
                 let per: Vec<Tensor> = objects
