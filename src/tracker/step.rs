@@ -179,7 +179,7 @@ impl Tracker<'_> {
                 }
                 return Ok(None);
             }
-            let res = if group.len() == 1 {
+            let res = if group.len() == 1 && self.setup.capacity.is_none() {
                 self.track_one(feats, t, pass, group[0], &mut undo)?
             } else {
                 self.track_batch(feats, t, pass, group, &mut undo)?
@@ -294,7 +294,8 @@ impl Tracker<'_> {
 
     /// Several objects in one batch: one memory-attention / heads / memory-encoder pass, each
     /// object attending to exactly its own memories (padding + key mask in the model), equal
-    /// to one-by-one results within fp32 tolerance.
+    /// to one-by-one results within fp32 tolerance. With `static_shapes` also a single object,
+    /// padded to the run's capacity.
     fn track_batch(
         &mut self,
         feats: &BackboneOut,
@@ -318,7 +319,10 @@ impl Tracker<'_> {
             })
             .collect();
         let fb = feats.expand_item(0, objs.len() as i64);
-        let out = self.setup.model.track_frame_batched(&fb, &views, max_ptr);
+        let out =
+            self.setup
+                .model
+                .track_frame_batched_padded(&fb, &views, max_ptr, self.setup.capacity);
         drop(views);
         self.finish_tracked(&fb, t, objs, out, undo)
     }
