@@ -550,7 +550,9 @@ impl Sam2Model {
             let tpos = match &self.obj_ptr_tpos_proj {
                 Some(proj) => {
                     let pl: Vec<i64> = pointers.iter().map(|p| p.pos).collect();
-                    let t = Tensor::from_slice(&pl).to_device(dev) / ((max_ptr - 1) as f64);
+                    // Uploaded without a host sync (pinned, asynchronous) on a GPU.
+                    let t =
+                        super::cuda::upload(&Tensor::from_slice(&pl), dev) / ((max_ptr - 1) as f64);
                     proj.forward(&sine_pe_1d(&t, D_MODEL)) // [P0, 64]
                 }
                 None => Tensor::zeros([p0, MEM_DIM], (Kind::Float, dev)),
