@@ -194,6 +194,8 @@ pub struct Sam2Model {
     dense_pe: Tensor,
     /// The compute precision of every entry point.
     precision: Precision,
+    /// The last key mask of [`Self::key_mask`] with its layout.
+    key_mask: std::cell::RefCell<Option<(Vec<i64>, Tensor)>>,
 }
 
 impl Sam2Model {
@@ -249,6 +251,7 @@ impl Sam2Model {
             prompt_encoder,
             dense_pe,
             precision: Precision::Fp32,
+            key_mask: Default::default(),
             config,
             device,
         };
@@ -674,53 +677,64 @@ impl Sam2Model {
         debug_assert!(max_sp % hw == 0 && max_ptr_tok % split == 0);
         let needs_mask =
             capacity.is_some() || parts.iter().any(|p| p.1 != max_sp || p.2 != max_ptr_tok);
-        let dev = self.device;
-        let pad = |t: &Tensor, n: i64| -> Tensor {
-            if n == 0 {
-                t.shallow_clone()
-            } else {
-                let z = Tensor::zeros([1, n, MEM_DIM], (Kind::Float, t.device()));
-                Tensor::cat(&[t.shallow_clone(), z], 1)
-            }
-        };
-        let (mut mems, mut poss, mut masks) = (Vec::new(), Vec::new(), Vec::new());
-        for (m, n_sp, n_ptr) in &parts {
-            let sp_m = m.memory.narrow(1, 0, *n_sp);
-            let sp_p = m.memory_pos.narrow(1, 0, *n_sp);
-            let pt_m = m.memory.narrow(1, *n_sp, *n_ptr);
-            let pt_p = m.memory_pos.narrow(1, *n_sp, *n_ptr);
-            mems.push(Tensor::cat(
-                &[pad(&sp_m, max_sp - n_sp), pad(&pt_m, max_ptr_tok - n_ptr)],
-                1,
-            ));
-            poss.push(Tensor::cat(
-                &[pad(&sp_p, max_sp - n_sp), pad(&pt_p, max_ptr_tok - n_ptr)],
-                1,
-            ));
-            if needs_mask {
-                let valid = |n: i64, total: i64| {
-                    Tensor::cat(
-                        &[
-                            Tensor::ones([n], (Kind::Bool, dev)),
-                            Tensor::zeros([total - n], (Kind::Bool, dev)),
-                        ],
-                        0,
-                    )
-                };
-                masks.push(Tensor::cat(
-                    &[valid(*n_sp, max_sp), valid(*n_ptr, max_ptr_tok)],
-                    0,
-                ));
-            }
+        // Zeros, then each object's spatial memories and pointer tokens copied in place (exact
+        // copies, f32 as each object's assembly returns them).
+        let b = parts.len() as i64;
+        let opts = (Kind::Float, self.device);
+        let memory = Tensor::zeros([b, max_sp + max_ptr_tok, MEM_DIM], opts);
+        let memory_pos = Tensor::zeros([b, max_sp + max_ptr_tok, MEM_DIM], opts);
+        for (i, (m, n_sp, n_ptr)) in parts.iter().enumerate() {
+            let (dst_m, dst_p) = (memory.get(i as i64), memory_pos.get(i as i64));
+            let src = |t: &Tensor, from: i64, n: i64| t.get(0).narrow(0, from, n);
+            dst_m.narrow(0, 0, *n_sp).copy_(&src(&m.memory, 0, *n_sp));
+            dst_p
+                .narrow(0, 0, *n_sp)
+                .copy_(&src(&m.memory_pos, 0, *n_sp));
+            dst_m
+                .narrow(0, max_sp, *n_ptr)
+                .copy_(&src(&m.memory, *n_sp, *n_ptr));
+            dst_p
+                .narrow(0, max_sp, *n_ptr)
+                .copy_(&src(&m.memory_pos, *n_sp, *n_ptr));
         }
         let mem = AssembledMemory {
-            memory: Tensor::cat(&mems, 0),
-            memory_pos: Tensor::cat(&poss, 0),
+            memory,
+            memory_pos,
             num_obj_ptr_tokens: max_ptr_tok,
         };
-        let mask =
-            needs_mask.then(|| Tensor::stack(&masks, 0).view([objects.len() as i64, 1, 1, -1]));
+        let mask = needs_mask.then(|| {
+            let counts: Vec<(i64, i64)> = parts.iter().map(|p| (p.1, p.2)).collect();
+            self.key_mask(&counts, max_sp, max_ptr_tok)
+        });
         Some((mem, mask))
+    }
+
+    /// The boolean key mask `[B, 1, 1, sp + ptr]` (true = attend) of objects with `counts`
+    /// (spatial tokens, pointer tokens) in the layout of [`Self::assemble_memory_padded`]:
+    /// built on the host and uploaded in one (asynchronous) copy, and kept for the next call
+    /// with the same counts (in steady state every frame of a batch, with `--static-shapes`
+    /// once each bank is full).
+    fn key_mask(&self, counts: &[(i64, i64)], sp: i64, ptr: i64) -> Tensor {
+        let mut key = vec![sp, ptr];
+        key.extend(counts.iter().flat_map(|&(a, b)| [a, b]));
+        let mut cache = self.key_mask.borrow_mut();
+        if let Some((k, t)) = &*cache
+            && *k == key
+        {
+            return t.shallow_clone();
+        }
+        let mut host = Vec::with_capacity(counts.len() * (sp + ptr) as usize);
+        for &(n_sp, n_ptr) in counts {
+            for (n, total) in [(n_sp, sp), (n_ptr, ptr)] {
+                host.extend((0..total).map(|j| j < n));
+            }
+        }
+        let t = super::cuda::upload(
+            &Tensor::from_slice(&host).view([counts.len() as i64, 1, 1, sp + ptr]),
+            self.device,
+        );
+        *cache = Some((key, t.shallow_clone()));
+        t
     }
 
     /// [`Self::track_frame`] for B objects sharing one frame (`feats` of batch B, e.g.
