@@ -506,6 +506,49 @@ fn official_parity_end_to_end() {
     );
 }
 
+/// `--static-shapes` (every object's memory padded to fixed capacities, masked): the same masks
+/// as without it on the base case, and as close to the official ones. On the CPU in fp32 the
+/// padded keys are dropped before the weighted sum, so identical output is expected; the
+/// bar is the batched path's (min IoU ≥ the goal), the count of differing object-frames and
+/// whether the JSONL bytes are identical are reported.
+#[test]
+fn static_shapes_same_masks() {
+    tch::set_num_threads(1);
+    let fx = fixture();
+    let out = tempfile::tempdir().unwrap();
+    let base = annotate(&fx, &out.path().join("base"), &[]).ok();
+    let stat = official_case(
+        &fx,
+        &out.path().join("static"),
+        "densam annotate --static-shapes",
+        &[("--static-shapes", "")],
+        "s1_t1",
+        Some("s1_t2"),
+    );
+    let base_masks = jsonl_masks(&base.output);
+    let mut keys: Vec<_> = base_masks.keys().chain(stat.ours.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let differing = keys
+        .iter()
+        .filter(|k| base_masks.get(k) != stat.ours.get(k))
+        .count();
+    let c = compare(&base_masks, &stat.ours);
+    let c_rev = compare(&stat.ours, &base_masks);
+    let same_bytes =
+        std::fs::read(&base.output).unwrap() == std::fs::read(&stat.run.output).unwrap();
+    eprintln!(
+        "--static-shapes vs without: min IoU {:.6} ({}), {differing} of {} object-frames differ, \
+         JSONL bytes identical: {same_bytes}",
+        c.0.min(c_rev.0),
+        c.1,
+        keys.len()
+    );
+    assert!(c.0 >= GOAL_IOU && c_rev.0 >= GOAL_IOU);
+    assert_eq!(stat.run.manifest()["params"]["static_shapes"], true);
+    assert!(base.manifest()["params"].get("static_shapes").is_none());
+}
+
 #[test]
 fn stride_with_prompts_off_the_grid() {
     let fx = fixture();

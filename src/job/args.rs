@@ -121,6 +121,11 @@ pub struct TrackArgs {
     /// Objects tracked per batch (1 = one by one, as the official predictor).
     #[arg(long, default_value_t = 16, value_parser = checked(rules::count))]
     pub batch_objects: usize,
+    /// Pad each object's memory to fixed capacities (masked zero slots) so that every
+    /// steady-state frame runs on the same tensor shapes, the prerequisite for CUDA graphs.
+    /// Off by default until measured on a GPU; on the CPU the masks are the same.
+    #[arg(long)]
+    pub static_shapes: bool,
     /// Processed frames decoded per chunk of the reverse pass (memory only, not results).
     #[arg(long, default_value_t = 16, value_parser = checked(rules::count))]
     pub reverse_chunk: usize,

@@ -384,6 +384,7 @@ fn new_tracker<'m>(
         memory_temporal_stride: ta.memory_temporal_stride,
         reverse_chunk: ta.reverse_chunk,
         batch_objects: ta.batch_objects,
+        static_shapes: ta.static_shapes,
         spool_dir: std::env::temp_dir(),
         spool_file: Some(state::spool_path(&paths.dir)),
     };

@@ -39,6 +39,9 @@ pub struct RunParams {
     /// `--span prompts` (absent with the default `video`, as in earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span: Option<SpanParams>,
+    /// `--static-shapes` (absent when off, as in earlier versions).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub static_shapes: bool,
     pub track_stride: u64,
     /// The video (canonical path), its frame count, size and id.
     pub video: PathBuf,
@@ -99,6 +102,7 @@ impl RunParams {
                 margin_s: ta.span_margin,
                 mode: SpanMode::Prompts,
             }),
+            static_shapes: ta.static_shapes,
             track_stride,
             video: std::fs::canonicalize(&job.video_path).unwrap_or(job.video_path.clone()),
             video_frames: job.geo.num_frames,
@@ -163,6 +167,7 @@ pub(crate) mod tests {
             memory_temporal_stride: 1,
             prompts: "d174747556414119".into(),
             span: None,
+            static_shapes: false,
             track_stride: 1,
             video: "/tmp/jobc/clip.mp4".into(),
             video_frames: 30,

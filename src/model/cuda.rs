@@ -35,6 +35,20 @@ pub fn pinned(t: &tch::Tensor) -> Option<tch::Tensor> {
     }
 }
 
+/// The host tensor `t` on `device`: on a GPU through a pinned copy ([`pinned`]), asynchronously
+/// on the current stream, so the host does not wait for the GPU (a plain `to_device` from
+/// pageable memory synchronises the stream); elsewhere, or when pinning fails, `to_device`.
+/// The values are the same either way.
+pub fn upload(t: &tch::Tensor, device: Device) -> tch::Tensor {
+    if device.is_cuda()
+        && t.device() == Device::Cpu
+        && let Some(p) = pinned(t)
+    {
+        return p.to_device_(device, p.kind(), true, false);
+    }
+    t.to_device(device)
+}
+
 /// Whether TF32 is allowed in (cuDNN convolutions, cuBLAS matmuls); `None` on a libtorch error.
 pub fn tf32_allowed() -> Option<(bool, bool)> {
     // SAFETY: a plain C call into the shim; it catches every C++ exception.

@@ -89,7 +89,6 @@ pub fn fill_holes(low_res_logits: &Tensor, max_area: i64) -> Tensor {
             fill_holes_slice(chunk, h, w, max_area);
         }
     }
-    Tensor::from_slice(&data)
-        .reshape(size.as_slice())
-        .to_device(device)
+    // Back to the device without a second host sync (pinned, asynchronous).
+    super::cuda::upload(&Tensor::from_slice(&data).reshape(size.as_slice()), device)
 }

@@ -5,7 +5,7 @@
 //! ImageNet mean and std, channel order RGB, layout CHW. On the host ([`normalize_chw`]) and on
 //! the model's device ([`normalize_tensor`]), bit-identical: every step is correctly rounded.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// ImageNet mean (RGB), as float32.
 pub const IMG_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -37,11 +37,31 @@ pub fn normalize_chw(hwc: &[u8]) -> Vec<f32> {
 /// tensor's device with the same arithmetic as [`normalize_chw`] (x / 255 in f64, rounded to
 /// f32, then `(x - mean) / std` in f32), so the result is bit-identical on any device.
 pub fn normalize_tensor(hwc: &Tensor) -> Tensor {
-    let dev = hwc.device();
-    let mean = Tensor::from_slice(&IMG_MEAN).view([3, 1, 1]).to_device(dev);
-    let std = Tensor::from_slice(&IMG_STD).view([3, 1, 1]).to_device(dev);
+    let (mean, std) = mean_std(hwc.device());
     let x = hwc.permute([2, 0, 1]).to_kind(Kind::Double) / 255.0;
     (x.to_kind(Kind::Float) - mean) / std
+}
+
+thread_local! {
+    /// [`mean_std`] per device already uploaded on this thread.
+    static MEAN_STD: std::cell::RefCell<Vec<(Device, Tensor, Tensor)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `IMG_MEAN` and `IMG_STD` as `[3, 1, 1]` f32 tensors on `dev`, uploaded once per device and
+/// thread rather than per frame (each upload from pageable memory would synchronise a GPU's
+/// stream).
+fn mean_std(dev: Device) -> (Tensor, Tensor) {
+    MEAN_STD.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, m, s)) = c.iter().find(|e| e.0 == dev) {
+            return (m.shallow_clone(), s.shallow_clone());
+        }
+        let m = Tensor::from_slice(&IMG_MEAN).view([3, 1, 1]).to_device(dev);
+        let s = Tensor::from_slice(&IMG_STD).view([3, 1, 1]).to_device(dev);
+        c.push((dev, m.shallow_clone(), s.shallow_clone()));
+        (m, s)
+    })
 }
 
 #[cfg(test)]

@@ -385,3 +385,86 @@ impl Mlp {
 pub fn gelu(x: &Tensor) -> Tensor {
     x.gelu("none")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tch::Device;
+
+    use super::*;
+
+    /// Under bf16 autocast the layers cast their f32 weights to bf16 once (the first call) and
+    /// reuse that copy: the cached copy is the same tensor on every later call, and the outputs
+    /// are bit for bit those of casting the weights on every call, as libtorch's autocast does
+    /// for weights that do not require grad (casting is deterministic).
+    #[test]
+    fn bf16_weights_cast_once_and_bit_identical() {
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(3);
+        let opts = (Kind::Float, Device::Cpu);
+        let mut t = BTreeMap::new();
+        t.insert("lin.weight".to_string(), Tensor::randn([32, 16], opts));
+        t.insert("lin.bias".to_string(), Tensor::randn([32], opts));
+        t.insert("conv.weight".to_string(), Tensor::randn([8, 4, 3, 3], opts));
+        t.insert("conv.bias".to_string(), Tensor::randn([8], opts));
+        t.insert("up.weight".to_string(), Tensor::randn([8, 4, 2, 2], opts));
+        t.insert("up.bias".to_string(), Tensor::randn([4], opts));
+        let w = Weights::new("test", t, Device::Cpu);
+        let lin = Linear::new(&w.pp("lin"), 16, 32).unwrap();
+        let cfg = ConvCfg {
+            stride: 1,
+            padding: 1,
+            groups: 1,
+        };
+        let conv = Conv2d::new(&w.pp("conv"), 4, 8, 3, cfg).unwrap();
+        let up = ConvTranspose2d::new(&w.pp("up"), 8, 4, 2, 2).unwrap();
+        let x = Tensor::randn([2, 5, 16], opts);
+        let img = Tensor::randn([2, 4, 6, 6], opts);
+        let bf = |t: &Tensor| t.to_kind(Kind::BFloat16);
+        let _ac = autocast(Precision::Bf16);
+        let per_call_lin = bf(&x).linear(&bf(&lin.weight), Some(&bf(lin.bias.as_ref().unwrap())));
+        let per_call_conv = bf(&img).conv2d(
+            &bf(&conv.weight),
+            Some(&bf(conv.bias.as_ref().unwrap())),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+        );
+        let per_call_up = per_call_conv.conv_transpose2d(
+            &bf(&up.weight),
+            Some(&bf(up.bias.as_ref().unwrap())),
+            [2, 2],
+            [0, 0],
+            [0, 0],
+            1,
+            [1, 1],
+        );
+        let cached_ptr = |c: &OnceCell<(Kind, Tensor, Option<Tensor>)>| {
+            c.get().map(|(k, w, _)| (*k, w.data_ptr() as usize))
+        };
+        let mut first = None;
+        for _ in 0..2 {
+            let y = lin.forward(&x);
+            let c = conv.forward(&img);
+            let u = up.forward(&c);
+            assert_eq!(y.kind(), Kind::BFloat16);
+            assert!(y.equal(&per_call_lin), "linear");
+            assert!(c.equal(&per_call_conv), "conv2d");
+            assert!(u.equal(&per_call_up), "conv_transpose2d");
+            let ptrs = [
+                cached_ptr(&lin.lowered),
+                cached_ptr(&conv.lowered),
+                cached_ptr(&up.lowered),
+            ];
+            assert!(
+                ptrs.iter()
+                    .all(|p| p.is_some_and(|p| p.0 == Kind::BFloat16))
+            );
+            // The second call reuses the copies made by the first.
+            assert!(first.is_none_or(|f| f == ptrs));
+            first = Some(ptrs);
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //! and a ReLU FFN. On the CPU in fp32 the cross-attention takes the values-first order
 //! (`attend_values_first`, docs/sam2-inference.md §7.12).
 
+use std::cell::RefCell;
+
 use tch::{Device, Kind, Tensor};
 
 use super::config::{D_MODEL, MEM_DIM};
@@ -133,6 +135,10 @@ impl MemoryAttentionLayer {
     }
 }
 
+/// A memory layout as the keys' RoPE table sees it: (memory tokens, table tiled per memory
+/// frame, pointer tokens).
+type KeyLayout = (i64, bool, i64);
+
 /// The memory attention stack.
 #[derive(Debug)]
 pub struct MemoryAttention {
@@ -140,6 +146,10 @@ pub struct MemoryAttention {
     pub norm: LayerNorm,
     /// RoPE table of the f×f grid, complex `[f·f, 128]`.
     pub freqs_cis: Tensor,
+    /// The cross-attention keys' table of the last memory layout, keyed by (memory tokens,
+    /// tiled, pointer tokens): the same for every frame of a fixed layout (in steady state, and
+    /// always with `--static-shapes`), so it is built once rather than per frame.
+    k_rope: RefCell<Option<(KeyLayout, Tensor)>>,
 }
 
 impl MemoryAttention {
@@ -156,7 +166,23 @@ impl MemoryAttention {
             layers,
             norm,
             freqs_cis,
+            k_rope: RefCell::new(None),
         })
+    }
+
+    /// [`position_encoding::key_rope_table`] of `freqs_cis` for a layout, from the cache when
+    /// the layout is the last one's.
+    fn key_rope(&self, nm: i64, repeat: bool, num_ptr: i64) -> Tensor {
+        let key = (nm, repeat, num_ptr);
+        let mut c = self.k_rope.borrow_mut();
+        if let Some((k, t)) = &*c
+            && *k == key
+        {
+            return t.shallow_clone();
+        }
+        let t = position_encoding::key_rope_table(&self.freqs_cis, nm, repeat, num_ptr);
+        *c = Some((key, t.shallow_clone()));
+        t
     }
 
     /// `curr [B, HW, 256]` and `curr_pos [B, HW, 256]` (the frame's L2 features and sine PE,
@@ -184,12 +210,7 @@ impl MemoryAttention {
         let mut x = &curr + &curr_pos * 0.1;
         let k_in = memory + memory_pos;
         let nm = memory.size()[1];
-        let k_rope = position_encoding::key_rope_table(
-            &self.freqs_cis,
-            nm,
-            nm != curr.size()[1],
-            num_obj_ptr_tokens,
-        );
+        let k_rope = self.key_rope(nm, nm != curr.size()[1], num_obj_ptr_tokens);
         let f = &self.freqs_cis;
         for l in &self.layers {
             let t = l.norm1.forward(&x);

@@ -3,6 +3,8 @@
 //! `pix_feat_proj`, a fuser of 2 CXBlocks, `out_proj` to 64 channels, and the 64-channel sine
 //! position encoding of the result.
 
+use std::cell::RefCell;
+
 use tch::Tensor;
 
 use super::config::{D_MODEL, MEM_DIM};
@@ -99,6 +101,8 @@ pub struct MemoryEncoder {
     pub pix_feat_proj: Conv2d,
     pub fuser: Vec<CxBlock>,
     pub out_proj: Conv2d,
+    /// The f32 sine PE of the last output grid `(h, w)`: the same every call, built once.
+    pos: RefCell<Option<((i64, i64), Tensor)>>,
 }
 
 impl MemoryEncoder {
@@ -117,6 +121,7 @@ impl MemoryEncoder {
                 .map(|i| CxBlock::new(&w.pp("fuser").pp("layers").pp(i), D_MODEL))
                 .collect::<Result<Vec<_>, _>>()?,
             out_proj: Conv2d::new(&w.pp("out_proj"), D_MODEL, MEM_DIM, 1, ConvCfg::default())?,
+            pos: RefCell::new(None),
         })
     }
 
@@ -130,9 +135,24 @@ impl MemoryEncoder {
         }
         let x = self.out_proj.forward(&x);
         let sz = x.size();
-        let pos = position_encoding::sine_pe_2d(MEM_DIM, sz[2], sz[3], x.device())
+        let pos = self
+            .sine_pe(sz[2], sz[3], x.device())
             .to_kind(x.kind())
             .expand([sz[0], -1, -1, -1], false);
         (x, pos)
+    }
+
+    /// `sine_pe_2d(64, h, w)` (docs/sam2-inference.md §3.3), built once per grid size rather
+    /// than per call (a constant; the same values).
+    fn sine_pe(&self, h: i64, w: i64, device: tch::Device) -> Tensor {
+        let mut c = self.pos.borrow_mut();
+        match &*c {
+            Some((hw, t)) if *hw == (h, w) && t.device() == device => t.shallow_clone(),
+            _ => {
+                let t = position_encoding::sine_pe_2d(MEM_DIM, h, w, device);
+                *c = Some(((h, w), t.shallow_clone()));
+                t
+            }
+        }
     }
 }

@@ -67,6 +67,8 @@ pub fn sine_pe_1d(pos_inds: &Tensor, dim: i64) -> Tensor {
 pub struct PositionEmbeddingRandom {
     /// `[2, num_pos_feats]`
     pub gaussian: Tensor,
+    /// Its low-precision copy for the autocast matmul, made once (as the layers' weights).
+    lowered: std::cell::OnceCell<(Kind, Tensor)>,
 }
 
 impl PositionEmbeddingRandom {
@@ -74,6 +76,7 @@ impl PositionEmbeddingRandom {
     pub fn new(w: &Weights, num_pos_feats: i64) -> Result<Self, WeightsError> {
         Ok(PositionEmbeddingRandom {
             gaussian: w.get("positional_encoding_gaussian_matrix", &[2, num_pos_feats])?,
+            lowered: Default::default(),
         })
     }
 
@@ -81,7 +84,21 @@ impl PositionEmbeddingRandom {
     /// `cat(sin(2π(2c−1)G), cos(2π(2c−1)G))`.
     pub fn pe_encoding(&self, coords: &Tensor) -> Tensor {
         let c = coords * 2.0 - 1.0;
-        let c = super::layers::matmul(&c, &self.gaussian);
+        let g = match super::layers::autocast_kind() {
+            Some(k) if self.gaussian.kind() != k => {
+                let (ck, g) = self.lowered.get_or_init(|| {
+                    let _g = tch::no_grad_guard();
+                    (k, self.gaussian.to_kind(k))
+                });
+                if *ck == k {
+                    g.shallow_clone()
+                } else {
+                    self.gaussian.to_kind(k)
+                }
+            }
+            _ => self.gaussian.shallow_clone(),
+        };
+        let c = super::layers::matmul(&c, &g);
         let c = c * (2.0 * PI);
         Tensor::cat(&[c.sin(), c.cos()], -1)
     }
@@ -230,7 +247,10 @@ mod tests {
     #[test]
     fn random_dense_matches_coords() {
         let g = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
-        let pe = PositionEmbeddingRandom { gaussian: g };
+        let pe = PositionEmbeddingRandom {
+            gaussian: g,
+            lowered: Default::default(),
+        };
         let dense = pe.dense(4, 4);
         assert_eq!(dense.size(), [1, 16, 4, 4]);
         // pixel centre (col 2, row 1) of a 4x4 grid == coords (2.5, 1.5) of a 4x4 image

@@ -133,6 +133,31 @@ pub struct AssembledMemory {
     pub num_obj_ptr_tokens: i64,
 }
 
+/// Fixed memory capacities of one object in the batched tracking step (`--static-shapes`, see
+/// [`Sam2Model::track_frame_batched_padded`]): the spatial memories and pointer tokens of every
+/// object are padded to at least these counts, so that a steady-state frame has the same tensor
+/// shapes as the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryCapacity {
+    /// Spatial memory frames: the conditioning frames the selection can yield + 6 recent
+    /// (docs/sam2-inference.md §4.4 steps 1–2).
+    pub memory_frames: i64,
+    /// Object pointers (4 tokens of 64 channels each): the selected conditioning frames + up to
+    /// `max_ptr − 1` recent ones (docs/sam2-inference.md §4.4 step 4).
+    pub pointers: i64,
+}
+
+impl MemoryCapacity {
+    /// The capacity for at most `cond_frames` selected conditioning frames and
+    /// `max_ptr = min(num_frames, 16)`.
+    pub fn new(cond_frames: i64, max_ptr: i64) -> Self {
+        MemoryCapacity {
+            memory_frames: cond_frames.max(0) + NUM_MASKMEM - 1,
+            pointers: cond_frames.max(0) + (max_ptr - 1).max(0),
+        }
+    }
+}
+
 /// All outputs of `_forward_sam_heads`.
 #[derive(Debug)]
 pub struct HeadsOutput {
@@ -169,6 +194,8 @@ pub struct Sam2Model {
     dense_pe: Tensor,
     /// The compute precision of every entry point.
     precision: Precision,
+    /// The last key mask of [`Self::key_mask`] with its layout.
+    key_mask: std::cell::RefCell<Option<(Vec<i64>, Tensor)>>,
 }
 
 impl Sam2Model {
@@ -224,6 +251,7 @@ impl Sam2Model {
             prompt_encoder,
             dense_pe,
             precision: Precision::Fp32,
+            key_mask: Default::default(),
             config,
             device,
         };
@@ -527,7 +555,9 @@ impl Sam2Model {
             let tpos = match &self.obj_ptr_tpos_proj {
                 Some(proj) => {
                     let pl: Vec<i64> = pointers.iter().map(|p| p.pos).collect();
-                    let t = Tensor::from_slice(&pl).to_device(dev) / ((max_ptr - 1) as f64);
+                    // Uploaded without a host sync (pinned, asynchronous) on a GPU.
+                    let t =
+                        super::cuda::upload(&Tensor::from_slice(&pl), dev) / ((max_ptr - 1) as f64);
                     proj.forward(&sine_pe_1d(&t, D_MODEL)) // [P0, 64]
                 }
                 None => Tensor::zeros([p0, MEM_DIM], (Kind::Float, dev)),
@@ -615,6 +645,24 @@ impl Sam2Model {
         objects: &[ObjectMemory<'_>],
         max_ptr: i64,
     ) -> Option<(AssembledMemory, Option<Tensor>)> {
+        self.assemble_memory_padded(objects, max_ptr, None)
+    }
+
+    /// [`Self::assemble_memory_batched`] padded to at least `capacity` (spatial memory frames,
+    /// pointers) when given, with the key mask then always returned (also when nothing is
+    /// padded), so that the shapes, and which attention runs, depend only on the batch size and
+    /// the capacity. The layout is the same `[spatial | spatial padding | pointers | pointer
+    /// padding]` (docs/sam2-inference.md §7.10): the RoPE table is tiled over all
+    /// `memory_frames · f²` spatial slots and skips the `4 · pointers` pointer slots, so every
+    /// real key is rotated as without padding; padding slots are zeros and masked out. A bank
+    /// larger than the capacity (which the selection rule does not produce) widens that call's
+    /// shapes instead of being cut.
+    pub fn assemble_memory_padded(
+        &self,
+        objects: &[ObjectMemory<'_>],
+        max_ptr: i64,
+        capacity: Option<MemoryCapacity>,
+    ) -> Option<(AssembledMemory, Option<Tensor>)> {
         let hw = self.config.feat_size() * self.config.feat_size();
         let split = D_MODEL / MEM_DIM;
         let mut parts = Vec::with_capacity(objects.len());
@@ -624,57 +672,71 @@ impl Sam2Model {
             let n_sp = m.memory.size()[1] - n_ptr;
             parts.push((m, n_sp, n_ptr));
         }
-        let max_sp = parts.iter().map(|p| p.1).max().unwrap_or(0);
-        let max_ptr_tok = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        let cap_sp = capacity.map_or(0, |c| c.memory_frames * hw);
+        let cap_ptr = capacity.map_or(0, |c| c.pointers * split);
+        let max_sp = parts.iter().map(|p| p.1).max().unwrap_or(0).max(cap_sp);
+        let max_ptr_tok = parts.iter().map(|p| p.2).max().unwrap_or(0).max(cap_ptr);
         debug_assert!(max_sp % hw == 0 && max_ptr_tok % split == 0);
-        let needs_mask = parts.iter().any(|p| p.1 != max_sp || p.2 != max_ptr_tok);
-        let dev = self.device;
-        let pad = |t: &Tensor, n: i64| -> Tensor {
-            if n == 0 {
-                t.shallow_clone()
-            } else {
-                let z = Tensor::zeros([1, n, MEM_DIM], (Kind::Float, t.device()));
-                Tensor::cat(&[t.shallow_clone(), z], 1)
-            }
-        };
-        let (mut mems, mut poss, mut masks) = (Vec::new(), Vec::new(), Vec::new());
-        for (m, n_sp, n_ptr) in &parts {
-            let sp_m = m.memory.narrow(1, 0, *n_sp);
-            let sp_p = m.memory_pos.narrow(1, 0, *n_sp);
-            let pt_m = m.memory.narrow(1, *n_sp, *n_ptr);
-            let pt_p = m.memory_pos.narrow(1, *n_sp, *n_ptr);
-            mems.push(Tensor::cat(
-                &[pad(&sp_m, max_sp - n_sp), pad(&pt_m, max_ptr_tok - n_ptr)],
-                1,
-            ));
-            poss.push(Tensor::cat(
-                &[pad(&sp_p, max_sp - n_sp), pad(&pt_p, max_ptr_tok - n_ptr)],
-                1,
-            ));
-            if needs_mask {
-                let valid = |n: i64, total: i64| {
-                    Tensor::cat(
-                        &[
-                            Tensor::ones([n], (Kind::Bool, dev)),
-                            Tensor::zeros([total - n], (Kind::Bool, dev)),
-                        ],
-                        0,
-                    )
-                };
-                masks.push(Tensor::cat(
-                    &[valid(*n_sp, max_sp), valid(*n_ptr, max_ptr_tok)],
-                    0,
-                ));
-            }
+        let needs_mask =
+            capacity.is_some() || parts.iter().any(|p| p.1 != max_sp || p.2 != max_ptr_tok);
+        // Zeros, then each object's spatial memories and pointer tokens copied in place (exact
+        // copies, f32 as each object's assembly returns them).
+        let b = parts.len() as i64;
+        let opts = (Kind::Float, self.device);
+        let memory = Tensor::zeros([b, max_sp + max_ptr_tok, MEM_DIM], opts);
+        let memory_pos = Tensor::zeros([b, max_sp + max_ptr_tok, MEM_DIM], opts);
+        for (i, (m, n_sp, n_ptr)) in parts.iter().enumerate() {
+            let (dst_m, dst_p) = (memory.get(i as i64), memory_pos.get(i as i64));
+            let src = |t: &Tensor, from: i64, n: i64| t.get(0).narrow(0, from, n);
+            dst_m.narrow(0, 0, *n_sp).copy_(&src(&m.memory, 0, *n_sp));
+            dst_p
+                .narrow(0, 0, *n_sp)
+                .copy_(&src(&m.memory_pos, 0, *n_sp));
+            dst_m
+                .narrow(0, max_sp, *n_ptr)
+                .copy_(&src(&m.memory, *n_sp, *n_ptr));
+            dst_p
+                .narrow(0, max_sp, *n_ptr)
+                .copy_(&src(&m.memory_pos, *n_sp, *n_ptr));
         }
         let mem = AssembledMemory {
-            memory: Tensor::cat(&mems, 0),
-            memory_pos: Tensor::cat(&poss, 0),
+            memory,
+            memory_pos,
             num_obj_ptr_tokens: max_ptr_tok,
         };
-        let mask =
-            needs_mask.then(|| Tensor::stack(&masks, 0).view([objects.len() as i64, 1, 1, -1]));
+        let mask = needs_mask.then(|| {
+            let counts: Vec<(i64, i64)> = parts.iter().map(|p| (p.1, p.2)).collect();
+            self.key_mask(&counts, max_sp, max_ptr_tok)
+        });
         Some((mem, mask))
+    }
+
+    /// The boolean key mask `[B, 1, 1, sp + ptr]` (true = attend) of objects with `counts`
+    /// (spatial tokens, pointer tokens) in the layout of [`Self::assemble_memory_padded`]:
+    /// built on the host and uploaded in one (asynchronous) copy, and kept for the next call
+    /// with the same counts (in steady state every frame of a batch, with `--static-shapes`
+    /// once each bank is full).
+    fn key_mask(&self, counts: &[(i64, i64)], sp: i64, ptr: i64) -> Tensor {
+        let mut key = vec![sp, ptr];
+        key.extend(counts.iter().flat_map(|&(a, b)| [a, b]));
+        let mut cache = self.key_mask.borrow_mut();
+        if let Some((k, t)) = &*cache
+            && *k == key
+        {
+            return t.shallow_clone();
+        }
+        let mut host = Vec::with_capacity(counts.len() * (sp + ptr) as usize);
+        for &(n_sp, n_ptr) in counts {
+            for (n, total) in [(n_sp, sp), (n_ptr, ptr)] {
+                host.extend((0..total).map(|j| j < n));
+            }
+        }
+        let t = super::cuda::upload(
+            &Tensor::from_slice(&host).view([counts.len() as i64, 1, 1, sp + ptr]),
+            self.device,
+        );
+        *cache = Some((key, t.shallow_clone()));
+        t
     }
 
     /// [`Self::track_frame`] for B objects sharing one frame (`feats` of batch B, e.g.
@@ -688,9 +750,27 @@ impl Sam2Model {
         objects: &[ObjectMemory<'_>],
         max_ptr: i64,
     ) -> StepOutput {
+        self.track_frame_batched_padded(feats, objects, max_ptr, None)
+    }
+
+    /// [`Self::track_frame_batched`] with every object's memory padded to `capacity`
+    /// ([`Self::assemble_memory_padded`]): in steady state every frame of a batch of B objects
+    /// then runs on the same tensor shapes (`--static-shapes`). That is the prerequisite for
+    /// capturing the step once as a CUDA graph and replaying it per frame, which needs a GPU
+    /// session to build and measure; on its own it changes only the padding (zeros, masked
+    /// out). The shapes are fixed from an object's first tracked frame on (its bank padded to
+    /// the capacity even while it fills); a batch holding an object without any memory takes
+    /// the per-object fallback, as without a capacity.
+    pub fn track_frame_batched_padded(
+        &self,
+        feats: &BackboneOut,
+        objects: &[ObjectMemory<'_>],
+        max_ptr: i64,
+        capacity: Option<MemoryCapacity>,
+    ) -> StepOutput {
         let _span = tracing::trace_span!("track_frame_batched").entered();
         let prof = crate::profile::scope(crate::profile::Section::MemoryAttention);
-        let pix = match self.assemble_memory_batched(objects, max_ptr) {
+        let pix = match self.assemble_memory_padded(objects, max_ptr, capacity) {
             Some((mem, mask)) => self.attend_memory(feats, &mem, mask.as_ref()),
             None => {
                 let per: Vec<Tensor> = objects

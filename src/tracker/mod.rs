@@ -58,7 +58,7 @@ use std::path::PathBuf;
 
 use tch::{Device, Tensor};
 
-use crate::model::sam2::Sam2Model;
+use crate::model::sam2::{MemoryCapacity, Sam2Model};
 
 use bank::{ObjectBank, SelectCfg};
 pub use masks::MaskRuns;
@@ -328,6 +328,13 @@ pub struct TrackerConfig {
     /// compound): measured max |Δ low-res logit| 1.5e-4 over a 32-frame, 3-object run (tiny,
     /// 256), the order of the official predictor against itself at 1 vs 2 threads (2.2e-4).
     pub batch_objects: usize,
+    /// Pad every tracked object's memory to fixed capacities (the conditioning frames the
+    /// selection can yield + 6 recent memories; as many pointers + `min(frames, 16) − 1`) with
+    /// masked zero slots, so that every steady-state step of a batch of B objects has the same
+    /// tensor shapes: the prerequisite for replaying the step as a CUDA graph. Objects tracked
+    /// alone then take the batched path too (batch of one). Off by default until measured on a
+    /// GPU; on the CPU in fp32 the masks are the same (see `Sam2Model::assemble_memory_padded`).
+    pub static_shapes: bool,
     /// Folder for a temporary spool (unique name, removed when the run ends).
     pub spool_dir: PathBuf,
     /// A fixed path for the spool instead (replaced when a run starts, kept when it ends: the
@@ -343,6 +350,7 @@ impl Default for TrackerConfig {
             memory_temporal_stride: 1,
             reverse_chunk: 16,
             batch_objects: 16,
+            static_shapes: false,
             spool_dir: std::env::temp_dir(),
             spool_file: None,
         }
@@ -359,6 +367,8 @@ struct Setup<'a> {
     video_w: u32,
     video_h: u32,
     select: SelectCfg,
+    /// The memory capacity of every tracked object with `static_shapes`.
+    capacity: Option<MemoryCapacity>,
 }
 
 /// What a run changes.
@@ -411,6 +421,9 @@ impl<'a> Tracker<'a> {
             stride: cfg.memory_temporal_stride,
             signed_ptr_pos: model.config.is_v2_1(),
         };
+        let capacity = cfg
+            .static_shapes
+            .then(|| static_capacity(&prompts, &select));
         let n = prompts.objects.len();
         schedule.set_full_spans(n);
         Ok(Tracker {
@@ -422,6 +435,7 @@ impl<'a> Tracker<'a> {
                 video_w,
                 video_h,
                 select,
+                capacity,
             },
             run: RunState {
                 banks: (0..n).map(|_| ObjectBank::default()).collect(),
@@ -520,4 +534,71 @@ fn bad_frame(n: FrameNo) -> TrackError {
     TrackError::Video(format!(
         "frame source returned frame {n}, which was not asked for"
     ))
+}
+
+/// The memory capacity of `--static-shapes`: an object's conditioning frames are its prompted
+/// frames (the prompt pre-pass stores one per prompted frame), of which the selection keeps at
+/// most `max_cond` (docs/sam2-inference.md §4.4 step 0); the largest count over the objects, so
+/// that every batch has the same shapes.
+fn static_capacity(prompts: &PromptSet, select: &SelectCfg) -> MemoryCapacity {
+    let most = prompts
+        .objects
+        .iter()
+        .map(|o| o.frames.len() as i64)
+        .max()
+        .unwrap_or(0);
+    let cond = if select.max_cond >= 0 {
+        most.min(select.max_cond)
+    } else {
+        most
+    };
+    MemoryCapacity::new(cond, select.max_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The capacity follows the object with the most prompted frames, capped by `max_cond`,
+    /// and `max_ptr`: 1 conditioning frame + 6 recent memories and 1 + 15 pointers in the
+    /// common case of one prompt per object on a long video.
+    #[test]
+    fn static_capacity_follows_prompts_and_selection() {
+        let object = |frames: &[u64]| ObjectPrompts {
+            id: "o".into(),
+            label: None,
+            frames: frames
+                .iter()
+                .map(|&f| {
+                    let p = FramePrompt {
+                        mask: None,
+                        points: vec![[1.0, 1.0]],
+                        labels: vec![1],
+                    };
+                    (FrameNo(f), p)
+                })
+                .collect(),
+        };
+        let set = PromptSet {
+            objects: vec![object(&[0]), object(&[3, 9, 20]), object(&[5])],
+        };
+        let select = |max_cond, num_frames| SelectCfg {
+            num_frames,
+            max_cond,
+            stride: 1,
+            signed_ptr_pos: true,
+        };
+        let cap = |s| {
+            let c = static_capacity(&set, &s);
+            (c.memory_frames, c.pointers)
+        };
+        assert_eq!(cap(select(-1, 1000)), (3 + 6, 3 + 15));
+        assert_eq!(cap(select(2, 1000)), (2 + 6, 2 + 15));
+        assert_eq!(cap(select(-1, 10)), (3 + 6, 3 + 9));
+        let one = PromptSet {
+            objects: vec![object(&[4])],
+        };
+        let c = static_capacity(&one, &select(-1, 1000));
+        assert_eq!((c.memory_frames, c.pointers), (7, 16));
+    }
 }

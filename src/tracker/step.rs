@@ -179,7 +179,7 @@ impl Tracker<'_> {
                 }
                 return Ok(None);
             }
-            let res = if group.len() == 1 {
+            let res = if group.len() == 1 && self.setup.capacity.is_none() {
                 self.track_one(feats, t, pass, group[0], &mut undo)?
             } else {
                 self.track_batch(feats, t, pass, group, &mut undo)?
@@ -256,8 +256,16 @@ impl Tracker<'_> {
         );
         let _prof = crate::profile::scope(crate::profile::Section::StepPost);
         let low = fill_holes(&out.low_res_masks, self.setup.cfg.fill_hole_area);
-        let osl = host_values(&out.object_score_logits, "object scores", objs.len())?;
-        let ious = host_values(&out.ious, "predicted IoUs", objs.len())?;
+        // One device-to-host copy (one wait for the device) for both.
+        let both = Tensor::cat(
+            &[
+                out.object_score_logits.to_kind(Kind::Float).flatten(0, -1),
+                out.ious.to_kind(Kind::Float).flatten(0, -1),
+            ],
+            0,
+        );
+        let v = host_values(&both, "object scores and predicted IoUs", 2 * objs.len())?;
+        let (osl, ious) = v.split_at(objs.len());
         let mut res = Vec::with_capacity(objs.len());
         for (i, &o) in objs.iter().enumerate() {
             let k = i as i64;
@@ -294,7 +302,8 @@ impl Tracker<'_> {
 
     /// Several objects in one batch: one memory-attention / heads / memory-encoder pass, each
     /// object attending to exactly its own memories (padding + key mask in the model), equal
-    /// to one-by-one results within fp32 tolerance.
+    /// to one-by-one results within fp32 tolerance. With `static_shapes` also a single object,
+    /// padded to the run's capacity.
     fn track_batch(
         &mut self,
         feats: &BackboneOut,
@@ -318,7 +327,10 @@ impl Tracker<'_> {
             })
             .collect();
         let fb = feats.expand_item(0, objs.len() as i64);
-        let out = self.setup.model.track_frame_batched(&fb, &views, max_ptr);
+        let out =
+            self.setup
+                .model
+                .track_frame_batched_padded(&fb, &views, max_ptr, self.setup.capacity);
         drop(views);
         self.finish_tracked(&fb, t, objs, out, undo)
     }
@@ -362,14 +374,14 @@ impl Tracker<'_> {
     }
 }
 
-/// The values of a per-object `[N, ...]` result on the host as f32, one per object: a failed
-/// copy or a wrong count is an error.
+/// The values of a per-object result on the host as f32, `n` of them: a failed copy or a wrong
+/// count is an error.
 fn host_values(t: &Tensor, what: &str, n: usize) -> Result<Vec<f32>, TrackError> {
     let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1).to_device(Device::Cpu))
         .map_err(|e| TrackError::Device(format!("copying the {what} to the host: {e}")))?;
     if v.len() != n {
         return Err(TrackError::Device(format!(
-            "{} {what} for {n} objects",
+            "{} {what} where {n} were expected",
             v.len()
         )));
     }
