@@ -56,6 +56,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "dtype": ("--dtype", "value"),
     "batch_objects": ("--batch-objects", "value"),
     "reverse_chunk": ("--reverse-chunk", "value"),
+    "static_shapes": ("--static-shapes", "flag"),
     "strict": ("--strict", "flag"),
     # job
     "window_duration": ("--window-duration", "value"),
