@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod cluster;
 pub mod eval;
+pub mod exit;
 pub mod hash;
 pub mod job;
 pub mod mask;

@@ -179,6 +179,20 @@ fn hd_epic_ids_list_files_and_errors() {
     assert!(err.contains("2 problem(s)"), "{err}");
     assert!(err.contains("videos/P01/P01-20240202-171220.mp4"), "{err}");
     assert!(!list.exists());
+    // An assoc file that is not an object keyed by video id: the file, line and column.
+    std::fs::write(&assoc, "{\"P01-20240202-171220\": {},\n [1]}").unwrap();
+    let o = plan(&[
+        "--hd-epic-assoc",
+        s(&assoc),
+        "--videos-root",
+        s(&v.root.join("videos")),
+        "--out",
+        s(&list),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("assoc_info.json:2:"), "{err}");
+    assert!(!list.exists());
 
     // A list file (relative paths from its folder, optional prompts column).
     let lf = v.root.join("videos.txt");

@@ -3,8 +3,8 @@
 //! re-run (also during the checkpoint load, the model load and the prompt pre-pass), re-running a
 //! finished run, parameter-change refusal and --restart, windows as checkpoint units (results
 //! identical), undecodable frames (skipped, re-seeded, reported; --strict stops), a full disk,
-//! HD-EPIC input with both releases' field names and bad entries (warnings, --strict), the seed's
-//! flag names, and the error paths with their exit codes.
+//! HD-EPIC input with both releases' field names and bad entries (warnings, --strict), the seed
+//! script's flag names (docs/ARCHITECTURE.md §5), and the error paths with their exit codes.
 //!
 //! Test hooks of the binary (src/job/fault.rs, built with `--features fault-injection`; the tests
 //! that need them are ignored without it): `DENSAM_TEST_KILL_AT_FRAME=N` raises SIGKILL when frame
@@ -484,7 +484,7 @@ fn windows_and_frequent_checkpoints_change_nothing() {
     let run = run_json(out.path());
     assert_eq!(run["windows"].as_array().unwrap().len(), 7);
     assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0);
-    // The seed's --video_scale_factor: model input from frames downscaled by 2, outputs in
+    // The seed script's --video_scale_factor: model input from frames downscaled by 2, outputs in
     // original pixels.
     let out2 = tempfile::tempdir().unwrap();
     let args = with(

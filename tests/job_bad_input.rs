@@ -1,5 +1,5 @@
 //! `densam annotate` against bad options, foreign or damaged state in the output folder and a
-//! truncated video (issue 14), through the binary: option values out of range are usage errors
+//! truncated video, through the binary (issue 14): option values out of range are usage errors
 //! (exit 2) before anything is created; another video's result or checkpoint in the folder is
 //! refused (exit 4) and left as it was; a damaged checkpoint (bytes changed, cut short) or a
 //! damaged partial output is refused (exit 4) with the `--restart` hint, which then works; the

@@ -213,8 +213,8 @@ fn span_with_frame_interval_and_window_parallel() {
     let _g = one_heavy_run();
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
-    // The seed's --frame_interval 3: processed and written every third frame (and the prompted
-    // frames): disc on 9 and 12, sq on 27, 30 and 33 at most.
+    // The seed script's --frame_interval 3 (docs/ARCHITECTURE.md §5): processed and written
+    // every third frame (and the prompted frames): disc on 9 and 12, sq on 27, 30 and 33 at most.
     let out = dir.path().join("fi");
     let args = span_args(f, &out, &["--frame_interval", "3"]);
     let (bytes, run) = complete(&args, &out, "frames");

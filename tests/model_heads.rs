@@ -497,7 +497,8 @@ fn heads_parity_tiny_v2_1_512() {
     parity("2.1", 512);
 }
 
-/// The spec's shapes (64×64 features, 256² low-res masks, 4096-token RoPE tables).
+/// The official model size S = 1024 (docs/sam2-inference.md §1.2): 64×64 features, 256² low-res
+/// masks, 4096-token RoPE tables.
 #[test]
 fn heads_parity_tiny_v2_1_1024() {
     parity("2.1", 1024);

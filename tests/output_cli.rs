@@ -113,6 +113,32 @@ fn bad_input_exits_with_a_message() {
     );
 }
 
+/// A result line declaring a mask far larger than any frame (a 40 GB DAVIS plane) is refused
+/// before anything is allocated: exit 3 naming the line, frame and object, no output left.
+#[test]
+fn huge_mask_size_in_a_result_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("huge.jsonl");
+    std::fs::write(
+        &res,
+        "{\"frame_number\": 0, \"time_s\": 0.0, \"objects\": [{\"id\": \"a\", \"label\": \"a\", \
+         \"bbox\": [0, 0, 1, 1], \"score\": 1.0, \"iou\": 1.0, \"area\": 1, \
+         \"segmentation\": {\"size\": [200000, 200000], \"counts\": \"0\"}}]}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("davis");
+    let o = densam(&[&"export", &res, &"--format", &"davis", &"--out", &out]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("huge.jsonl:1")
+            && err.contains("200000x200000")
+            && err.contains("object \"a\""),
+        "{err}"
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
 #[test]
 fn exit_codes_and_one_message() {
     let tmp = tempfile::tempdir().unwrap();

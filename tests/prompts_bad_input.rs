@@ -58,7 +58,8 @@ fn annotate(
 fn bad_prompt_files_exit_3_with_a_located_message() {
     // 4 frames of 160x120.
     let clip = common::disc_clip(4, 160, 120, "{}");
-    // The mask: 200000 x 200000 with counts that sum to exactly that (4e10).
+    // A mask declaring 200000 x 200000 pixels (40 GB as bytes) with counts that sum to exactly
+    // that (4e10): valid RLE, refused by the size check before anything is allocated.
     let mut huge_runs = vec![0u64];
     huge_runs.extend([4_000_000_000u64; 10]);
     let huge = mask_prompt([200_000, 200_000], &huge_runs);

@@ -810,7 +810,7 @@ fn bad_prompts_are_skipped_with_warnings_or_fail_strict() {
     );
     assert_eq!(
         strict.code,
-        Some(densam::job::EXIT_INPUT),
+        Some(densam::exit::EXIT_INPUT),
         "{}",
         strict.stderr
     );

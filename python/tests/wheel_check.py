@@ -265,7 +265,8 @@ def t_errors() -> None:
 def t_options_match_help() -> None:
     text = densam_cli("annotate", "--help").stdout
     flags = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z0-9_-]*)", text, re.M))
-    # the arguments of annotate(), and the seed's spellings (not mapped: `_` names the same)
+    # the arguments of annotate(), and the seed script's spellings (docs/ARCHITECTURE.md §5; not
+    # mapped: `_` names the same)
     own = {"--video", "--prompts", "--checkpoint", "--out", "--help"}
     flags = {f for f in flags if "_" not in f}
     mapped = {flag for flag, _ in densam.OPTIONS.values()}

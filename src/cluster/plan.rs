@@ -181,21 +181,15 @@ fn sources(a: &PlanArgs) -> Result<Vec<Source>, JobError> {
             .as_ref()
             .ok_or_else(|| JobError::Usage("--hd-epic-assoc needs --videos-root".into()))?;
         let bytes = std::fs::read(assoc).map_err(|e| input_err(assoc, e))?;
-        let v = job::input::parse_json(assoc, &bytes)?;
-        let map = v.as_object().ok_or_else(|| {
-            input_err(
-                assoc,
-                "expected a JSON object keyed by video id (assoc_info.json)",
-            )
-        })?;
-        let ids: BTreeSet<&String> = map.keys().collect();
+        let ids: BTreeSet<String> = crate::prompts::hd_epic::video_ids(assoc, &bytes)
+            .map_err(|e| JobError::Input(e.to_string()))?
+            .into_iter()
+            .collect();
         return Ok(ids
             .into_iter()
             .map(|id| Source {
-                video_id: id.clone(),
-                video: root
-                    .join(job::input::participant(id))
-                    .join(format!("{id}.mp4")),
+                video: crate::prompts::hd_epic::video_path(root, &id),
+                video_id: id,
                 prompts: None,
             })
             .collect());
@@ -511,7 +505,7 @@ pub fn main(a: &PlanArgs) -> i32 {
     match res {
         Ok(r) => {
             print!("{r}");
-            job::EXIT_OK
+            crate::exit::EXIT_OK
         }
         Err(e) => {
             eprintln!("densam plan: error: {e}");

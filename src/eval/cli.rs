@@ -3,7 +3,7 @@
 //! for `densam annotate`.
 
 use crate::eval::{EvalError, EvalOptions, GtFormat, evaluate};
-use crate::job::{EXIT_INPUT, EXIT_OK};
+use crate::exit::{EXIT_INPUT, EXIT_OK};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 

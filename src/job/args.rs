@@ -1,5 +1,6 @@
 //! The options of `densam annotate` as grouped config structs (input, tracking, job control),
-//! including the seed's flag names (`--video_id`, `--video_path`, `--window_duration`,
+//! including the flag names of the seed script densam replaces ("seed" in the glossary,
+//! docs/ARCHITECTURE.md §5: `--video_id`, `--video_path`, `--window_duration`,
 //! `--window_overlap`, `--frame_interval`, `--video_scale_factor`) as aliases with the seed's
 //! meaning, and the rules on their values ([`rules`]): checked by clap while parsing and by
 //! [`AnnotateJobArgs::validate`] for arguments built in code, both before anything is created.

@@ -28,18 +28,6 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, JobError> {
     std::fs::read(path).map_err(|e| JobError::Input(format!("{}: {e}", path.display())))
 }
 
-/// Parses a JSON file; a syntax error names the file, line and column.
-pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<serde_json::Value, JobError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        JobError::Input(format!(
-            "{}:{}:{}: malformed JSON: {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
 /// Levenshtein distance (for near matches of ids).
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -62,11 +50,6 @@ pub fn near_matches<'a>(id: &str, keys: impl Iterator<Item = &'a String>) -> Vec
     v.into_iter().take(5).map(|(_, k)| k.clone()).collect()
 }
 
-/// The participant folder of an HD-EPIC video id (`P01-20240202-171220` -> `P01`).
-pub fn participant(video_id: &str) -> &str {
-    video_id.split('-').next().unwrap_or(video_id)
-}
-
 /// Gives the (width, height) of the video at a path.
 pub type VideoSize<'a> = dyn FnMut(&Path) -> Result<(u32, u32), JobError> + 'a;
 
@@ -75,7 +58,7 @@ pub type VideoSize<'a> = dyn FnMut(&Path) -> Result<(u32, u32), JobError> + 'a;
 pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, JobError> {
     let video = match (&a.video, &a.videos_root, &a.video_id) {
         (Some(v), _, _) => v.clone(),
-        (None, Some(root), Some(id)) => root.join(participant(id)).join(format!("{id}.mp4")),
+        (None, Some(root), Some(id)) => prompts::hd_epic::video_path(root, id),
         _ => {
             return Err(JobError::Usage(
                 "give --video, or --videos-root with --video-id".into(),
@@ -206,7 +189,10 @@ mod tests {
         let n = near_matches("P01-20240202-171222", keys.iter());
         assert_eq!(n[0], "P01-20240202-171220");
         assert_eq!(n.len(), 3);
-        assert_eq!(participant("P07-1-2"), "P07");
+        assert_eq!(
+            prompts::hd_epic::video_path(Path::new("v"), "P07-1-2"),
+            Path::new("v/P07/P07-1-2.mp4")
+        );
         assert_eq!(edit_distance("abc", "abd"), 1);
         assert_eq!(edit_distance("", "ab"), 2);
     }

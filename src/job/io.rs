@@ -1,7 +1,8 @@
-//! The job's frame source (with the seed's `--video_scale_factor` downscale before SAM 2's own
-//! resize, and decode timing) and its result sink: one JSONL line per written frame carrying
-//! `video_id` (and, for HD-EPIC objects, `assoc_id` / `assoc_name`), appended to the partial
-//! output and flushed line by line, with the byte offset kept for checkpoints.
+//! The job's frame source (with the `--video_scale_factor` downscale of the seed script,
+//! docs/ARCHITECTURE.md §5, before SAM 2's own resize, and decode timing) and its result sink:
+//! one JSONL line per written frame carrying `video_id` (and, for HD-EPIC objects, `assoc_id` /
+//! `assoc_name`), appended to the partial output and flushed line by line, with the byte offset
+//! kept for checkpoints.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;

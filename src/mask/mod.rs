@@ -15,6 +15,10 @@ pub mod rle;
 pub use coco::{CocoRle, Counts};
 pub use rle::{Rle, RleError};
 
+/// The most pixels a mask read from a file may declare (16384 x 16384, four times an 8K frame):
+/// readers of result files refuse larger sizes before anything is allocated for them.
+pub const MAX_PIXELS: u64 = 1 << 28;
+
 /// A decoded binary mask, row-major, `data[y * width + x]` in {0, 1}.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryMask {

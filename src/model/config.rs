@@ -1,6 +1,6 @@
 //! `Sam2Config`: everything that varies between SAM 2 checkpoints and runs, as one struct
 //! instead of the official code's dozens of boolean flags. The flags that are the same for every
-//! released model (spec §1.2) are constants in the modules that use them.
+//! released model (docs/sam2-inference.md §1.2) are constants in the modules that use them.
 
 /// Model size, detected from the checkpoint (trunk width and depth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,7 +21,7 @@ pub enum Sam2Version {
     V2_1,
 }
 
-/// Hiera trunk layout (spec §1.1).
+/// Hiera trunk layout (docs/sam2-inference.md §1.1).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HieraConfig {
     pub embed_dim: i64,

@@ -1,7 +1,7 @@
 //! Hole filling of low-res mask logits (official `utils/misc.fill_holes_in_mask_scores`,
-//! spec §4.7): 8-connected components of the background (`logit <= 0`), border-touching ones
-//! included, whose area is at most `max_area` pixels are set to 0.1. Runs on the CPU with a
-//! union-find; the result is returned on the input's device.
+//! docs/sam2-inference.md §4.7): 8-connected components of the background (`logit <= 0`),
+//! border-touching ones included, whose area is at most `max_area` pixels are set to 0.1. Runs
+//! on the CPU with a union-find; the result is returned on the input's device.
 
 use tch::{Device, Kind, Tensor};
 

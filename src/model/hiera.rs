@@ -1,6 +1,7 @@
-//! The Hiera trunk of the SAM 2 image encoder (`backbones/hieradet.py`, spec §3.1): patch
-//! embedding, the interpolated background + tiled window positional embedding, and the
-//! multi-scale blocks (windowed or global attention, query pooling at stage changes).
+//! The Hiera trunk of the SAM 2 image encoder (`backbones/hieradet.py`,
+//! docs/sam2-inference.md §3.1): patch embedding, the interpolated background + tiled window
+//! positional embedding, and the multi-scale blocks (windowed or global attention, query pooling
+//! at stage changes).
 //!
 //! Every forward mirrors the official sequence of tensor operations, layouts included (the
 //! NHWC views of NCHW tensors decide which convolution kernels run), so that fp32 results match

@@ -1,7 +1,7 @@
-//! The SAM 2 image encoder (`backbones/image_encoder.py`, spec §3.2): the Hiera trunk, the FPN
-//! neck (1×1 lateral convolutions, nearest ×2 top-down fusion into levels 2 and 3 only) and the
-//! scalp that drops the coarsest level, plus the 2-D sine position encoding of the level that
-//! memory attention and the mask decoder use (L2, stride 16).
+//! The SAM 2 image encoder (`backbones/image_encoder.py`, docs/sam2-inference.md §3.1–§3.2):
+//! the Hiera trunk, the FPN neck (1×1 lateral convolutions, nearest ×2 top-down fusion into
+//! levels 2 and 3 only) and the scalp that drops the coarsest level, plus the 2-D sine position
+//! encoding of the level that memory attention and the mask decoder use (L2, stride 16).
 //!
 //! `conv_s0` / `conv_s1` (the mask decoder's projections of L0 / L1) are applied by
 //! `Sam2Model::encode_image`, which owns the mask decoder; [`ImageEncoder::forward_with`]

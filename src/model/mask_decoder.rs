@@ -1,7 +1,8 @@
-//! The SAM mask decoder (`sam_mask_decoder`, official `sam/mask_decoder.py`, spec §3.5):
-//! output tokens (object score, IoU, 4 mask tokens) + prompt tokens through the two-way
-//! transformer, upscaling with the high-res features, hypernetwork masks, IoU and object-score
-//! heads, and the multimask / single-mask (dynamic stability fallback) selection.
+//! The SAM mask decoder (`sam_mask_decoder`, official `sam/mask_decoder.py`,
+//! docs/sam2-inference.md §3.5): output tokens (object score, IoU, 4 mask tokens) + prompt tokens
+//! through the two-way transformer, upscaling with the high-res features, hypernetwork masks, IoU
+//! and object-score heads, and the multimask / single-mask (dynamic stability fallback)
+//! selection.
 
 use tch::{Kind, Tensor};
 
@@ -136,7 +137,7 @@ impl MaskDecoder {
         (masks, iou_pred, mask_tokens_out, obj)
     }
 
-    /// The decoder forward with mask selection (spec §3.5).
+    /// The decoder forward with mask selection (docs/sam2-inference.md §3.5).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,

@@ -1,8 +1,9 @@
 //! Memory attention (`memory_attention`, official `modeling/memory_attention.py` and
-//! `RoPEAttention` in `sam/transformer.py`, spec §3.8): 4 layers of RoPE self-attention over the
-//! current frame's tokens, RoPE cross-attention to the memory (spatial memories with the RoPE
-//! table repeated per memory frame, object-pointer tokens without RoPE), and a ReLU FFN. On the
-//! CPU in fp32 the cross-attention takes the values-first order (`attend_values_first`).
+//! `RoPEAttention` in `sam/transformer.py`, docs/sam2-inference.md §3.8): 4 layers of RoPE
+//! self-attention over the current frame's tokens, RoPE cross-attention to the memory (spatial
+//! memories with the RoPE table repeated per memory frame, object-pointer tokens without RoPE),
+//! and a ReLU FFN. On the CPU in fp32 the cross-attention takes the values-first order
+//! (`attend_values_first`, docs/sam2-inference.md §7.12).
 
 use tch::{Device, Kind, Tensor};
 

@@ -1,6 +1,7 @@
-//! The memory encoder (`memory_encoder`, official `modeling/memory_encoder.py`, spec §3.7):
-//! MaskDownSampler (4× conv3x3 s2 + LN2d + GELU, conv1x1), `pix_feat_proj`, a fuser of 2 CXBlocks,
-//! `out_proj` to 64 channels, and the 64-channel sine position encoding of the result.
+//! The memory encoder (`memory_encoder`, official `modeling/memory_encoder.py`,
+//! docs/sam2-inference.md §3.7): MaskDownSampler (4× conv3x3 s2 + LN2d + GELU, conv1x1),
+//! `pix_feat_proj`, a fuser of 2 CXBlocks, `out_proj` to 64 channels, and the 64-channel sine
+//! position encoding of the result.
 
 use tch::Tensor;
 

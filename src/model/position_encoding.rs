@@ -1,4 +1,5 @@
-//! The position encodings of SAM 2 (spec §3.2, §3.3), as pure functions of shapes:
+//! The position encodings of SAM 2 (docs/sam2-inference.md §3.2, §3.3), as pure functions of
+//! shapes:
 //! the 2-D sine encoding of the FPN neck and the memory encoder (`PositionEmbeddingSine`), the
 //! random-Fourier encoding of the prompt encoder (`PositionEmbeddingRandom`), the 1-D sine
 //! encoding of object-pointer temporal positions (`get_1d_sine_pe`), and the axial rotary

@@ -1,6 +1,7 @@
-//! The SAM prompt encoder (`sam_prompt_encoder`, official `sam/prompt_encoder.py`, spec §3.4):
-//! point/box-corner tokens from the random-Fourier position encoding plus learned label
-//! embeddings, and the dense embedding (`no_mask_embed`, or a downscaled mask prompt).
+//! The SAM prompt encoder (`sam_prompt_encoder`, official `sam/prompt_encoder.py`,
+//! docs/sam2-inference.md §3.4): point/box-corner tokens from the random-Fourier position
+//! encoding plus learned label embeddings, and the dense embedding (`no_mask_embed`, or a
+//! downscaled mask prompt).
 
 use tch::{Kind, Tensor};
 

@@ -1,8 +1,8 @@
 //! `Sam2Model`: the whole SAM 2 / 2.1 model as the tracker uses it (official
-//! `modeling/sam2_base.py`, spec §3.6, §3.7, §4.4): image encoding, the SAM heads wrapper
-//! (`_forward_sam_heads`, NO_OBJ_SCORE masking, object pointer and its no-object gating), the
-//! mask-as-output path, memory conditioning of tracked frames, and the memory encoder wrapper
-//! (with the bf16 rounding of stored memories).
+//! `modeling/sam2_base.py`, docs/sam2-inference.md §3.6, §3.7, §4.4): image encoding, the SAM
+//! heads wrapper (`_forward_sam_heads`, NO_OBJ_SCORE masking, object pointer and its no-object
+//! gating), the mask-as-output path, memory conditioning of tracked frames, and the memory
+//! encoder wrapper (with the bf16 rounding of stored memories).
 //!
 //! Everything is per object batch `B`: objects sharing one frame's features are stacked along
 //! dim 0. All tensors are f32 on the model's device, except under `Precision::Bf16`
@@ -111,7 +111,7 @@ pub struct MemoryEntry {
 pub struct PointerEntry {
     /// `[B, 256]`.
     pub ptr: Tensor,
-    /// Temporal offset (signed for 2.1, absolute for 2.0; spec §4.4 step 4).
+    /// Temporal offset (signed for 2.1, absolute for 2.0; docs/sam2-inference.md §4.4 step 4).
     pub pos: i64,
 }
 
@@ -122,7 +122,7 @@ pub struct ObjectMemory<'a> {
     pub pointers: &'a [PointerEntry],
 }
 
-/// The assembled memory of a tracked frame (spec §4.4 step 5), batch first.
+/// The assembled memory of a tracked frame (docs/sam2-inference.md §4.4 step 5), batch first.
 #[derive(Debug)]
 pub struct AssembledMemory {
     /// `[B, Nm, 64]`
@@ -239,9 +239,9 @@ impl Sam2Model {
     }
 
     /// Sets the compute precision: `Bf16` runs the regions that the official code runs in bf16
-    /// under `torch.autocast("cuda", torch.bfloat16)` in bf16 (spec §6.1), `Fp32` everything in
-    /// f32. The weights stay f32 masters; the prompt encoder's dense PE is recomputed (it is a
-    /// matmul, bf16 under autocast).
+    /// under `torch.autocast("cuda", torch.bfloat16)` in bf16 (docs/sam2-inference.md §6.1,
+    /// §7.11), `Fp32` everything in f32. The weights stay f32 masters; the prompt encoder's dense
+    /// PE is recomputed (it is a matmul, bf16 under autocast).
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
         let _g = tch::no_grad_guard();
@@ -274,9 +274,9 @@ impl Sam2Model {
         }
     }
 
-    /// `_forward_sam_heads` (spec §3.6). `backbone_features [B, 256, f, f]`; points `None` means
-    /// one padding point; `mask_inputs [B, 1, *, *]` is resized (antialiased bilinear) to 4f
-    /// when needed.
+    /// `_forward_sam_heads` (docs/sam2-inference.md §3.6). `backbone_features [B, 256, f, f]`;
+    /// points `None` means one padding point; `mask_inputs [B, 1, *, *]` is resized (antialiased
+    /// bilinear) to 4f when needed.
     pub fn forward_sam_heads(
         &self,
         backbone_features: &Tensor,
@@ -445,7 +445,8 @@ impl Sam2Model {
         .step
     }
 
-    /// `add_new_mask`: the mask-as-output path (spec §3.6); `mask01 [B, 1, S, S]` in {0, 1}.
+    /// `add_new_mask`: the mask-as-output path (docs/sam2-inference.md §3.6);
+    /// `mask01 [B, 1, S, S]` in {0, 1}.
     pub fn mask_as_output(&self, feats: &BackboneOut, mask01: &Tensor) -> StepOutput {
         let _span = tracing::trace_span!("mask_as_output").entered();
         let _ac = self.autocast();
@@ -479,10 +480,11 @@ impl Sam2Model {
         }
     }
 
-    /// Spec §4.4 steps 3–5: spatial memories (flattened, pos + `maskmem_tpos_enc[tpos_index]`)
-    /// then object-pointer tokens (4 × 64 per pointer, 1-D sine temporal PE of
-    /// `pos / (max_ptr − 1)` through `obj_ptr_tpos_proj` for 2.1, zeros for 2.0). bf16 inputs are
-    /// upcast to f32. Returns `None` when there is neither a memory nor a pointer.
+    /// The memory of docs/sam2-inference.md §4.4 steps 3–5: spatial memories (flattened, pos +
+    /// `maskmem_tpos_enc[tpos_index]`) then object-pointer tokens (4 × 64 per pointer, 1-D sine
+    /// temporal PE of `pos / (max_ptr − 1)` through `obj_ptr_tpos_proj` for 2.1, zeros for 2.0).
+    /// bf16 inputs are upcast to f32. Returns `None` when there is neither a memory nor a
+    /// pointer.
     pub fn assemble_memory(
         &self,
         memories: &[MemoryEntry],
@@ -706,9 +708,10 @@ impl Sam2Model {
         self.forward_sam_heads(&pix, feats, None, None, true).step
     }
 
-    /// `_encode_new_memory` (spec §3.7) on the raw L2 features: `high_res_masks [B, 1, S, S]`
-    /// binarised (`is_mask_from_pts`) or sigmoid, ×20 − 10, memory encoder, `no_obj_embed_spatial`
-    /// where `object_score_logits <= 0` (2.1), features rounded through bf16.
+    /// `_encode_new_memory` (docs/sam2-inference.md §3.7) on the raw L2 features:
+    /// `high_res_masks [B, 1, S, S]` binarised (`is_mask_from_pts`) or sigmoid, ×20 − 10, memory
+    /// encoder, `no_obj_embed_spatial` where `object_score_logits <= 0` (2.1), features rounded
+    /// through bf16.
     /// Returns `(features [B, 64, f, f], pos_enc [B, 64, f, f])`.
     pub fn encode_memory(
         &self,

@@ -1,6 +1,7 @@
-//! The SAM mask decoder's `TwoWayTransformer` (official `sam/transformer.py`, spec §3.5):
-//! 2 blocks of token self-attention, token→image and image→token cross-attention, and a final
-//! token→image attention. Also the plain multi-head `Attention` it is built of.
+//! The SAM mask decoder's `TwoWayTransformer` (official `sam/transformer.py`,
+//! docs/sam2-inference.md §3.5): 2 blocks of token self-attention, token→image and image→token
+//! cross-attention, and a final token→image attention. Also the plain multi-head `Attention` it
+//! is built of.
 
 use tch::Tensor;
 

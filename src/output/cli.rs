@@ -3,7 +3,7 @@
 //! missing or malformed input (the result file, the video) and 5 when the output cannot be
 //! written.
 
-use crate::job::{EXIT_INPUT, EXIT_OK, EXIT_OUTPUT};
+use crate::exit::{EXIT_INPUT, EXIT_OK, EXIT_OUTPUT};
 use crate::output::export::{CocoCategories, export_boxes_csv, export_coco, export_davis};
 use crate::output::jsonl::OutputError;
 use crate::output::render::{RenderOptions, RenderTarget, render};

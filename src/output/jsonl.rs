@@ -186,6 +186,19 @@ impl FrameRecord {
                     "object id appears twice on the frame",
                 ));
             }
+            let [h, w] = o.segmentation.size;
+            if u64::from(h) * u64::from(w) > crate::mask::MAX_PIXELS {
+                return Err(OutputError::invalid(
+                    path,
+                    line,
+                    frame,
+                    Some(&o.id),
+                    format!(
+                        "mask size {h}x{w} is larger than any video frame (at most {} pixels)",
+                        crate::mask::MAX_PIXELS
+                    ),
+                ));
+            }
             if !o.score.is_finite() || !o.iou.is_finite() {
                 return Err(OutputError::invalid(
                     path,

@@ -163,6 +163,13 @@ fn video_entry<T: DeserializeOwned>(
     Ok(out)
 }
 
+/// Where HD-EPIC keeps a video under the videos root: `ROOT/<participant>/<video id>.mp4`, the
+/// participant being the id's first `-`-separated part (`P01-20240202-171220` -> `P01`).
+pub fn video_path(root: &Path, video_id: &str) -> PathBuf {
+    let participant = video_id.split('-').next().unwrap_or(video_id);
+    root.join(participant).join(format!("{video_id}.mp4"))
+}
+
 /// Every video id of a file keyed by video id (`assoc_info.json`), in file order; the entries
 /// are only checked for JSON syntax.
 pub fn video_ids(path: &Path, bytes: &[u8]) -> Result<Vec<String>, PromptError> {

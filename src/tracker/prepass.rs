@@ -1,8 +1,9 @@
-//! The prompt pre-pass (docs/sam2-inference.md §4.1): every prompted frame decoded once, every
-//! object prompted there run as the official `add_new_mask` / `add_new_points_or_box` calls,
-//! hole filling, and the binarised conditioning memory as the official preflight encodes it,
-//! stored as the object's conditioning entry. Every run does it again (a resumed one too: it
-//! provides the memory PE); between the objects of a frame the observer may stop the run.
+//! The prompt pre-pass (docs/sam2-inference.md §4.2, §4.3 preflight, §7.3 step 0): every
+//! prompted frame decoded once, every object prompted there run as the official `add_new_mask` /
+//! `add_new_points_or_box` calls, hole filling, and the binarised conditioning memory as the
+//! official preflight encodes it, stored as the object's conditioning entry. Every run does it
+//! again (a resumed one too: it provides the memory PE); between the objects of a frame the
+//! observer may stop the run.
 
 use tch::{Kind, Tensor};
 

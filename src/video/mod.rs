@@ -92,8 +92,9 @@ pub struct StreamOptions {
 pub struct ModelRgb {
     /// SAM 2's input size S.
     pub size: usize,
-    /// A first Pillow-bicubic downscale of the source frame to `(width, height)` (the seed's
-    /// `--video_scale_factor`), before the resize to S×S.
+    /// A first Pillow-bicubic downscale of the source frame to `(width, height)` (`annotate
+    /// --video-scale-factor`, the seed script's `--video_scale_factor`), before the resize to
+    /// S×S.
     pub pre_resize: Option<(usize, usize)>,
 }
 

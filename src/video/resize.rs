@@ -1,6 +1,7 @@
 //! Pillow-exact resize: `Image.resize((S, S))` with the default BICUBIC filter on 8-bit RGB,
-//! bit for bit (spec §2.1): a separable two-pass resample (horizontal, then vertical) with the
-//! intermediate image stored as u8, fixed-point weights of 22 fractional bits.
+//! bit for bit (docs/sam2-inference.md §2.1, §6.7): a separable two-pass resample (horizontal,
+//! then vertical) with the intermediate image stored as u8, fixed-point weights of 22 fractional
+//! bits.
 
 use super::frame::RgbFrame;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference tensors of the SAM 2 image encoder (spec §6.18), fp32 on the CPU.
+"""Reference tensors of the SAM 2 image encoder (docs/sam2-inference.md §6.18), fp32 on the CPU.
 
 Loads a checkpoint made by make_checkpoint.py into the official model (built exactly as
 `build_sam2_video_predictor` does, with `++model.image_size=S`), feeds it a seeded random

@@ -4,7 +4,8 @@
 Loads a checkpoint made by make_checkpoint.py into the official model (as
 `build_sam2_video_predictor` builds it, fp32 CPU), runs the official `track_step` /
 `_encode_new_memory` exactly as `SAM2VideoPredictor` calls them on a few random frames, and
-captures, through wrappers around the official modules, the spec §6.18 dump points:
+captures, through wrappers around the official modules, the dump points of
+docs/sam2-inference.md §6.18:
 
   frame{t}.{image,vision_feat,vision_pos,feat_s0,feat_s1}  input, backbone features (inputs of the heads)
   {step}.{sparse,dense}                                  prompt-encoder outputs

@@ -29,8 +29,8 @@ atomicMin union-find ends at), 0 elsewhere; counts = the component's area at eac
 0 elsewhere. With 0, hole filling is off (what the official package does on a CPU).
 
 The official code raises a dtype error when an object is tracked before its own first prompt
-without autocast (bf16 memories and no object pointer, spec §4.4); memory attention's memory
-input is upcast to f32 here, which changes no value.
+without autocast (bf16 memories and no object pointer, docs/sam2-inference.md §4.4, last
+paragraph); memory attention's memory input is upcast to f32 here, which changes no value.
 """
 
 import argparse
