@@ -403,11 +403,16 @@ def main_bench(a):
     os.makedirs(a.work, exist_ok=True)
     a.densam = os.path.abspath(a.densam)
     b = Bench(a)
-    import torch
+    # (No torch here: a CUDA context in this process would hold GPU memory through every run.)
+    from importlib.metadata import version
 
-    gpu = torch.cuda.get_device_name(0) if a.device == "cuda" else "none (cpu)"
+    gpu = "none (cpu)"
+    if a.device == "cuda":
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                           capture_output=True, text=True)
+        gpu = q.stdout.strip() or "unknown"
     objs = sorted({int(x) for x in a.objects.split(",")} | {a.iou_objects})
-    b.add({"setup": True, "gpu": gpu, "torch": torch.__version__, "frames": a.frames,
+    b.add({"setup": True, "gpu": gpu, "torch": version("torch"), "frames": a.frames,
            "long_frames": a.long_frames, "short_frames": a.short_frames, "side": a.size,
            "image_size": a.image_size, "dtype": a.dtype, "objects": objs,
            "batch_objects": a.batch_objects})
