@@ -11,9 +11,9 @@ use crate::model::layers::Precision;
 
 /// `auto` on the CPU: 16, the default number. There is no device memory to size against (the
 /// tensors live in the same RAM as everything else, sized by `--mem` on a cluster), and larger
-/// batches do not make the CPU faster: each op already uses every thread, and what batching
-/// shares across objects (the first memory-attention layer's self-attention over the frame's
-/// features) is shared by 16 as well as by more. A fixed number also keeps a CPU run's
+/// batches are not expected to make the CPU faster (not measured): each op already uses every
+/// thread, and what batching shares across objects (the first memory-attention layer's
+/// self-attention over the frame's features) is shared by 16 as well as by more. A fixed number also keeps a CPU run's
 /// parameters, and so its results, independent of the machine's free memory.
 pub const CPU_AUTO: usize = 16;
 
