@@ -126,7 +126,7 @@ pub fn free_memory(device: Device) -> Option<(u64, u64)> {
     if !tch::Cuda::is_available() {
         return None;
     }
-    let _init = tch::Tensor::zeros([1], (tch::Kind::Float, device));
+    let _init = tch::Tensor::f_zeros([1], (tch::Kind::Float, device)).ok()?;
     let mut out = [0i64; 2];
     // SAFETY: a plain C call; `out` holds the 2 values the shim writes; it catches exceptions.
     let r = unsafe { densam_cuda_mem_info(index as i32, out.as_mut_ptr()) };
