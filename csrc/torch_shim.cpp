@@ -1,5 +1,6 @@
 // densam's small C++ shim over libtorch (compiled by build.rs with the `cc` crate):
-// the TF32 switches of at::globalContext(), the CUDA caching allocator's statistics, and
+// the TF32 switches of at::globalContext(), the CUDA caching allocator's statistics and the
+// device's free memory, and
 // pinning a host tensor without the deprecated device argument.
 // The allocator is reached through c10's device-generic registry (c10::getDeviceAllocator), so
 // only libc10 is linked and no CUDA header is needed: when libtorch's CUDA library is not
@@ -93,6 +94,28 @@ int densam_cuda_reset_peak(int device) {
   }
 #else
   (void)device;
+  return -1;
+#endif
+}
+
+// Free and total memory of `device` as the CUDA driver reports them (cudaMemGetInfo, through
+// the CUDA allocator's getMemoryInfo): out[0] free, out[1] total (bytes). Memory the caching
+// allocator holds but has not handed out counts as used here. Returns 0, or -1 when unavailable.
+int densam_cuda_mem_info(int device, int64_t* out) {
+#ifdef DENSAM_HAVE_CUDA
+  try {
+    auto* alloc = c10::getDeviceAllocator(c10::DeviceType::CUDA);
+    if (alloc == nullptr) return -1;
+    auto info = alloc->getMemoryInfo(static_cast<c10::DeviceIndex>(device));
+    out[0] = static_cast<int64_t>(info.first);
+    out[1] = static_cast<int64_t>(info.second);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+#else
+  (void)device;
+  (void)out;
   return -1;
 #endif
 }

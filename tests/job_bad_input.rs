@@ -293,3 +293,45 @@ fn frames_missing_from_a_truncated_mp4_are_failed_frames() {
     let o = densam(&a, &[]);
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
 }
+
+/// `--batch-objects auto` (issue 13) on the CPU: 16, logged and recorded as chosen by `auto`.
+/// A re-run with `auto` finds the result complete, also when the recorded number is not the one
+/// `auto` would choose now (it takes the recorded one: the masks depend on it); a checkpoint
+/// made with `auto` resumes with `auto`; a number instead of `auto` is another parameter
+/// (exit 4 naming it).
+#[test]
+fn batch_objects_auto_is_recorded_and_kept() {
+    let _g = one_heavy_run();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let auto = |out: &Path, extra: &[&str]| {
+        with(args(out, &["--batch-objects", "auto", "--verbose"]), extra)
+    };
+    let o = densam(&auto(&out, &["--keep-checkpoints"]), &[]);
+    assert_exit_says(&o, Some(0), "objects per batch: 16 (auto: on the CPU: 16)");
+    let rj = run_json(&out);
+    assert_eq!(rj["params"]["batch_objects"], 16);
+    assert_eq!(rj["params"]["batch_objects_auto"], true);
+    assert_eq!(rj["options"]["track"]["batch_objects"], "auto");
+    // Same bytes as a run with the number (16 either way on the CPU).
+    assert!(output_of(&out, "frames") == output_of(kept(), "frames"));
+    let o = densam(&auto(&out, &[]), &[]);
+    assert_exit_says(&o, Some(0), "nothing to do");
+    // A number instead of `auto`: refused, naming the difference.
+    let o = densam(&args(&out, &["--batch-objects", "16"]), &[]);
+    assert_exit_says(&o, Some(4), "batch_objects_auto: true -> -");
+    // A result whose `auto` chose 12: kept by `auto` (which would choose 16 here) ...
+    let mut rj = run_json(&out);
+    rj["params"]["batch_objects"] = 12.into();
+    let text = serde_json::to_string_pretty(&rj).unwrap();
+    std::fs::write(out.join("run.json"), text).unwrap();
+    let o = densam(&auto(&out, &[]), &[]);
+    assert_exit_says(&o, Some(0), "nothing to do");
+    // ... and its checkpoint resumes with `auto`, to the same bytes.
+    let want = output_of(&out, "frames");
+    std::fs::remove_file(out.join("run.json")).unwrap();
+    std::fs::rename(out.join("dense_annotations_frames.jsonl"), partial_of(&out)).unwrap();
+    let o = densam(&auto(&out, &[]), &[]);
+    assert_exit_says(&o, Some(0), "resuming at processed frame 12");
+    assert!(output_of(&out, "frames") == want);
+}

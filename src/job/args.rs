@@ -118,9 +118,15 @@ pub struct TrackArgs {
     /// torch.bfloat16)`; masks within ~1e-2 of fp32).
     #[arg(long, default_value = "fp32")]
     pub dtype: Precision,
-    /// Objects tracked per batch (1 = one by one, as the official predictor).
-    #[arg(long, default_value_t = 16, value_parser = checked(rules::count))]
-    pub batch_objects: usize,
+    /// Objects tracked per batch (1 = one by one, as the official predictor), or `auto`: on
+    /// CUDA as many as the GPU's free memory holds (estimated per object from the model's input
+    /// size, the memories read and the video size; at most all objects), on the CPU 16. The
+    /// batching moves masks by about fp32 rounding, so the number chosen is recorded in the
+    /// checkpoint and `run.json` (`params.batch_objects`) and a resume or re-run with `auto`
+    /// takes the recorded one, whatever memory is free then.
+    #[arg(long, value_name = "B|auto", default_value = "16",
+          value_parser = checked(rules::batch_objects))]
+    pub batch_objects: BatchObjects,
     /// Pad each object's memory to fixed capacities (masked zero slots) so that every
     /// steady-state frame runs on the same tensor shapes, the prerequisite for CUDA graphs.
     /// Off by default until measured on a GPU; on the CPU the masks are the same.
@@ -144,6 +150,46 @@ pub enum SpanMode {
     Video,
     /// From the object's first prompt minus the margin to its last prompt plus the margin.
     Prompts,
+}
+
+/// `--batch-objects`: a number of objects per batch, or `auto` (see [`super::batch`]).
+/// Written in `run.json`'s options as the number or the string `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchObjects {
+    /// This many objects per batch.
+    Fixed(usize),
+    /// Chosen at the start of the run from the device ([`super::batch::choose`]).
+    Auto,
+}
+
+impl std::str::FromStr for BatchObjects {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(BatchObjects::Auto);
+        }
+        s.parse::<usize>()
+            .map(BatchObjects::Fixed)
+            .map_err(|e| format!("{e} (expected a number of objects or `auto`)"))
+    }
+}
+
+impl std::fmt::Display for BatchObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchObjects::Fixed(n) => write!(f, "{n}"),
+            BatchObjects::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl serde::Serialize for BatchObjects {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchObjects::Fixed(n) => s.serialize_u64(*n as u64),
+            BatchObjects::Auto => s.serialize_str("auto"),
+        }
+    }
 }
 
 impl TrackArgs {
@@ -217,9 +263,19 @@ pub mod rules {
         at_least(*v, 1)
     }
 
-    /// A number of objects or frames per batch: at least 1.
+    /// A number of frames per chunk: at least 1.
     pub fn count(v: &usize) -> Result<(), String> {
         at_least(*v, 1)
+    }
+
+    /// `--batch-objects`: at least 1 object, or `auto`.
+    pub fn batch_objects(v: &super::BatchObjects) -> Result<(), String> {
+        match v {
+            super::BatchObjects::Fixed(n) => {
+                at_least(*n, 1).map_err(|e| format!("{e} (or `auto`)"))
+            }
+            super::BatchObjects::Auto => Ok(()),
+        }
     }
 
     /// `--max-cond-frames`: -1 (all) or at least 1.
@@ -319,7 +375,7 @@ impl AnnotateJobArgs {
                 "--memory-temporal-stride",
                 rules::stride(&t.memory_temporal_stride),
             ),
-            ("--batch-objects", rules::count(&t.batch_objects)),
+            ("--batch-objects", rules::batch_objects(&t.batch_objects)),
             ("--reverse-chunk", rules::count(&t.reverse_chunk)),
             ("--window-duration", rules::positive(&j.window_duration)),
             ("--window-overlap", rules::non_negative(&j.window_overlap)),
@@ -366,15 +422,45 @@ mod tests {
             assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
         }
         let mut a = parse(&[]).unwrap();
-        a.track.batch_objects = 0;
+        a.track.batch_objects = BatchObjects::Fixed(0);
         a.job.checkpoint_every = f64::NAN;
         match a.validate() {
-            Err(JobError::Usage(m)) => assert_eq!(m, "--batch-objects: must be at least 1"),
+            Err(JobError::Usage(m)) => {
+                assert_eq!(m, "--batch-objects: must be at least 1 (or `auto`)")
+            }
             other => panic!("{other:?}"),
         }
-        a.track.batch_objects = 1;
+        a.track.batch_objects = BatchObjects::Fixed(1);
         assert!(
             matches!(a.validate(), Err(JobError::Usage(m)) if m.contains("--checkpoint-every"))
         );
+    }
+
+    #[test]
+    fn batch_objects_is_a_number_or_auto() {
+        assert_eq!(
+            parse(&[]).unwrap().track.batch_objects,
+            BatchObjects::Fixed(16)
+        );
+        for (arg, want) in [
+            ("1", BatchObjects::Fixed(1)),
+            ("48", BatchObjects::Fixed(48)),
+            ("auto", BatchObjects::Auto),
+            ("AUTO", BatchObjects::Auto),
+        ] {
+            let a = parse(&["--batch-objects", arg]).unwrap();
+            assert_eq!(a.track.batch_objects, want, "{arg}");
+            a.validate().unwrap();
+        }
+        for bad in ["0", "many", "", "1.5"] {
+            let e = parse(&["--batch-objects", bad]).expect_err(bad);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        assert!(parse(&["--batch-objects", "-1"]).is_err());
+        // run.json's options: the number as before, or the string.
+        let json = |b| serde_json::to_value(b).unwrap();
+        assert_eq!(json(BatchObjects::Fixed(16)), serde_json::json!(16));
+        assert_eq!(json(BatchObjects::Auto), serde_json::json!("auto"));
+        assert_eq!(BatchObjects::Auto.to_string(), "auto");
     }
 }

@@ -25,6 +25,7 @@
 //! Exit codes: [`crate::exit`].
 
 pub mod args;
+pub mod batch;
 pub mod checkpointer;
 mod fault;
 pub mod finish;
@@ -276,9 +277,27 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
             _ => None,
         });
     }
-    let params = RunParams::new(args, &job, device)?;
+    let auto = batch_choice(args, &job, device);
+    let batch_objects = match args.track.batch_objects {
+        args::BatchObjects::Fixed(n) => n,
+        args::BatchObjects::Auto => auto.as_ref().map_or(batch::CPU_AUTO, |c| c.batch),
+    };
+    let mut params = RunParams::new(args, &job, device, batch_objects)?;
     let paths = OutPaths::new(&args.input.out, &job.video_id);
-    let start = resume::decide(&paths, &params, args.job.restart)?;
+    let start = resume::decide(&paths, &mut params, args.job.restart)?;
+    if let Some(c) = &auto {
+        if params.batch_objects == c.batch {
+            tracing::info!("objects per batch: {} (auto: {})", c.batch, c.reason);
+        } else {
+            tracing::info!(
+                "objects per batch: {} (auto, as the earlier run of this output chose; {} \
+                 would be chosen now: {})",
+                params.batch_objects,
+                c.batch,
+                c.reason
+            );
+        }
+    }
     if let Start::AlreadyComplete { failed_frames } = start {
         return Ok(already_complete(paths, failed_frames));
     }
@@ -300,7 +319,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         // A window without prompted objects: its written frames, with no objects.
         return finish::empty_window(&paths, &job, args.track.strides().1, &params);
     }
-    let tracker = new_tracker(&model, device, args, &job, &paths)?;
+    let tracker = new_tracker(&model, device, args, &job, &paths, params.batch_objects)?;
     let run = Run {
         args,
         job: &job,
@@ -311,6 +330,35 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
         t0,
     };
     track(&run, start, tracker)
+}
+
+/// `--batch-objects auto`: the number for this run's device and inputs, and why (`None` for a
+/// number given).
+fn batch_choice(
+    args: &AnnotateJobArgs,
+    job: &Prepared,
+    device: tch::Device,
+) -> Option<batch::Choice> {
+    if args.track.batch_objects != args::BatchObjects::Auto {
+        return None;
+    }
+    let ta = &args.track;
+    let prompted = job.prompts.objects.iter().map(|o| o.frames.len());
+    let most = prompted.max().unwrap_or(1);
+    let cond_frames = if ta.max_cond_frames >= 1 {
+        most.min(ta.max_cond_frames as usize)
+    } else {
+        most
+    };
+    let footprint = batch::Footprint {
+        image_size: ta.image_size,
+        video_size: [job.geo.width, job.geo.height],
+        objects: job.prompts.objects.len(),
+        cond_frames,
+        checkpoint_bytes: std::fs::metadata(&args.input.checkpoint).map_or(0, |m| m.len()),
+        dtype: ta.dtype,
+    };
+    Some(batch::choose(device, &footprint))
 }
 
 /// The outcome of a run whose output is complete with the same parameters.
@@ -338,6 +386,7 @@ fn new_tracker<'m>(
     args: &AnnotateJobArgs,
     job: &Prepared,
     paths: &OutPaths,
+    batch_objects: usize,
 ) -> Result<Tracker<'m>, JobError> {
     let ta = &args.track;
     let (track_stride, frame_interval) = ta.strides();
@@ -383,7 +432,7 @@ fn new_tracker<'m>(
         max_cond_frames: ta.max_cond_frames,
         memory_temporal_stride: ta.memory_temporal_stride,
         reverse_chunk: ta.reverse_chunk,
-        batch_objects: ta.batch_objects,
+        batch_objects,
         static_shapes: ta.static_shapes,
         spool_dir: std::env::temp_dir(),
         spool_file: Some(state::spool_path(&paths.dir)),

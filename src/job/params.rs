@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::JobError;
-use super::args::{AnnotateJobArgs, SpanMode};
+use super::args::{AnnotateJobArgs, BatchObjects, SpanMode};
 use super::prepare::Prepared;
 use crate::model::layers::Precision;
 
@@ -20,7 +20,12 @@ use crate::model::layers::Precision;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunParams {
+    /// Objects per batch: the number given, or the one `--batch-objects auto` chose.
     pub batch_objects: usize,
+    /// `--batch-objects auto` chose `batch_objects` (absent for a number given, as in earlier
+    /// versions).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_objects_auto: bool,
     /// The model checkpoint (canonical path) and its size in bytes.
     pub checkpoint: PathBuf,
     pub checkpoint_bytes: u64,
@@ -73,11 +78,13 @@ pub struct WindowParams {
 }
 
 impl RunParams {
-    /// The parameters of a run of `args` over the prepared inputs on `device`.
+    /// The parameters of a run of `args` over the prepared inputs on `device`, with
+    /// `batch_objects` objects per batch (`--batch-objects`, or what `auto` chose).
     pub fn new(
         args: &AnnotateJobArgs,
         job: &Prepared,
         device: tch::Device,
+        batch_objects: usize,
     ) -> Result<Self, JobError> {
         let ta = &args.track;
         let ckpt = &args.input.checkpoint;
@@ -85,7 +92,8 @@ impl RunParams {
             .map_err(|e| JobError::Model(format!("model checkpoint {}: {e}", ckpt.display())))?;
         let (track_stride, frame_interval) = ta.strides();
         Ok(RunParams {
-            batch_objects: ta.batch_objects,
+            batch_objects,
+            batch_objects_auto: ta.batch_objects == BatchObjects::Auto,
             checkpoint: std::fs::canonicalize(ckpt).unwrap_or(ckpt.clone()),
             checkpoint_bytes: ckpt_meta.len(),
             device: format!("{device:?}"),
@@ -116,6 +124,27 @@ impl RunParams {
                 warm_from: w.warm_from,
             }),
         })
+    }
+
+    /// `--batch-objects auto` again, over a checkpoint or finished result of an `auto` run with
+    /// otherwise equal parameters: takes its number of objects per batch (the masks depend on
+    /// it, and the free memory `auto` chose from may have changed since). Returns whether it
+    /// did; any other difference leaves `self` as it is.
+    pub fn adopt_auto_batch(&mut self, recorded: &RunParams) -> bool {
+        if !(self.batch_objects_auto && recorded.batch_objects_auto)
+            || self.batch_objects == recorded.batch_objects
+        {
+            return false;
+        }
+        let ours = RunParams {
+            batch_objects: recorded.batch_objects,
+            ..self.clone()
+        };
+        if ours != *recorded {
+            return false;
+        }
+        *self = ours;
+        true
     }
 
     /// The parameters recorded in a checkpoint or `run.json`: `None` when they are not
@@ -155,6 +184,7 @@ pub(crate) mod tests {
     pub(crate) fn sample() -> RunParams {
         RunParams {
             batch_objects: 16,
+            batch_objects_auto: false,
             checkpoint: "/m/model.pt".into(),
             checkpoint_bytes: 156000151,
             device: "Cpu".into(),
@@ -229,5 +259,55 @@ pub(crate) mod tests {
         v["future_option"] = serde_json::json!(true);
         assert_eq!(RunParams::from_recorded(&v), None);
         assert_eq!(p.diff_recorded(&v), ["future_option: true -> -"]);
+    }
+
+    #[test]
+    fn auto_batch_is_recorded_and_adopted_only_between_auto_runs() {
+        let mut auto = sample();
+        auto.batch_objects = 12;
+        auto.batch_objects_auto = true;
+        let text = serde_json::to_string(&auto).unwrap();
+        assert!(
+            text.starts_with(r#"{"batch_objects":12,"batch_objects_auto":true,"checkpoint""#),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(RunParams::from_recorded(&v), Some(auto.clone()));
+        // A later `auto` run that would choose 40 takes the recorded 12 ...
+        let mut now = RunParams {
+            batch_objects: 40,
+            ..auto.clone()
+        };
+        assert_eq!(now.diff(&auto), ["batch_objects: 12 -> 40"]);
+        assert!(now.adopt_auto_batch(&auto));
+        assert_eq!(now, auto);
+        // ... but not when anything else differs (the difference is reported as it is) ...
+        let mut other = RunParams {
+            batch_objects: 40,
+            track_stride: 2,
+            ..auto.clone()
+        };
+        assert!(!other.adopt_auto_batch(&auto));
+        assert_eq!(other.batch_objects, 40);
+        // ... nor between a number given and `auto`, either way.
+        let mut fixed = RunParams {
+            batch_objects: 40,
+            batch_objects_auto: false,
+            ..auto.clone()
+        };
+        assert!(!fixed.adopt_auto_batch(&auto));
+        let mut now = RunParams {
+            batch_objects: 40,
+            ..auto.clone()
+        };
+        let given = RunParams {
+            batch_objects_auto: false,
+            ..auto.clone()
+        };
+        assert!(!now.adopt_auto_batch(&given));
+        assert_eq!(
+            given.diff(&now),
+            ["batch_objects: 40 -> 12", "batch_objects_auto: true -> -"]
+        );
     }
 }

@@ -41,8 +41,10 @@ fn other_video(paths: &OutPaths, ours: &str, theirs: &str, what: &str) -> JobErr
     ))
 }
 
-/// Decides how the run starts. Reads only: nothing in the folder is changed.
-pub fn decide(paths: &OutPaths, params: &RunParams, restart: bool) -> Result<Start, JobError> {
+/// Decides how the run starts. Reads only: nothing in the folder is changed. Without
+/// `--restart`, `params` of a `--batch-objects auto` run take the number of objects per batch
+/// of the finished result or checkpoint they otherwise equal ([`RunParams::adopt_auto_batch`]).
+pub fn decide(paths: &OutPaths, params: &mut RunParams, restart: bool) -> Result<Start, JobError> {
     let recorded = Recorded::read(&paths.manifest);
     if let Some(r) = &recorded
         && let Some(theirs) = r.video_id.as_deref()
@@ -58,11 +60,13 @@ pub fn decide(paths: &OutPaths, params: &RunParams, restart: bool) -> Result<Sta
     }
     if paths.output.exists() {
         let r = recorded.unwrap_or_default();
-        let same = r
-            .params
-            .as_ref()
-            .and_then(RunParams::from_recorded)
-            .is_some_and(|p| p == *params);
+        let theirs = r.params.as_ref().and_then(RunParams::from_recorded);
+        if let Some(p) = &theirs
+            && !restart
+        {
+            params.adopt_auto_batch(p);
+        }
+        let same = theirs.is_some_and(|p| p == *params);
         if r.complete() && same && !restart {
             return Ok(Start::AlreadyComplete {
                 failed_frames: r.failed_frames,
@@ -105,6 +109,7 @@ pub fn decide(paths: &OutPaths, params: &RunParams, restart: bool) -> Result<Sta
     if restart {
         return Ok(Start::Fresh);
     }
+    params.adopt_auto_batch(&meta.params);
     if meta.params != *params {
         return Err(JobError::Checkpoint(format!(
             "{} holds a checkpoint made with other parameters ({}); re-run with the same \

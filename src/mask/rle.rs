@@ -132,6 +132,45 @@ fn u8_rows_equal(mask: &[u8], a: usize, b: usize, width: usize) -> bool {
     ra.iter().zip(rb).all(|(&p, &q)| (p != 0) == (q != 0))
 }
 
+/// Appends the compressed counts string of `counts` (pycocotools' `rleToString`, see the module
+/// doc) to `out`: bytes in `'0'..='o'` (48..=111). What [`Rle::to_counts_string`] returns,
+/// without a `String` in between (the JSONL sink writes it straight into the line).
+///
+/// A value of `k` 5-bit groups is the shortest `k` whose `5k` bits hold it as a signed number.
+/// Values of one or two groups (a mask's run differences, nearly always) are written without a
+/// branch on the group count: two bytes are stored and the end advanced by one or two.
+pub fn append_counts_string(counts: &[u32], out: &mut Vec<u8>) {
+    let mut n = out.len();
+    out.resize(n + 2 * counts.len() + 2, 0);
+    for (i, &c) in counts.iter().enumerate() {
+        let mut x = i64::from(c);
+        if i > 2 {
+            x -= i64::from(counts[i - 2]);
+        }
+        // Significant bits of |x| (of !x when negative): k groups hold up to 5k - 1 of them.
+        let bits = 64 - (x ^ (x >> 63)).leading_zeros() as usize;
+        let groups = (bits + 5) / 5;
+        if groups <= 2 {
+            let more = u8::from(groups == 2) << 5;
+            out[n] = ((x & 0x1f) as u8 | more) + 48;
+            out[n + 1] = ((x >> 5) & 0x1f) as u8 + 48;
+            n += groups;
+            continue;
+        }
+        // Room for this value's groups and two bytes for each value after it.
+        let need = n + groups + 2 * (counts.len() - i) + 2;
+        if out.len() < need {
+            out.resize(need, 0);
+        }
+        for g in 0..groups {
+            let more = u8::from(g + 1 < groups) << 5;
+            out[n] = (((x >> (5 * g)) & 0x1f) as u8 | more) + 48;
+            n += 1;
+        }
+    }
+    out.truncate(n);
+}
+
 impl Rle {
     /// Builds an RLE from counts, checking that they cover the mask exactly.
     pub fn from_counts(height: u32, width: u32, counts: Vec<u32>) -> Result<Self, RleError> {
@@ -356,24 +395,7 @@ impl Rle {
     /// The compressed counts string (pycocotools' `rleToString`).
     pub fn to_counts_string(&self) -> String {
         let mut s = Vec::with_capacity(self.counts.len() * 2);
-        for (i, &c) in self.counts.iter().enumerate() {
-            let mut x = i64::from(c);
-            if i > 2 {
-                x -= i64::from(self.counts[i - 2]);
-            }
-            loop {
-                let mut c = (x & 0x1f) as u8;
-                x >>= 5;
-                let more = if c & 0x10 != 0 { x != -1 } else { x != 0 };
-                if more {
-                    c |= 0x20;
-                }
-                s.push(c + 48);
-                if !more {
-                    break;
-                }
-            }
-        }
+        append_counts_string(&self.counts, &mut s);
         // Every byte is in 48..=111, so this is ASCII.
         String::from_utf8(s).unwrap_or_default()
     }
@@ -436,6 +458,67 @@ impl Rle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pycocotools' `rleToString` loop as written there (one byte at a time), the reference
+    /// for [`append_counts_string`].
+    fn counts_string_reference(counts: &[u32]) -> Vec<u8> {
+        let mut s = Vec::new();
+        for (i, &c) in counts.iter().enumerate() {
+            let mut x = i64::from(c);
+            if i > 2 {
+                x -= i64::from(counts[i - 2]);
+            }
+            loop {
+                let mut c = (x & 0x1f) as u8;
+                x >>= 5;
+                let more = if c & 0x10 != 0 { x != -1 } else { x != 0 };
+                if more {
+                    c |= 0x20;
+                }
+                s.push(c + 48);
+                if !more {
+                    break;
+                }
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn counts_string_equals_the_byte_loop() {
+        // Differences at every group boundary (±16·32^k), both signs, and extremes.
+        let mut edges = vec![0u32, 1, u32::MAX, u32::MAX - 1];
+        for k in 0..7 {
+            let b = 16u64 << (5 * k);
+            for d in [b.saturating_sub(1), b, b + 1] {
+                edges.push(d.min(u64::from(u32::MAX)) as u32);
+            }
+        }
+        let mut counts = Vec::new();
+        for &a in &edges {
+            for &b in &edges {
+                counts.extend([a, b, a, b, 7, a]);
+            }
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let shift = (x >> 58) as u32 % 33;
+            counts.push(((x >> 8) as u32) >> shift.min(31));
+        }
+        for len in [0, 1, 2, 3, 4, 5, counts.len()] {
+            let mut out = b"prefix".to_vec();
+            append_counts_string(&counts[..len], &mut out);
+            assert_eq!(&out[..6], b"prefix");
+            assert_eq!(
+                out[6..],
+                counts_string_reference(&counts[..len]),
+                "{len} counts"
+            );
+        }
+    }
 
     #[test]
     fn small_known_values() {

@@ -1,6 +1,6 @@
 //! CUDA runtime settings and statistics through densam's C++ shim (`csrc/torch_shim.cpp`,
-//! compiled by build.rs): the TF32 policy, the caching allocator's peak memory, and pinned host
-//! copies for asynchronous uploads.
+//! compiled by build.rs): the TF32 policy, the caching allocator's peak memory, the device's free
+//! memory, and pinned host copies for asynchronous uploads.
 //!
 //! TF32 policy: on CUDA, TF32 is disabled in cuDNN convolutions and cuBLAS matmuls (libtorch's
 //! default allows it in cuDNN), so `--dtype fp32` matches the official fp32 reference run with
@@ -20,6 +20,7 @@ unsafe extern "C" {
     fn densam_cuda_memory_stats(device: i32, out: *mut i64) -> i32;
     fn densam_cuda_reset_peak(device: i32) -> i32;
     fn densam_pin_memory(t: *mut std::ffi::c_void) -> *mut std::ffi::c_void;
+    fn densam_cuda_mem_info(device: i32, out: *mut i64) -> i32;
 }
 
 /// A pinned (page-locked) copy of the host tensor `t`, for an asynchronous copy to a GPU
@@ -128,6 +129,24 @@ pub fn reset_peak_memory(device: Device) {
     }
 }
 
+/// The free and total bytes of `device` as the CUDA driver reports them (memory the caching
+/// allocator holds unused counts as used: add `reserved - allocated` of [`memory_stats`] for
+/// what this process can still use). `None` on the CPU, without CUDA, or on a libtorch error.
+/// Initialises CUDA on `device` first (a one-element tensor), as any use of it would.
+pub fn free_memory(device: Device) -> Option<(u64, u64)> {
+    let Device::Cuda(index) = device else {
+        return None;
+    };
+    if !tch::Cuda::is_available() {
+        return None;
+    }
+    let _init = tch::Tensor::f_zeros([1], (tch::Kind::Float, device)).ok()?;
+    let mut out = [0i64; 2];
+    // SAFETY: a plain C call; `out` holds the 2 values the shim writes; it catches exceptions.
+    let r = unsafe { densam_cuda_mem_info(index as i32, out.as_mut_ptr()) };
+    (r == 0).then(|| (out[0].max(0) as u64, out[1].max(0) as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +154,7 @@ mod tests {
     #[test]
     fn tf32_switch_round_trips_and_cpu_has_no_stats() {
         assert_eq!(memory_stats(Device::Cpu), None);
+        assert_eq!(free_memory(Device::Cpu), None);
         assert_eq!(peak_allocated_bytes(Device::Cpu), None);
         reset_peak_memory(Device::Cpu);
         let before = tf32_allowed().expect("shim works");
