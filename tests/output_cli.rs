@@ -5,7 +5,7 @@
 
 use densam::output::png_io::write_rgb_png;
 use densam::output::{FrameRecord, JsonlWriter, ObjectRecord, Rle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn densam(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
@@ -14,6 +14,22 @@ fn densam(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
         c.arg(a);
     }
     c.output().expect("run densam")
+}
+
+/// A folder `frames/` under `dir` with `n` grey 24x16 PNG frames (the video of `render`).
+fn grey_frames(dir: &Path, n: usize) -> PathBuf {
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..n {
+        write_rgb_png(
+            &frames.join(format!("{i:05}.png")),
+            24,
+            16,
+            &[7u8; 24 * 16 * 3],
+        )
+        .unwrap();
+    }
+    frames
 }
 
 fn write_result(path: &Path) {
@@ -72,17 +88,7 @@ fn export_then_eval_then_render() {
     let o = densam(&[&"export", &res, &"--format", &"boxes-csv", &"--out", &csv]);
     assert!(o.status.success());
     assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 5);
-    let frames = tmp.path().join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    for i in 0..4 {
-        write_rgb_png(
-            &frames.join(format!("{i:05}.png")),
-            24,
-            16,
-            &[7u8; 24 * 16 * 3],
-        )
-        .unwrap();
-    }
+    let frames = grey_frames(tmp.path(), 4);
     let png = tmp.path().join("png");
     let o = densam(&[&"render", &res, &"--video", &frames, &"--png-dir", &png]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -153,17 +159,7 @@ fn exit_codes_and_one_message() {
         .unwrap_err()
         .to_string();
     let serde_msg = serde_msg.split(" at line").next().unwrap().to_string();
-    let frames = tmp.path().join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    for i in 0..10 {
-        write_rgb_png(
-            &frames.join(format!("{i:05}.png")),
-            24,
-            16,
-            &[7u8; 24 * 16 * 3],
-        )
-        .unwrap();
-    }
+    let frames = grey_frames(tmp.path(), 10);
     // Ground truth for eval: the DAVIS export of a good result; the bad line comes first there.
     let good = tmp.path().join("good.jsonl");
     write_result(&good);
@@ -317,17 +313,7 @@ fn failures_leave_no_partial_output() {
     ls[19] = v.to_string();
     let counts = tmp.path().join("counts.jsonl");
     std::fs::write(&counts, ls.join("\n") + "\n").unwrap();
-    let frames = tmp.path().join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    for i in 0..40 {
-        write_rgb_png(
-            &frames.join(format!("{i:05}.png")),
-            24,
-            16,
-            &[7u8; 24 * 16 * 3],
-        )
-        .unwrap();
-    }
+    let frames = grey_frames(tmp.path(), 40);
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     // An earlier CSV of the same name stays as it was.
