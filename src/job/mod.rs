@@ -343,13 +343,7 @@ fn batch_choice(
         return None;
     }
     let ta = &args.track;
-    let prompted = job.prompts.objects.iter().map(|o| o.frames.len());
-    let most = prompted.max().unwrap_or(1);
-    let cond_frames = if ta.max_cond_frames >= 1 {
-        most.min(ta.max_cond_frames as usize)
-    } else {
-        most
-    };
+    let cond_frames = job.prompts.most_conditioning_frames(ta.max_cond_frames);
     let footprint = batch::Footprint {
         image_size: ta.image_size,
         video_size: [job.geo.width, job.geo.height],

@@ -536,23 +536,11 @@ fn bad_frame(n: FrameNo) -> TrackError {
     ))
 }
 
-/// The memory capacity of `--static-shapes`: an object's conditioning frames are its prompted
-/// frames (the prompt pre-pass stores one per prompted frame), of which the selection keeps at
-/// most `max_cond` (docs/sam2-inference.md §4.4 step 0); the largest count over the objects, so
-/// that every batch has the same shapes.
+/// The memory capacity of `--static-shapes`: the most conditioning frames of any object
+/// ([`PromptSet::most_conditioning_frames`]), so that every batch has the same shapes.
 fn static_capacity(prompts: &PromptSet, select: &SelectCfg) -> MemoryCapacity {
-    let most = prompts
-        .objects
-        .iter()
-        .map(|o| o.frames.len() as i64)
-        .max()
-        .unwrap_or(0);
-    let cond = if select.max_cond >= 0 {
-        most.min(select.max_cond)
-    } else {
-        most
-    };
-    MemoryCapacity::new(cond, select.max_ptr())
+    let cond = prompts.most_conditioning_frames(select.max_cond);
+    MemoryCapacity::new(cond as i64, select.max_ptr())
 }
 
 #[cfg(test)]

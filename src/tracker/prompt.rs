@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use super::FrameNo;
-// A neutral mask type (moving to `crate::mask`); the tracker uses nothing else of src/prompts/.
 use crate::mask::BinaryMask;
 
 /// One object's prompts on one frame.
@@ -45,5 +44,48 @@ impl PromptSet {
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// The most conditioning frames memory attention reads for any object: an object's
+    /// conditioning frames are its prompted frames (the prompt pre-pass stores one per prompted
+    /// frame), of which the selection keeps at most `max_cond` (-1: all; docs/sam2-inference.md
+    /// §4.4 step 0). What `--static-shapes` pads to and `--batch-objects auto` sizes for.
+    pub fn most_conditioning_frames(&self, max_cond: i64) -> usize {
+        let most = self
+            .objects
+            .iter()
+            .map(|o| o.frames.len())
+            .max()
+            .unwrap_or(0);
+        match usize::try_from(max_cond) {
+            Ok(cap) => most.min(cap),
+            Err(_) => most,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_conditioning_frames_is_capped_by_the_selection() {
+        let p = FramePrompt {
+            mask: None,
+            points: vec![[1.0, 2.0]],
+            labels: vec![1],
+        };
+        let object = |frames: &[u64]| ObjectPrompts {
+            id: format!("{frames:?}"),
+            label: None,
+            frames: frames.iter().map(|&f| (FrameNo(f), p.clone())).collect(),
+        };
+        let set = PromptSet {
+            objects: vec![object(&[3]), object(&[0, 5, 9]), object(&[2, 4])],
+        };
+        assert_eq!(set.most_conditioning_frames(-1), 3);
+        assert_eq!(set.most_conditioning_frames(2), 2);
+        assert_eq!(set.most_conditioning_frames(5), 3);
+        assert_eq!(PromptSet::default().most_conditioning_frames(-1), 0);
     }
 }
