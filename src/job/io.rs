@@ -233,7 +233,7 @@ impl<'a> JobSink<'a> {
 impl ResultSink for JobSink<'_> {
     fn format(&mut self, r: FrameResult) -> Result<Vec<u8>, TrackError> {
         let t = Instant::now();
-        // Straight into the line (the bytes `line_bytes(frame_record(..))` gives): at 8
+        // Straight into the line (the bytes `line_bytes` gives for the frame's serde record): at 8
         // speckled 1408² masks a line is ~440 KB, and the serde record took ~2 ms of the
         // tracking thread per frame (`cargo run --release --example bench_sink_format`).
         let mut bytes = Vec::with_capacity(self.last_len + self.last_len / 8 + 256);

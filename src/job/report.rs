@@ -1,48 +1,21 @@
 //! The JSONL line of a tracked frame: the objects with a non-empty mask, in prompt-file order.
-//! [`frame_record`] builds it as the output format's serde types (the reference form, also
-//! what [`super::io::line_bytes`] serialises); [`append_line`] writes the same bytes straight
-//! from the tracker's runs, which is what the job's sink does on the tracking thread
-//! (docs/ARCHITECTURE.md §1 step 10).
+//! [`append_line`] writes it straight from the tracker's runs, which is what the job's sink does
+//! on the tracking thread (docs/ARCHITECTURE.md §1 step 10); the tests hold it to the bytes of
+//! the output format's serde types ([`crate::output::jsonl::FrameRecord`] through
+//! [`super::io::line_bytes`]), on random masks and strings.
 
 use std::io::Write;
 
-use crate::mask::Rle;
 use crate::mask::rle::{RleError, append_counts_string};
-use crate::output::jsonl::{FrameRecord, ObjectRecord};
 use crate::tracker::{FrameResult, PromptSet, TrackError};
 
-/// The output line of a frame: the objects with a non-empty mask, in prompt-file order.
-pub fn frame_record(r: &FrameResult, prompts: &PromptSet) -> Result<FrameRecord, TrackError> {
-    let mut objects = Vec::new();
-    for o in &r.objects {
-        if o.mask.area == 0 {
-            continue;
-        }
-        let p = prompts
-            .objects
-            .get(o.object)
-            .ok_or_else(|| TrackError::Invalid(format!("object index {}", o.object)))?;
-        let rle = Rle::from_counts(o.mask.height, o.mask.width, o.mask.counts.clone())
-            .map_err(|e| TrackError::Sink(e.to_string()))?;
-        let label = p.label.clone().unwrap_or_default();
-        if let Some(rec) = ObjectRecord::from_rle(&p.id, label, &rle, o.score as f32, o.iou as f32)
-        {
-            objects.push(rec);
-        }
-    }
-    Ok(FrameRecord {
-        frame_number: r.number.get(),
-        time_s: r.seconds,
-        objects,
-    })
-}
-
 /// Appends the job's output line of `r` (with its newline) to `out`: byte for byte what
-/// [`super::io::line_bytes`] gives for `video_id` and [`frame_record`] (with HD-EPIC's
-/// `assoc_id` / `assoc_name` set to id and label when `hd_epic`), without building the serde
-/// record: the COCO counts string goes straight into the line, and area and box are the ones
+/// [`super::io::line_bytes`] gives for `video_id` and the frame's
+/// [`crate::output::jsonl::FrameRecord`] (its objects with a non-empty mask, in prompt-file
+/// order, with HD-EPIC's `assoc_id` / `assoc_name` set to id and label when `hd_epic`),
+/// without building the serde record: the COCO counts string goes straight into the line, and area and box are the ones
 /// [`crate::mask::MaskRuns`] carries (computed from the same runs by the same
-/// [`Rle::area`] / [`Rle::bbox_xyxy`] when it was built). `scratch` is a buffer kept between
+/// [`crate::mask::Rle::area`] / [`crate::mask::Rle::bbox_xyxy`] when it was built). `scratch` is a buffer kept between
 /// calls. Same errors as the serde path: an unknown object index, counts that do not cover the
 /// mask.
 ///
@@ -84,7 +57,7 @@ pub fn append_line(
             };
             return Err(TrackError::Sink(e.to_string()));
         }
-        // A non-empty mask has a box (`frame_record` leaves out a mask without one).
+        // A non-empty mask has a box (the serde record leaves out a mask without one).
         let Some(bbox) = m.bbox else { continue };
         if !first {
             out.push(b',');
@@ -144,7 +117,8 @@ fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), Tr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::MaskRuns;
+    use crate::mask::{MaskRuns, Rle};
+    use crate::output::jsonl::{FrameRecord, ObjectRecord};
     use crate::tracker::{FrameNo, ObjectPrompts, ObjectResult};
 
     /// xorshift64: deterministic test data without a dependency.
@@ -184,6 +158,34 @@ mod tests {
             }
         }
         MaskRuns::from(Rle::encode_row_major(&m, h, w).unwrap())
+    }
+
+    /// The output line of a frame as the output format's serde types (the objects with a
+    /// non-empty mask, in prompt-file order): the reference form [`append_line`] must equal.
+    fn frame_record(r: &FrameResult, prompts: &PromptSet) -> Result<FrameRecord, TrackError> {
+        let mut objects = Vec::new();
+        for o in &r.objects {
+            if o.mask.area == 0 {
+                continue;
+            }
+            let p = prompts
+                .objects
+                .get(o.object)
+                .ok_or_else(|| TrackError::Invalid(format!("object index {}", o.object)))?;
+            let rle = Rle::from_counts(o.mask.height, o.mask.width, o.mask.counts.clone())
+                .map_err(|e| TrackError::Sink(e.to_string()))?;
+            let label = p.label.clone().unwrap_or_default();
+            if let Some(rec) =
+                ObjectRecord::from_rle(&p.id, label, &rle, o.score as f32, o.iou as f32)
+            {
+                objects.push(rec);
+            }
+        }
+        Ok(FrameRecord {
+            frame_number: r.number.get(),
+            time_s: r.seconds,
+            objects,
+        })
     }
 
     /// The reference bytes: the serde record, as the sink wrote it before.
