@@ -96,7 +96,7 @@ impl<'a> Checkpointer<'a> {
             failed,
             wall_before: from.wall_seconds,
             run_start: Instant::now(),
-            spool_in_checkpoint: matches!(from.stage, Stage::Head(_) | Stage::Reverse(_)),
+            spool_in_checkpoint: from.stage.in_first_stretch(),
             checkpointed: false,
             error: None,
         }

@@ -134,12 +134,9 @@ pub fn tidy(paths: &OutPaths, start: &Start, restart: bool) {
         let _ = std::fs::remove_file(&paths.output);
         let _ = std::fs::remove_file(&paths.partial);
     }
-    let spool_needed = start.checkpoint().is_some_and(|c| {
-        matches!(
-            c.meta.stage,
-            crate::tracker::Stage::Head(_) | crate::tracker::Stage::Reverse(_)
-        )
-    });
+    let spool_needed = start
+        .checkpoint()
+        .is_some_and(|c| c.meta.stage.in_first_stretch());
     if !spool_needed {
         state::remove_spool(&paths.dir);
     }
