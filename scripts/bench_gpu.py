@@ -37,6 +37,11 @@ import time
 
 import numpy as np
 
+# The package's own numpy COCO RLE decoder (python/densam/rle.py; plain Python, importable from
+# the checkout without the wheel).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from densam.rle import decode as decode_rle  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -137,27 +142,6 @@ def linked_clip(src, src_n, d, n):
 # Masks
 
 
-def rle_decode(counts, h, w):
-    """A COCO compressed RLE string (pycocotools' rleFrString, vectorised) as a bool [h, w]."""
-    b = np.frombuffer(counts.encode(), np.uint8).astype(np.int64) - 48
-    more = (b & 0x20) != 0
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    nbytes = ends - starts + 1
-    k = np.arange(len(b)) - np.repeat(starts, nbytes)
-    x = np.add.reduceat((b & 0x1F) << (5 * k), starts)
-    neg = (b[ends] & 0x10) != 0
-    x = np.where(neg, x - (np.int64(1) << (5 * nbytes)), x)
-    c = x.copy()
-    c[1::2] = np.cumsum(x[1::2])
-    if len(c) > 2:
-        c[2::2] = np.cumsum(x[2::2])
-    if c.sum() != h * w or (c < 0).any():
-        raise ValueError("RLE counts do not cover the mask")
-    flat = np.repeat((np.arange(len(c)) & 1).astype(bool), c)
-    return flat.reshape(w, h).T
-
-
 def iou(a, b):
     u = np.logical_or(a, b).sum()
     return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
@@ -172,8 +156,7 @@ def read_densam_masks(path):
             fr = {}
             for o in rec["objects"]:
                 seg = o["segmentation"]
-                h, w = seg["size"]
-                fr[int(o["id"])] = rle_decode(seg["counts"], h, w)
+                fr[int(o["id"])] = decode_rle(seg)
             out[rec["frame_number"]] = fr
     return out
 
