@@ -430,6 +430,7 @@ fn new_tracker<'m>(
         static_shapes: ta.static_shapes,
         spool_dir: std::env::temp_dir(),
         spool_file: Some(state::spool_path(&paths.dir)),
+        memory_policy: ta.memory_policy,
     };
     let prompts = job.prompts.clone();
     let mut tracker = Tracker::new(model, cfg, schedule, prompts, geo.width, geo.height)?;
