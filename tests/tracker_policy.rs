@@ -22,8 +22,8 @@ use densam::model::sam2::Sam2Model;
 use densam::prompts::{self, VideoGeometry};
 use densam::tracker::policy::MemoryPolicy;
 use densam::tracker::{
-    FrameNo, FrameRange, FrameResult, Observer, Pass, ProcIdx, RawOutput, ReadFrames, ResultSink,
-    RunEnd, Schedule, TrackError, Tracker, TrackerConfig,
+    Flow, FrameNo, FrameRange, FrameResult, Observer, Pass, ProcIdx, RawOutput, ReadFrames,
+    ResultSink, RunEnd, Schedule, Stage, TrackError, Tracker, TrackerConfig,
 };
 use densam::video::VideoSource;
 use tch::Device;
@@ -39,7 +39,21 @@ const MARGIN: f64 = 1e-4;
 fn oracles() -> PathBuf {
     let p = match std::env::var_os("DENSAM_ORACLES") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => common::repo_root().join("../shared/oracles"),
+        _ => {
+            let beside = common::repo_root().join("../shared/oracles");
+            // A git worktree: beside the main checkout.
+            let main = Command::new("git")
+                .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
+                .current_dir(common::repo_root())
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| PathBuf::from(s.trim()).join("../../shared/oracles"));
+            match main {
+                Some(m) if !beside.is_dir() && m.is_dir() => m,
+                _ => beside,
+            }
+        }
     };
     assert!(
         p.join("memsel/official_oracle.py").is_file(),
@@ -408,5 +422,97 @@ fn annotate_memory_policy_option() {
     assert!(
         !o.status.success() || s.contains("memory_policy"),
         "re-running a sam3 output with sam2 went unnoticed: {s}"
+    );
+}
+
+/// Logs the raw outputs (low-res logits and read-sets) and saves the state at `save_at`.
+#[derive(Default)]
+struct Saver {
+    raw: Vec<(usize, Vec<f32>, Option<ReadFrames>)>,
+    save_at: Option<Stage>,
+    saved: Option<(Vec<u8>, usize)>,
+}
+
+impl Observer for Saver {
+    fn raw_outputs(&mut self, _pass: Pass, t: ProcIdx, outs: &[RawOutput]) {
+        for o in outs {
+            let v = Vec::<f32>::try_from(o.low_res.flatten(0, -1)).unwrap();
+            self.raw.push((t.get(), v, o.read.clone()));
+        }
+    }
+
+    fn at_resume_point(&mut self, tracker: &Tracker<'_>, stage: Stage) -> Result<Flow, TrackError> {
+        if self.save_at == Some(stage) {
+            self.saved = Some((tracker.save_state()?, self.raw.len()));
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// The policy's per-object state (the stored frames' scores) is in the saved state: a run
+/// resumed from it goes on exactly as the uninterrupted run (raw outputs and read-sets bit for
+/// bit).
+#[test]
+fn sam3_resumed_run_equals_uninterrupted() {
+    let _heavy = common::one_heavy_run();
+    tch::set_num_threads(1);
+    let fx = fixture();
+    let video = VideoSource::open(&fx.dir.join("frames")).unwrap();
+    let geo = VideoGeometry {
+        num_frames: video.frame_count() as u64,
+        width: video.width() as u32,
+        height: video.height() as u32,
+    };
+    let raw = prompts::read_prompts_file(&fx.dir.join("prompts.json")).unwrap();
+    let set = prompts::validate(raw, geo, true).unwrap().0;
+    let plan = Schedule::new(FrameRange::video(FRAMES), &set.prompted_frames(), 1, 1, 1).unwrap();
+    let model = Sam2Model::load(&fx.dir.join("ck_kf.pt"), Device::Cpu, IMAGE_SIZE).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = |spool: &str| TrackerConfig {
+        fill_hole_area: 0,
+        batch_objects: 1,
+        spool_file: Some(work.path().join(spool)),
+        memory_policy: "sam3".parse().unwrap(),
+        ..TrackerConfig::default()
+    };
+    let mut frames = JobFrames::new(&video, IMAGE_SIZE as usize, 1.0);
+    let stage = Stage::Head(ProcIdx(9));
+    let mut full = Saver {
+        save_at: Some(stage),
+        ..Saver::default()
+    };
+    let mut t = Tracker::new(
+        &model,
+        cfg("a"),
+        plan.clone(),
+        set.clone(),
+        geo.width,
+        geo.height,
+    )
+    .unwrap();
+    let mut sink = Collect(Vec::new());
+    assert_eq!(
+        t.run(&mut frames, &mut sink, None, &mut full).unwrap(),
+        RunEnd::Finished
+    );
+    drop(t);
+    let (state, n) = full.saved.clone().expect("state saved");
+    let mut resumed = Saver::default();
+    let mut t = Tracker::new(&model, cfg("a"), plan, set, geo.width, geo.height).unwrap();
+    let mut sink = Collect(Vec::new());
+    assert_eq!(
+        t.run(&mut frames, &mut sink, Some(&state), &mut resumed)
+            .unwrap(),
+        RunEnd::Finished
+    );
+    assert!(n > 0 && resumed.raw.len() == full.raw.len() - n);
+    assert!(
+        resumed.raw == full.raw[n..],
+        "resumed outputs differ from the uninterrupted run"
+    );
+    eprintln!(
+        "sam3 resumed at {stage:?}: {} raw outputs equal, state {} bytes",
+        resumed.raw.len(),
+        state.len()
     );
 }

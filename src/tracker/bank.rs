@@ -811,6 +811,95 @@ mod tests {
     }
 
     #[test]
+    fn ranked_retention_keeps_exactly_what_the_filter_reads() {
+        // 300 frames, cond frame 0, scores: long invalid stretches, some exactly at the
+        // threshold; forward and reverse. The pruned bank reads the same as the unpruned one,
+        // and stays bounded.
+        let thr = 0.01f32;
+        for reverse in [false, true] {
+            let n = 300i64;
+            let c = SelectCfg {
+                policy: MemoryPolicy::Sam3 { mf_threshold: thr },
+                ..cfg(n)
+            };
+            let cond = if reverse { n - 1 } else { 0 };
+            let score = |f: i64| match f % 37 {
+                0..=3 => 0.5,
+                4 => thr,
+                5..=30 => 0.0,
+                _ => 0.2,
+            };
+            let mut full = ObjectBank::default();
+            let mut pruned = ObjectBank::default();
+            for b in [&mut full, &mut pruned] {
+                b.insert_cond(
+                    cond,
+                    CondEntry {
+                        features: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                        obj_ptr: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                        low_res: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                        score_logit: 1.0,
+                        iou: 1.0,
+                    },
+                );
+            }
+            let frames: Vec<i64> = if reverse {
+                (0..n - 1).rev().collect()
+            } else {
+                (1..n).collect()
+            };
+            for &t in &frames {
+                let a = full.read_set(t, reverse, &c);
+                let b = pruned.read_set(t, reverse, &c);
+                assert_eq!(a, b, "frame {t} reverse {reverse}");
+                assert!(b.memories.iter().all(|(s, _)| pruned.memory(*s).is_some()));
+                assert!(b.pointers.iter().all(|(s, _)| pruned.pointer(*s).is_some()));
+                for bank in [&mut full, &mut pruned] {
+                    bank.insert_tracked(
+                        t,
+                        TrackedEntry {
+                            features: Some(Tensor::zeros([1], (Kind::Float, Device::Cpu))),
+                            obj_ptr: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                            score: Some(score(t)),
+                        },
+                    );
+                }
+                pruned.prune(t, reverse, &c);
+                assert!(pruned.tracked.len() <= 16, "{}", pruned.tracked.len());
+                let feats = pruned.tracked.values().filter(|e| e.features.is_some());
+                assert!(feats.count() <= 7);
+            }
+        }
+    }
+
+    #[test]
+    fn ranked_read_set_has_the_off_by_one_pointer_bound() {
+        // V = [t-1] alone: its memory is read (t_pos 0), its pointer is not.
+        let rs = select_ranked(5, false, &cfg(20), &[0], &|i| i == 4, &[4]);
+        assert_eq!(rs.memories, vec![(Src::Cond(0), 6), (Src::Tracked(4), 0)]);
+        assert_eq!(rs.pointers, vec![(Src::Cond(0), 5)]);
+        // V = [1, 3, 4]: memories by rank (tpos 2, 1, 0), pointers 4, 3 at positions 1, 2.
+        let rs = select_ranked(5, false, &cfg(20), &[0], &|i| i > 0, &[1, 3, 4]);
+        assert_eq!(
+            rs.memories,
+            vec![
+                (Src::Cond(0), 6),
+                (Src::Tracked(1), 2),
+                (Src::Tracked(3), 1),
+                (Src::Tracked(4), 0)
+            ]
+        );
+        assert_eq!(
+            rs.pointers,
+            vec![
+                (Src::Cond(0), 5),
+                (Src::Tracked(4), 1),
+                (Src::Tracked(3), 2)
+            ]
+        );
+    }
+
+    #[test]
     fn undoing_a_tracked_result_restores_the_bank() {
         let e = |v: f32| TrackedEntry {
             features: None,
@@ -864,7 +953,7 @@ mod tests {
             TrackedEntry {
                 features: Some(t(8.0)),
                 obj_ptr: t(9.0),
-                score: None,
+                score: Some(0.125),
             },
         );
         let bytes = save_banks(&[ObjectBank::default(), b]).unwrap();
@@ -877,6 +966,8 @@ mod tests {
         assert_eq!(c.low_res, t(6.0));
         assert!(l[1].tracked[&8].features.is_none());
         assert_eq!(l[1].tracked[&9].features.as_ref().unwrap(), &t(8.0));
+        assert_eq!(l[1].tracked[&9].score, Some(0.125));
+        assert_eq!(l[1].tracked[&8].score, None);
         assert!(load_banks(b"garbage", Device::Cpu).is_err());
     }
 }
