@@ -1,4 +1,4 @@
-//! Memory policies against their references (docs/sam2-inference.md §7.5).
+//! Memory policies against their references (docs/sam2-inference.md §7.14).
 //!
 //! `sam3`: SAM 3's frame filter, checked against the official SAM 2.1 predictor with SAM 3's own
 //! selection code grafted on (the oracle `memsel/official_oracle.py --sam3-filter` of the shared

@@ -114,7 +114,7 @@ pub struct TrackArgs {
     /// Which stored frames each tracked frame reads: `sam2` (the official SAM 2.1 rule) or
     /// `sam3[:mf_threshold=T]` (SAM 3's frame filter: only frames whose memory score
     /// `(osl > 0 ? 2σ(osl) − 1 : 0) · IoU` is above T, default 0.01, are read; needs
-    /// --memory-temporal-stride 1). See docs/sam2-inference.md §7.5.
+    /// --memory-temporal-stride 1). See docs/sam2-inference.md §7.14.
     #[arg(long, value_name = "NAME[:key=value,...]", default_value = "sam2",
           value_parser = checked(rules::memory_policy))]
     pub memory_policy: MemoryPolicy,

@@ -264,7 +264,7 @@ pub(crate) mod tests {
         assert_eq!(RunParams::from_recorded(&v), Some(q.clone()));
         assert_eq!(
             q.diff(&p),
-            [r#"memory_policy: "sam2" -> "sam3:mf_threshold=0.01""#]
+            [r#"memory_policy: - -> "sam3:mf_threshold=0.01""#]
         );
     }
 

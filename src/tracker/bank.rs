@@ -37,7 +37,7 @@ pub struct SelectCfg {
     pub stride: i64,
     /// SAM 2.1: signed pointer positions; 2.0: absolute.
     pub signed_ptr_pos: bool,
-    /// Which stored frames are read (docs/sam2-inference.md §7.5).
+    /// Which stored frames are read (docs/sam2-inference.md §7.14).
     pub policy: MemoryPolicy,
 }
 
@@ -180,7 +180,7 @@ pub fn select(
     }
 }
 
-/// The read-set of a ranked policy (SAM 3's frame filter, docs/sam2-inference.md §7.5): the
+/// The read-set of a ranked policy (SAM 3's frame filter, docs/sam2-inference.md §7.14): the
 /// conditioning frames as in [`select`], then the last 6 of the filtered list `v` (oldest first,
 /// temporal position = rank: `v[-1]` gets `maskmem_tpos_enc[0]`), then the pointers
 /// `v[-1] … v[-(len − 1)]` at positions 1, 2, … (SAM 3's bound: the first entry of `v` is never

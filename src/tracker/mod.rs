@@ -353,7 +353,7 @@ pub struct TrackerConfig {
     /// A fixed path for the spool instead (replaced when a run starts, kept when it ends: the
     /// caller removes it), so that a stage inside the first stretch can be saved and resumed.
     pub spool_file: Option<PathBuf>,
-    /// Which stored frames each tracked frame reads (docs/sam2-inference.md §7.5).
+    /// Which stored frames each tracked frame reads (docs/sam2-inference.md §7.14).
     pub memory_policy: policy::MemoryPolicy,
 }
 

@@ -1,4 +1,4 @@
-//! Memory policies: which stored frames a tracked frame reads (docs/sam2-inference.md §7.5).
+//! Memory policies: which stored frames a tracked frame reads (docs/sam2-inference.md §7.14).
 //!
 //! `sam2` is the official SAM 2.1 rule ([`super::bank::select`]). `sam3` is SAM 3's tracker
 //! "temporal disambiguation" frame filter on SAM 2.1: each tracked frame gets a memory score from
