@@ -346,6 +346,7 @@ fn annotate_memory_policy_option() {
     let fx = fixture();
     let reference = read_json(&fx.dir.join("sam3filter.json"));
     let work = tempfile::tempdir().unwrap();
+    let trace = work.path().join("trace.jsonl");
     let run = |out: &Path, policy: &str| {
         let d = |p: &str| fx.dir.join(p).display().to_string();
         Command::new(env!("CARGO_BIN_EXE_densam"))
@@ -368,6 +369,11 @@ fn annotate_memory_policy_option() {
             .args(["--fill-hole-area", "0", "--batch-objects", "1", "--quiet"])
             .args(["--memory-policy", policy, "--out"])
             .arg(out)
+            .args(if policy == "sam3" {
+                vec!["--trace".to_string(), trace.display().to_string()]
+            } else {
+                vec![]
+            })
             .output()
             .unwrap()
     };
@@ -408,6 +414,27 @@ fn annotate_memory_policy_option() {
         min_iou = min_iou.min(m);
     }
     eprintln!("densam annotate --memory-policy sam3 vs oracle: min mask IoU {min_iou:.6}");
+    // --trace: the oracle's read memories, frame by frame.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let recs = reference["frames"].as_array().unwrap();
+    let tracked: Vec<_> = recs.iter().filter(|r| r["cond"] == false).collect();
+    assert_eq!(lines.len(), tracked.len());
+    for (l, r) in lines.iter().zip(tracked) {
+        assert_eq!(l["frame"], r["frame"]);
+        assert_eq!(l["object"], "a");
+        let mems: Vec<Option<i64>> = l["memories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64())
+            .collect();
+        assert_eq!(Some(mems), parse_list(&r["read_mem"]), "{l}");
+        assert!((l["score"].as_f64().unwrap() - r["eff_iou_score"].as_f64().unwrap()).abs() < 2e-5);
+    }
     assert!(min_iou >= GOAL_IOU);
     // sam2 is the default and is not recorded (run.json as before).
     let out2 = work.path().join("sam2");

@@ -250,6 +250,12 @@ pub struct JobArgs {
     /// synchronises the device at every stage boundary, so the run is somewhat slower.
     #[arg(long)]
     pub profile: bool,
+    /// Append one JSON line per tracked object-frame to FILE: `{"frame", "object", "pass",
+    /// "score" (the memory policy's, `null` under sam2), "iou", "memories", "pointers"}` with
+    /// the frames read in attention order (conditioning frames included). For checking what a
+    /// memory policy reads; not a result (not recorded in run.json).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// The rules on option values, one function per kind of value: what clap checks while parsing
