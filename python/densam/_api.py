@@ -52,6 +52,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "span": ("--span", "value"),
     "span_margin": ("--span-margin", "value"),
     "memory_temporal_stride": ("--memory-temporal-stride", "value"),
+    "memory_policy": ("--memory-policy", "value"),
     "device": ("--device", "value"),
     "dtype": ("--dtype", "value"),
     "batch_objects": ("--batch-objects", "value"),

@@ -11,6 +11,7 @@ use super::JobError;
 use crate::model::device::DeviceChoice;
 use crate::model::layers::Precision;
 pub use crate::prompts::hd_epic::HdEpicPromptKind;
+use crate::tracker::policy::MemoryPolicy;
 
 /// Everything `densam annotate` takes.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
@@ -110,6 +111,13 @@ pub struct TrackArgs {
     /// `memory_temporal_stride_for_eval`; 1 in every official config). t-1 is always read.
     #[arg(long, default_value_t = 1, value_parser = checked(rules::stride))]
     pub memory_temporal_stride: i64,
+    /// Which stored frames each tracked frame reads: `sam2` (the official SAM 2.1 rule) or
+    /// `sam3[:mf_threshold=T]` (SAM 3's frame filter: only frames whose memory score
+    /// `(osl > 0 ? 2σ(osl) − 1 : 0) · IoU` is above T, default 0.01, are read; needs
+    /// --memory-temporal-stride 1). See docs/sam2-inference.md §7.14.
+    #[arg(long, value_name = "NAME[:key=value,...]", default_value = "sam2",
+          value_parser = checked(rules::memory_policy))]
+    pub memory_policy: MemoryPolicy,
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -242,6 +250,12 @@ pub struct JobArgs {
     /// synchronises the device at every stage boundary, so the run is somewhat slower.
     #[arg(long)]
     pub profile: bool,
+    /// Append one JSON line per tracked object-frame to FILE: `{"frame", "object", "pass",
+    /// "score" (the memory policy's, `null` under sam2), "iou", "memories", "pointers"}` with
+    /// the frames read in attention order (conditioning frames included). For checking what a
+    /// memory policy reads; not a result (not recorded in run.json).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// The rules on option values, one function per kind of value: what clap checks while parsing
@@ -276,6 +290,11 @@ pub mod rules {
             }
             super::BatchObjects::Auto => Ok(()),
         }
+    }
+
+    /// `--memory-policy`: any policy that parsed (the keys are checked by the parser).
+    pub fn memory_policy(_: &crate::tracker::policy::MemoryPolicy) -> Result<(), String> {
+        Ok(())
     }
 
     /// `--max-cond-frames`: -1 (all) or at least 1.
@@ -376,6 +395,14 @@ impl AnnotateJobArgs {
                 rules::stride(&t.memory_temporal_stride),
             ),
             ("--batch-objects", rules::batch_objects(&t.batch_objects)),
+            (
+                "--memory-policy",
+                if t.memory_policy.is_sam2() || t.memory_temporal_stride == 1 {
+                    Ok(())
+                } else {
+                    Err("policies other than sam2 need --memory-temporal-stride 1".into())
+                },
+            ),
             ("--reverse-chunk", rules::count(&t.reverse_chunk)),
             ("--window-duration", rules::positive(&j.window_duration)),
             ("--window-overlap", rules::non_negative(&j.window_overlap)),

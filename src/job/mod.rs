@@ -52,7 +52,8 @@ use crate::model::device::select_device;
 use crate::model::sam2::Sam2Model;
 use crate::tracker::schedule::Schedule;
 use crate::tracker::{
-    Flow, FrameNo, Observer, Progress, Stage, TrackError, Tracker, TrackerConfig,
+    Flow, FrameNo, Observer, Pass, ProcIdx, Progress, RawOutput, Stage, TrackError, Tracker,
+    TrackerConfig,
 };
 
 pub use args::AnnotateJobArgs;
@@ -430,6 +431,7 @@ fn new_tracker<'m>(
         static_shapes: ta.static_shapes,
         spool_dir: std::env::temp_dir(),
         spool_file: Some(state::spool_path(&paths.dir)),
+        memory_policy: ta.memory_policy,
     };
     let prompts = job.prompts.clone();
     let mut tracker = Tracker::new(model, cfg, schedule, prompts, geo.width, geo.height)?;
@@ -527,10 +529,25 @@ fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcom
         Checkpointer::new(paths, params, every, clock, output, failed.clone(), &from);
     let mut report = ProgressReport::new(processed_total, args.job.quiet);
     let run_start = Instant::now();
+    let trace = match &args.job.trace {
+        Some(p) => Some(Trace {
+            out: std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| JobError::Output(format!("--trace {}: {e}", p.display())))?,
+            ),
+            frames: tracker.schedule().frames().to_vec(),
+            ids: job.prompts.objects.iter().map(|o| o.id.clone()).collect(),
+        }),
+        None => None,
+    };
     let mut observer = JobObserver {
         report: &mut report,
         checkpointer: &mut checkpointer,
         prompted_seen: false,
+        trace,
     };
     let end = tracker.run(&mut frames, &mut sink, saved.as_deref(), &mut observer);
     report.finish();
@@ -566,6 +583,37 @@ struct JobObserver<'r, 'c> {
     report: &'r mut ProgressReport,
     checkpointer: &'r mut Checkpointer<'c>,
     prompted_seen: bool,
+    trace: Option<Trace>,
+}
+
+/// `--trace`: what every tracked object-frame read.
+struct Trace {
+    out: std::io::BufWriter<std::fs::File>,
+    /// Processed index -> frame number.
+    frames: Vec<FrameNo>,
+    ids: Vec<String>,
+}
+
+impl Trace {
+    fn write(&mut self, pass: Pass, t: ProcIdx, outs: &[RawOutput]) {
+        use std::io::Write;
+        let frame = |i: i64| self.frames.get(i as usize).map(|f| f.get());
+        for o in outs {
+            let Some(r) = &o.read else { continue };
+            let line = serde_json::json!({
+                "frame": frame(t.get() as i64),
+                "object": self.ids.get(o.object),
+                "pass": format!("{pass:?}"),
+                "score": r.score,
+                "iou": o.iou,
+                "memories": r.memories.iter().map(|&i| frame(i)).collect::<Vec<_>>(),
+                "pointers": r.pointers.iter().map(|&i| frame(i)).collect::<Vec<_>>(),
+            });
+            if let Err(e) = writeln!(self.out, "{line}") {
+                tracing::warn!("--trace: {e}");
+            }
+        }
+    }
 }
 
 impl Observer for JobObserver<'_, '_> {
@@ -596,6 +644,12 @@ impl Observer for JobObserver<'_, '_> {
 
     fn stop_requested(&mut self) -> bool {
         signals::stop_requested()
+    }
+
+    fn raw_outputs(&mut self, pass: Pass, t: ProcIdx, outs: &[RawOutput]) {
+        if let Some(tr) = &mut self.trace {
+            tr.write(pass, t, outs);
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use super::JobError;
 use super::args::{AnnotateJobArgs, BatchObjects, SpanMode};
 use super::prepare::Prepared;
 use crate::model::layers::Precision;
+use crate::tracker::policy::MemoryPolicy;
 
 /// What a run's results depend on. Fields in alphabetical order: the key order of the JSON
 /// object earlier versions built.
@@ -38,6 +39,9 @@ pub struct RunParams {
     pub hd_epic: bool,
     pub image_size: i64,
     pub max_cond_frames: i64,
+    /// `--memory-policy`, every key resolved (absent for `sam2`, as in earlier versions).
+    #[serde(default, skip_serializing_if = "MemoryPolicy::is_sam2")]
+    pub memory_policy: MemoryPolicy,
     pub memory_temporal_stride: i64,
     /// The hash of the prompt input (see [`super::input::Input::prompts_hash`]).
     pub prompts: String,
@@ -103,6 +107,7 @@ impl RunParams {
             hd_epic: job.hd_epic,
             image_size: ta.image_size,
             max_cond_frames: ta.max_cond_frames,
+            memory_policy: ta.memory_policy,
             memory_temporal_stride: ta.memory_temporal_stride,
             prompts: job.prompts_hash.clone(),
             span: (ta.span == SpanMode::Prompts).then_some(SpanParams {
@@ -194,6 +199,7 @@ pub(crate) mod tests {
             hd_epic: false,
             image_size: 256,
             max_cond_frames: -1,
+            memory_policy: MemoryPolicy::Sam2,
             memory_temporal_stride: 1,
             prompts: "d174747556414119".into(),
             span: None,
@@ -242,6 +248,24 @@ pub(crate) mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(RunParams::from_recorded(&v), Some(q));
+    }
+
+    #[test]
+    fn memory_policy_recorded_resolved_and_absent_for_sam2() {
+        let p = sample();
+        let mut q = p.clone();
+        q.memory_policy = "sam3".parse().unwrap();
+        let text = serde_json::to_string(&q).unwrap();
+        assert!(
+            text.contains(r#""max_cond_frames":-1,"memory_policy":"sam3:mf_threshold=0.01","memory_temporal_stride""#),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(RunParams::from_recorded(&v), Some(q.clone()));
+        assert_eq!(
+            q.diff(&p),
+            [r#"memory_policy: - -> "sam3:mf_threshold=0.01""#]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::io::Cursor;
 
 use tch::{Device, Kind, Tensor};
 
+use super::policy::{MemoryPolicy, frame_filter};
 use crate::model::config::{MAX_OBJ_PTRS, NUM_MASKMEM};
 
 /// Errors of bank (de)serialisation.
@@ -26,7 +27,7 @@ pub enum BankError {
 }
 
 /// The parameters of the selection rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SelectCfg {
     /// Number of processed frames (the video length SAM 2 sees).
     pub num_frames: i64,
@@ -36,6 +37,8 @@ pub struct SelectCfg {
     pub stride: i64,
     /// SAM 2.1: signed pointer positions; 2.0: absolute.
     pub signed_ptr_pos: bool,
+    /// Which stored frames are read (docs/sam2-inference.md §7.14).
+    pub policy: MemoryPolicy,
 }
 
 impl SelectCfg {
@@ -177,6 +180,71 @@ pub fn select(
     }
 }
 
+/// The read-set of a ranked policy (SAM 3's frame filter, docs/sam2-inference.md §7.14): the
+/// conditioning frames as in [`select`], then the last 6 of the filtered list `v` (oldest first,
+/// temporal position = rank: `v[-1]` gets `maskmem_tpos_enc[0]`), then the pointers
+/// `v[-1] … v[-(len − 1)]` at positions 1, 2, … (SAM 3's bound: the first entry of `v` is never
+/// a pointer).
+pub fn select_ranked(
+    t: i64,
+    reverse: bool,
+    cfg: &SelectCfg,
+    cond_frames: &[i64],
+    has_tracked: &dyn Fn(i64) -> bool,
+    v: &[i64],
+) -> ReadSet {
+    let (sel, unsel) = select_cond(t, cond_frames, cfg.max_cond);
+    let lookup = |i: i64| -> Option<Src> {
+        if has_tracked(i) {
+            Some(Src::Tracked(i))
+        } else if unsel.contains(&i) {
+            Some(Src::UnselectedCond(i))
+        } else {
+            None
+        }
+    };
+    let mut memories: Vec<(Src, i64)> = sel
+        .iter()
+        .map(|&c| (Src::Cond(c), NUM_MASKMEM - 1))
+        .collect();
+    let len = v.len() as i64;
+    for t_pos in 1..NUM_MASKMEM {
+        let t_rel = NUM_MASKMEM - t_pos;
+        if t_rel > len {
+            continue;
+        }
+        if let Some(src) = lookup(v[(len - t_rel) as usize]) {
+            memories.push((src, NUM_MASKMEM - t_pos - 1));
+        }
+    }
+    let max_ptr = cfg.max_ptr();
+    let mut pointers: Vec<(Src, i64)> = sel
+        .iter()
+        .filter(|&&c| if reverse { c >= t } else { c <= t })
+        .map(|&c| {
+            let pos = if cfg.signed_ptr_pos {
+                (t - c) * if reverse { -1 } else { 1 }
+            } else {
+                (t - c).abs()
+            };
+            (Src::Cond(c), pos)
+        })
+        .collect();
+    for d in 1..max_ptr {
+        if d >= len {
+            break;
+        }
+        if let Some(src) = lookup(v[(len - d) as usize]) {
+            pointers.push((src, d));
+        }
+    }
+    ReadSet {
+        memories,
+        pointers,
+        max_ptr,
+    }
+}
+
 /// The stored state of one conditioning (prompted) frame of one object.
 #[derive(Debug)]
 pub struct CondEntry {
@@ -197,6 +265,8 @@ pub struct TrackedEntry {
     pub features: Option<Tensor>,
     /// Object pointer `[1,256]`.
     pub obj_ptr: Tensor,
+    /// The memory policy's score of the frame (`None` under `sam2`).
+    pub score: Option<f32>,
 }
 
 fn shallow(t: &Tensor) -> Tensor {
@@ -240,6 +310,7 @@ impl Clone for ObjectBank {
                         TrackedEntry {
                             features: e.features.as_ref().map(shallow),
                             obj_ptr: shallow(&e.obj_ptr),
+                            score: e.score,
                         },
                     )
                 })
@@ -293,7 +364,42 @@ impl ObjectBank {
     /// The read-set of frame `t`.
     pub fn read_set(&self, t: i64, reverse: bool, cfg: &SelectCfg) -> ReadSet {
         let has = |i: i64| self.tracked.contains_key(&i);
-        select(t, reverse, cfg, &self.cond_frames(), &has)
+        match cfg.policy {
+            MemoryPolicy::Sam2 => select(t, reverse, cfg, &self.cond_frames(), &has),
+            MemoryPolicy::Sam3 { mf_threshold } => {
+                let v = self.sam3_valid(t, reverse, cfg, mf_threshold);
+                select_ranked(t, reverse, cfg, &self.cond_frames(), &has, &v)
+            }
+        }
+    }
+
+    /// SAM 3's `frame_filter` for frame `t` over the stored tracked frames (only those can have a
+    /// score; the pruning keeps every frame the scan can still reach).
+    pub fn sam3_valid(&self, t: i64, reverse: bool, cfg: &SelectCfg, threshold: f32) -> Vec<i64> {
+        let n = cfg.num_frames;
+        if (!reverse && t == 0) || (reverse && t == n - 1) {
+            return Vec::new();
+        }
+        let r = cfg.stride.max(1);
+        let max_num = n.min(MAX_OBJ_PTRS);
+        // range(t∓1, end, ∓r): the frames whose distance from t∓1 is a multiple of r.
+        let on_grid = |d: i64| d % r == 0;
+        if !reverse {
+            let scan = self
+                .tracked
+                .range(1..t)
+                .rev()
+                .filter(|(i, _)| on_grid(t - 1 - **i))
+                .map(|(i, e)| (*i, e.score));
+            frame_filter(scan, threshold, max_num, t - 1)
+        } else {
+            let scan = self
+                .tracked
+                .range(t + 1..n)
+                .filter(|(i, _)| on_grid(**i - t - 1))
+                .map(|(i, e)| (*i, e.score));
+            frame_filter(scan, threshold, max_num, t + 1)
+        }
     }
 
     /// Resolves a memory source to its features.
@@ -314,6 +420,10 @@ impl ObjectBank {
 
     /// Drops tracked state that no frame after `t` in the same pass direction can read.
     pub fn prune(&mut self, t: i64, reverse: bool, cfg: &SelectCfg) {
+        if let MemoryPolicy::Sam3 { mf_threshold } = cfg.policy {
+            self.prune_ranked(t, reverse, mf_threshold);
+            return;
+        }
         let next = if reverse { t - 1 } else { t + 1 };
         let (ptr_bound, mem_bound) = cfg.read_bounds(next, reverse);
         if !reverse {
@@ -329,6 +439,35 @@ impl ObjectBank {
                 if f > mem_bound {
                     e.features = None;
                 }
+            }
+        }
+    }
+
+    /// The retention of the ranked policies (SAM 3): after frame `t`, of the tracked frames at or
+    /// before `t` in the pass direction, keeps `t` itself (the next frame's must-include) and
+    /// the `MAX_OBJ_PTRS - 1` newest valid ones (score > threshold), memory features only for `t`
+    /// and the `NUM_MASKMEM - 1` newest valid ones. A dropped frame is never read again: later
+    /// frames only add newer valid frames in front of it.
+    fn prune_ranked(&mut self, t: i64, reverse: bool, threshold: f32) {
+        let past: Vec<i64> = if !reverse {
+            self.tracked.range(..=t).rev().map(|(f, _)| *f).collect()
+        } else {
+            self.tracked.range(t..).map(|(f, _)| *f).collect()
+        };
+        let mut valid = 0i64;
+        for f in past {
+            let e = self.tracked.get_mut(&f).expect("key just listed");
+            let is_valid = e.score.is_some_and(|s| s > threshold);
+            if is_valid {
+                valid += 1;
+            }
+            let must = f == t;
+            if !(must || (is_valid && valid < MAX_OBJ_PTRS)) {
+                self.tracked.remove(&f);
+                continue;
+            }
+            if !(must || valid < NUM_MASKMEM) {
+                e.features = None;
             }
         }
     }
@@ -359,6 +498,9 @@ pub fn save_banks(banks: &[ObjectBank]) -> Result<Vec<u8>, BankError> {
             named.push((format!("{p}.ptr"), e.obj_ptr.to_device(Device::Cpu)));
             if let Some(x) = &e.features {
                 named.push((format!("{p}.feat"), x.to_device(Device::Cpu)));
+            }
+            if let Some(sc) = e.score {
+                named.push((format!("{p}.score"), Tensor::from_slice(&[sc])));
             }
         }
     }
@@ -445,6 +587,9 @@ pub fn load_banks(bytes: &[u8], device: Device) -> Result<Vec<ObjectBank>, BankE
             TrackedEntry {
                 features: p.remove("feat"),
                 obj_ptr,
+                score: p
+                    .remove("score")
+                    .map(|x| x.to_kind(Kind::Float).double_value(&[0]) as f32),
             },
         );
     }
@@ -461,6 +606,7 @@ mod tests {
             max_cond: -1,
             stride: 1,
             signed_ptr_pos: true,
+            policy: MemoryPolicy::Sam2,
         }
     }
 
@@ -645,6 +791,7 @@ mod tests {
                 TrackedEntry {
                     features: Some(Tensor::zeros([1], (Kind::Float, Device::Cpu))),
                     obj_ptr: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                    score: None,
                 },
             );
         }
@@ -664,10 +811,100 @@ mod tests {
     }
 
     #[test]
+    fn ranked_retention_keeps_exactly_what_the_filter_reads() {
+        // 300 frames, cond frame 0, scores: long invalid stretches, some exactly at the
+        // threshold; forward and reverse. The pruned bank reads the same as the unpruned one,
+        // and stays bounded.
+        let thr = 0.01f32;
+        for reverse in [false, true] {
+            let n = 300i64;
+            let c = SelectCfg {
+                policy: MemoryPolicy::Sam3 { mf_threshold: thr },
+                ..cfg(n)
+            };
+            let cond = if reverse { n - 1 } else { 0 };
+            let score = |f: i64| match f % 37 {
+                0..=3 => 0.5,
+                4 => thr,
+                5..=30 => 0.0,
+                _ => 0.2,
+            };
+            let mut full = ObjectBank::default();
+            let mut pruned = ObjectBank::default();
+            for b in [&mut full, &mut pruned] {
+                b.insert_cond(
+                    cond,
+                    CondEntry {
+                        features: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                        obj_ptr: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                        low_res: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                        score_logit: 1.0,
+                        iou: 1.0,
+                    },
+                );
+            }
+            let frames: Vec<i64> = if reverse {
+                (0..n - 1).rev().collect()
+            } else {
+                (1..n).collect()
+            };
+            for &t in &frames {
+                let a = full.read_set(t, reverse, &c);
+                let b = pruned.read_set(t, reverse, &c);
+                assert_eq!(a, b, "frame {t} reverse {reverse}");
+                assert!(b.memories.iter().all(|(s, _)| pruned.memory(*s).is_some()));
+                assert!(b.pointers.iter().all(|(s, _)| pruned.pointer(*s).is_some()));
+                for bank in [&mut full, &mut pruned] {
+                    bank.insert_tracked(
+                        t,
+                        TrackedEntry {
+                            features: Some(Tensor::zeros([1], (Kind::Float, Device::Cpu))),
+                            obj_ptr: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+                            score: Some(score(t)),
+                        },
+                    );
+                }
+                pruned.prune(t, reverse, &c);
+                assert!(pruned.tracked.len() <= 16, "{}", pruned.tracked.len());
+                let feats = pruned.tracked.values().filter(|e| e.features.is_some());
+                assert!(feats.count() <= 7);
+            }
+        }
+    }
+
+    #[test]
+    fn ranked_read_set_has_the_off_by_one_pointer_bound() {
+        // V = [t-1] alone: its memory is read (t_pos 0), its pointer is not.
+        let rs = select_ranked(5, false, &cfg(20), &[0], &|i| i == 4, &[4]);
+        assert_eq!(rs.memories, vec![(Src::Cond(0), 6), (Src::Tracked(4), 0)]);
+        assert_eq!(rs.pointers, vec![(Src::Cond(0), 5)]);
+        // V = [1, 3, 4]: memories by rank (tpos 2, 1, 0), pointers 4, 3 at positions 1, 2.
+        let rs = select_ranked(5, false, &cfg(20), &[0], &|i| i > 0, &[1, 3, 4]);
+        assert_eq!(
+            rs.memories,
+            vec![
+                (Src::Cond(0), 6),
+                (Src::Tracked(1), 2),
+                (Src::Tracked(3), 1),
+                (Src::Tracked(4), 0)
+            ]
+        );
+        assert_eq!(
+            rs.pointers,
+            vec![
+                (Src::Cond(0), 5),
+                (Src::Tracked(4), 1),
+                (Src::Tracked(3), 2)
+            ]
+        );
+    }
+
+    #[test]
     fn undoing_a_tracked_result_restores_the_bank() {
         let e = |v: f32| TrackedEntry {
             features: None,
             obj_ptr: Tensor::from_slice(&[v]),
+            score: None,
         };
         let mut b = ObjectBank::default();
         assert!(b.insert_tracked(4, e(1.0)).is_none());
@@ -708,6 +945,7 @@ mod tests {
             TrackedEntry {
                 features: None,
                 obj_ptr: t(7.0),
+                score: None,
             },
         );
         b.insert_tracked(
@@ -715,6 +953,7 @@ mod tests {
             TrackedEntry {
                 features: Some(t(8.0)),
                 obj_ptr: t(9.0),
+                score: Some(0.125),
             },
         );
         let bytes = save_banks(&[ObjectBank::default(), b]).unwrap();
@@ -727,6 +966,8 @@ mod tests {
         assert_eq!(c.low_res, t(6.0));
         assert!(l[1].tracked[&8].features.is_none());
         assert_eq!(l[1].tracked[&9].features.as_ref().unwrap(), &t(8.0));
+        assert_eq!(l[1].tracked[&9].score, Some(0.125));
+        assert_eq!(l[1].tracked[&8].score, None);
         assert!(load_banks(b"garbage", Device::Cpu).is_err());
     }
 }

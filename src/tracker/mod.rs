@@ -45,6 +45,7 @@
 
 pub mod bank;
 pub mod masks;
+pub mod policy;
 mod prepass;
 pub mod prompt;
 mod run;
@@ -308,6 +309,18 @@ pub struct RawOutput {
     pub low_res: Tensor,
     pub score_logit: f64,
     pub iou: f64,
+    /// What a tracked frame read (`None` on conditioning frames).
+    pub read: Option<ReadFrames>,
+}
+
+/// The read-set of one tracked object-frame, as processed-frame indices: the memories in
+/// attention (concatenation) order and the pointers in order, conditioning frames included;
+/// and the memory policy's score of the frame (`None` under `sam2`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadFrames {
+    pub memories: Vec<i64>,
+    pub pointers: Vec<i64>,
+    pub score: Option<f32>,
 }
 
 /// Tracker options (the model-independent ones; the model's own come from its config).
@@ -340,6 +353,8 @@ pub struct TrackerConfig {
     /// A fixed path for the spool instead (replaced when a run starts, kept when it ends: the
     /// caller removes it), so that a stage inside the first stretch can be saved and resumed.
     pub spool_file: Option<PathBuf>,
+    /// Which stored frames each tracked frame reads (docs/sam2-inference.md §7.14).
+    pub memory_policy: policy::MemoryPolicy,
 }
 
 impl Default for TrackerConfig {
@@ -353,6 +368,7 @@ impl Default for TrackerConfig {
             static_shapes: false,
             spool_dir: std::env::temp_dir(),
             spool_file: None,
+            memory_policy: policy::MemoryPolicy::Sam2,
         }
     }
 }
@@ -420,6 +436,7 @@ impl<'a> Tracker<'a> {
             max_cond: cfg.max_cond_frames,
             stride: cfg.memory_temporal_stride,
             signed_ptr_pos: model.config.is_v2_1(),
+            policy: cfg.memory_policy,
         };
         let capacity = cfg
             .static_shapes
@@ -575,6 +592,7 @@ mod tests {
             max_cond,
             stride: 1,
             signed_ptr_pos: true,
+            policy: policy::MemoryPolicy::Sam2,
         };
         let cap = |s| {
             let c = static_capacity(&set, &s);

@@ -184,6 +184,7 @@ impl Schedule {
             max_cond: -1,
             stride: mem_stride,
             signed_ptr_pos: true,
+            policy: crate::tracker::policy::MemoryPolicy::Sam2,
         };
         let head_end = head_end(start as i64, &cfg).min(processed.len() as i64 - 1) as usize;
         Some(Schedule {
@@ -534,6 +535,7 @@ mod tests {
             max_cond: -1,
             stride: 1,
             signed_ptr_pos: true,
+            policy: crate::tracker::policy::MemoryPolicy::Sam2,
         };
         assert_eq!(head_end(10, &cfg), 25);
         let cfg3 = SelectCfg { stride: 3, ..cfg };

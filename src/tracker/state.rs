@@ -2,7 +2,7 @@
 //! Versioned and checksummed, so that a damaged, truncated or foreign state is an error that
 //! says which, never a silently different run.
 //!
-//! Layout (little endian): the magic `DSTRKST` and a format byte (`2`), six `u64` words (stage
+//! Layout (little endian): the magic `DSTRKST` and a format byte (`3`), six `u64` words (stage
 //! tag, stage index, spool length, spool CRC-32, bank bytes, head bank bytes), the banks, the
 //! head's banks (inside the reverse pass; else none), and the CRC-32 of everything before it.
 //! The spool's length and checksum (inside the first stretch) tie the state to the spool as it
@@ -12,8 +12,12 @@ use super::spool::SpoolMark;
 use super::{ProcIdx, Stage, TrackError};
 
 const MAGIC: &[u8; 7] = b"DSTRKST";
-/// The format written (format 1, of earlier versions, had no checksum).
-const FORMAT: u8 = b'2';
+/// The format written: 3, whose banks may hold the memory policy's per-frame scores
+/// ([`super::bank::save_banks`]). Format 2 (the same layout, banks without policy state) is
+/// still read, as a `sam2` state; format 1, of earlier versions, had no checksum.
+const FORMAT: u8 = b'3';
+/// The earlier format still read.
+const FORMAT_2: u8 = b'2';
 const HEADER: usize = 8 + 6 * 8;
 const TRAILER: usize = 4;
 
@@ -68,7 +72,7 @@ pub fn decode(bytes: &[u8]) -> Result<Saved<'_>, TrackError> {
     if bytes.len() < 8 || &bytes[..7] != MAGIC {
         return Err(bad("not a tracker state"));
     }
-    if bytes[7] != FORMAT {
+    if bytes[7] != FORMAT && bytes[7] != FORMAT_2 {
         return Err(bad(format!(
             "format {} of another densam version (this one reads format {})",
             bytes[7].escape_ascii(),
@@ -163,6 +167,12 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "cut at {n}");
         }
+        let mut v2 = bytes.clone();
+        v2[7] = b'2';
+        let n = v2.len() - TRAILER;
+        let crc = crc32fast::hash(&v2[..n]);
+        v2[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&v2).unwrap(), saved);
         let mut old = bytes.clone();
         old[7] = b'1';
         assert!(decode(&old).unwrap_err().to_string().contains("format 1"));

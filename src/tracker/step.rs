@@ -6,11 +6,11 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::bank::{ObjectBank, TrackedEntry};
+use super::bank::{ObjectBank, Src, TrackedEntry};
 use super::masks;
 use super::{
     FrameInput, FrameNo, FrameResult, ObjectResult, Observer, Pass, ProcIdx, Progress, RawOutput,
-    ResultSink, TrackError, Tracker, bad_frame,
+    ReadFrames, ResultSink, TrackError, Tracker, bad_frame,
 };
 use crate::model::fill_holes::fill_holes;
 use crate::model::sam2::{BackboneOut, MemoryEntry, ObjectMemory, PointerEntry, StepOutput};
@@ -163,6 +163,7 @@ impl Tracker<'_> {
                     low_res: c.low_res.shallow_clone(),
                     score_logit: c.score_logit,
                     iou: c.iou,
+                    read: None,
                 });
             } else {
                 to_track.push(o);
@@ -206,7 +207,7 @@ impl Tracker<'_> {
         o: usize,
         t: ProcIdx,
         pass: Pass,
-    ) -> Result<(Vec<MemoryEntry>, Vec<PointerEntry>, i64), TrackError> {
+    ) -> Result<(Vec<MemoryEntry>, Vec<PointerEntry>, i64, ReadFrames), TrackError> {
         let b = &self.run.banks[o];
         let rs = b.read_set(t.key(), pass.is_reverse(), &self.setup.select);
         let pos = self
@@ -235,7 +236,15 @@ impl Tracker<'_> {
                 pos: *p,
             });
         }
-        Ok((mems, ptrs, rs.max_ptr))
+        let frame = |s: &Src| match s {
+            Src::Cond(f) | Src::Tracked(f) | Src::UnselectedCond(f) => *f,
+        };
+        let read = ReadFrames {
+            memories: rs.memories.iter().map(|(s, _)| frame(s)).collect(),
+            pointers: rs.pointers.iter().map(|(s, _)| frame(s)).collect(),
+            score: None,
+        };
+        Ok((mems, ptrs, rs.max_ptr, read))
     }
 
     /// Stores a tracked step's memory and pointer for each object in `objs` (what they replace
@@ -246,6 +255,7 @@ impl Tracker<'_> {
         t: ProcIdx,
         objs: &[usize],
         out: StepOutput,
+        reads: Vec<ReadFrames>,
         undo: &mut Undo,
     ) -> Result<Vec<RawOutput>, TrackError> {
         let (features, _pos) = self.setup.model.encode_memory(
@@ -267,13 +277,16 @@ impl Tracker<'_> {
         let v = host_values(&both, "object scores and predicted IoUs", 2 * objs.len())?;
         let (osl, ious) = v.split_at(objs.len());
         let mut res = Vec::with_capacity(objs.len());
-        for (i, &o) in objs.iter().enumerate() {
+        for ((i, &o), mut read) in objs.iter().enumerate().zip(reads) {
             let k = i as i64;
+            let score = self.setup.select.policy.score(osl[i], ious[i]);
+            read.score = score;
             let replaced = self.run.banks[o].insert_tracked(
                 t.key(),
                 TrackedEntry {
                     features: Some(features.narrow(0, k, 1).copy()),
                     obj_ptr: out.obj_ptr.narrow(0, k, 1).copy(),
+                    score,
                 },
             );
             undo.push((o, replaced));
@@ -282,6 +295,7 @@ impl Tracker<'_> {
                 low_res: low.narrow(0, k, 1).copy(),
                 score_logit: osl[i] as f64,
                 iou: ious[i] as f64,
+                read: Some(read),
             });
         }
         Ok(res)
@@ -295,9 +309,9 @@ impl Tracker<'_> {
         o: usize,
         undo: &mut Undo,
     ) -> Result<Vec<RawOutput>, TrackError> {
-        let (mems, ptrs, max_ptr) = self.entries(o, t, pass)?;
+        let (mems, ptrs, max_ptr, read) = self.entries(o, t, pass)?;
         let out = self.setup.model.track_frame(feats, &mems, &ptrs, max_ptr);
-        self.finish_tracked(feats, t, &[o], out, undo)
+        self.finish_tracked(feats, t, &[o], out, vec![read], undo)
     }
 
     /// Several objects in one batch: one memory-attention / heads / memory-encoder pass, each
@@ -314,10 +328,12 @@ impl Tracker<'_> {
     ) -> Result<Vec<RawOutput>, TrackError> {
         let mut entries = Vec::with_capacity(objs.len());
         let mut max_ptr = 0;
+        let mut reads = Vec::with_capacity(objs.len());
         for &o in objs {
-            let (m, p, mp) = self.entries(o, t, pass)?;
+            let (m, p, mp, read) = self.entries(o, t, pass)?;
             max_ptr = mp;
             entries.push((m, p));
+            reads.push(read);
         }
         let views: Vec<ObjectMemory<'_>> = entries
             .iter()
@@ -332,7 +348,7 @@ impl Tracker<'_> {
                 .model
                 .track_frame_batched_padded(&fb, &views, max_ptr, self.setup.capacity);
         drop(views);
-        self.finish_tracked(&fb, t, objs, out, undo)
+        self.finish_tracked(&fb, t, objs, out, reads, undo)
     }
 
     /// The written result of a frame: video-resolution masks as runs (of the active objects).
