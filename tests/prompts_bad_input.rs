@@ -145,6 +145,29 @@ fn bad_prompt_files_exit_3_with_a_located_message() {
             3,
             "object `a`, frame 99: frame is outside the video (0..4)",
         ),
+        // Finite in f64, +inf in the f32 the model takes: refused, naming object and frame.
+        (
+            "f32-box.json",
+            br#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "box": [0, 0, 1e39, 50]}]}]}"#.to_vec(),
+            &[],
+            3,
+            "object `a`, frame 1: box [0.0, 0.0, 1e39, 50.0] has a coordinate that is not a finite single-precision (f32) number",
+        ),
+        (
+            "f32-points.json",
+            br#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "points": [[5, -1e39]], "labels": [1]}]}]}"#.to_vec(),
+            &[],
+            3,
+            "object `a`, frame 1: point coordinates that are not finite single-precision (f32) numbers",
+        ),
+        // Distinct in f64, equal corners in f32: an empty box.
+        (
+            "f32-equal.json",
+            br#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "box": [100000000, 0, 100000001, 50]}]}]}"#.to_vec(),
+            &[],
+            3,
+            "object `a`, frame 1: box [100000000.0, 0.0, 100000001.0, 50.0] is not [x0,y0,x1,y1]",
+        ),
     ];
     for (name, bytes, extra, exit, says) in cases {
         let o = annotate(&clip, name, &bytes, extra);

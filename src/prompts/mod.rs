@@ -309,7 +309,15 @@ pub fn validate(
                 continue;
             }
             if let Some(b) = p.bbox {
-                if b.iter().any(|v| !v.is_finite()) || b[2] <= b[0] || b[3] <= b[1] {
+                // The model takes coordinates in f32: every check is on the f32 values, so
+                // that e.g. 1e39 (+inf in f32) or corners that become equal are refused here.
+                let bf = b.map(|v| v as f32);
+                if b.iter().any(|v| !v.is_finite()) || bf.iter().any(|v| !v.is_finite()) {
+                    skips.push(format!(
+                        "{at}: box {b:?} has a coordinate that is not a finite single-precision \
+                         (f32) number, skipped"
+                    ));
+                } else if bf[2] <= bf[0] || bf[3] <= bf[1] {
                     skips.push(format!(
                         "{at}: box {b:?} is not [x0,y0,x1,y1] with x1>x0, y1>y0, skipped"
                     ));
@@ -341,9 +349,14 @@ pub fn validate(
                     skips.push(format!(
                         "{at}: point labels must be 1 (positive) or 0 (negative), points skipped"
                     ));
-                } else if pts.iter().any(|q| !q[0].is_finite() || !q[1].is_finite()) {
+                } else if pts
+                    .iter()
+                    .flatten()
+                    .any(|&v| !v.is_finite() || !(v as f32).is_finite())
+                {
                     skips.push(format!(
-                        "{at}: non-finite point coordinates, points skipped"
+                        "{at}: point coordinates that are not finite single-precision (f32) \
+                         numbers, points skipped"
                     ));
                 } else {
                     let inside = |q: &[f64; 2]| q[0] >= 0.0 && q[1] >= 0.0 && q[0] < w && q[1] < h;
