@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod eval;
 pub mod exit;
 pub mod hash;
+pub mod id;
 pub mod job;
 pub mod mask;
 pub mod model;

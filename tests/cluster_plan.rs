@@ -193,6 +193,23 @@ fn hd_epic_ids_list_files_and_errors() {
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("assoc_info.json:2:"), "{err}");
     assert!(!list.exists());
+    // Video ids that are paths (the keys of assoc_info): refused as annotate refuses them.
+    for bad in ["../evil", "..", "-x", "a\\b", "a\nb", ""] {
+        let key = serde_json::to_string(bad).unwrap();
+        std::fs::write(&assoc, format!("{{{key}: {{}}}}")).unwrap();
+        let o = plan(&[
+            "--hd-epic-assoc",
+            s(&assoc),
+            "--videos-root",
+            s(&v.root.join("videos")),
+            "--out",
+            s(&list),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{bad:?}: {err}");
+        assert!(err.contains("cannot name a file"), "{bad:?}: {err}");
+        assert!(!list.exists());
+    }
 
     // A list file (relative paths from its folder, optional prompts column).
     let lf = v.root.join("videos.txt");

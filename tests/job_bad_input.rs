@@ -376,3 +376,17 @@ fn a_second_run_into_a_locked_output_folder_is_refused_touching_nothing() {
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     assert!(output_of(&out, "frames") == output_of(kept(), "frames"));
 }
+
+#[test]
+fn video_ids_that_are_paths_are_usage_errors_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, bad) in ["..", ".", "../x", "a/b", "a\\b", "a\nb", "-x", ""]
+        .iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("out{k}"));
+        let o = densam(&args(&out, &[&format!("--video-id={bad}")]), &[]);
+        assert_exit_says(&o, Some(2), "cannot name a file");
+        assert!(!out.exists(), "{bad:?} created {}", out.display());
+    }
+}

@@ -265,6 +265,18 @@ pub fn make_plan(a: &PlanArgs) -> Result<Plan, JobError> {
     if srcs.is_empty() {
         return Err(JobError::Input("no videos to plan".into()));
     }
+    // The id rule annotate applies (`--video-id`): a task annotate would refuse is refused here.
+    let bad: Vec<String> = srcs
+        .iter()
+        .filter_map(|s| {
+            crate::id::check_named("video id", &s.video_id)
+                .err()
+                .map(|e| format!("{e} ({})", s.video.display()))
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(JobError::Input(bad.join("; ")));
+    }
     let mut seen = BTreeSet::new();
     for s in &srcs {
         if !seen.insert(s.video_id.clone()) {

@@ -638,6 +638,9 @@ fn evaluate_hd_epic(result: &Path, opts: &EvalOptions) -> Result<EvalReport, Eva
                         mi_path.display()
                     ))
                 })?;
+                // The mask id names `<mask_id>.png` in the ground-truth folder.
+                crate::id::check_named(&format!("{}: mask id", mi_path.display()), mid)
+                    .map_err(input)?;
                 let frame = u64::try_from(m.frame_number).map_err(|_| {
                     input(format!(
                         "{}: mask {mid} has a negative frame_number",

@@ -273,6 +273,7 @@ pub fn export_davis(
         ));
     };
     let vid = video_id.map_or_else(|| video_id_of(result), str::to_string);
+    crate::id::check_named("video id", &vid).map_err(|e| OutputError::other(result, e))?;
     let dir = out.join(&vid);
     let partial = PartialDir::new(&dir)?;
     let mut plane = Plane {

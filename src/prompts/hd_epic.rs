@@ -309,19 +309,15 @@ pub fn hd_epic_prompts(
                         None
                     }
                 };
-                let mask = match mask_dir {
-                    None => None,
-                    Some(_)
-                        if mask_id.is_empty()
-                            || mask_id.contains(['/', '\\', '\0'])
-                            || mask_id.starts_with('.') =>
-                    {
+                let mask = match (mask_dir, crate::id::check(mask_id)) {
+                    (None, _) => None,
+                    (Some(_), Err(why)) => {
                         warnings.push(format!(
-                            "{at}: not usable as a file name; mask prompt skipped"
+                            "{at}: not usable as a file name ({why}); mask prompt skipped"
                         ));
                         None
                     }
-                    Some(dir) => {
+                    (Some(dir), Ok(())) => {
                         let path = dir.join(format!("{mask_id}.png"));
                         match load_mask(&path, source.video_size) {
                             Ok(m) => {
