@@ -313,7 +313,15 @@ pub fn export_davis(
     ))
 }
 
-fn csv_field(s: &str) -> String {
+/// One text field of the boxes CSV. A field that a spreadsheet would take for a formula (its
+/// first character `=`, `+`, `-`, `@`, tab or carriage return) gets a leading `'` (the OWASP
+/// rule against CSV injection), so it is shown as text; then the usual CSV quoting.
+pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
