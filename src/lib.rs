@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod cluster;
 pub mod eval;
 pub mod exit;
+pub mod files;
 pub mod hash;
 pub mod id;
 pub mod job;

@@ -465,3 +465,38 @@ fn option_values_out_of_range_are_usage_errors() {
     }
     assert!(!png.exists());
 }
+
+/// A symlink planted under an export's temporary name is never written through: the export
+/// replaces the link, and the file it pointed to stays as it was.
+#[test]
+fn planted_symlinks_are_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("r.jsonl");
+    write_result(&res);
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(".b.partial.csv")).unwrap();
+    let o = densam(&[
+        &"export",
+        &res,
+        &"--format",
+        &"boxes-csv",
+        &"--out",
+        &out.join("b.csv"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    assert!(
+        std::fs::read_to_string(out.join("b.csv"))
+            .unwrap()
+            .starts_with("frame_number,")
+    );
+    assert_eq!(names(&out), ["b.csv"]);
+}

@@ -226,3 +226,57 @@ fn hd_epic_errors_name_the_file_they_are_in() {
         &format!("mask_info.json: no masks of video `{id}`"),
     );
 }
+
+/// Prompts and videos that are not regular files (a FIFO would block forever, `/dev/zero` would
+/// be read until memory runs out) and a prompts file over the 1 GiB cap (a sparse file) are
+/// refused at once, exit 3, naming the file.
+#[test]
+fn fifos_devices_and_huge_files_are_refused_at_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let clip = common::disc_clip(4, 160, 120, "{}");
+    let dir = clip.dir.path();
+    let fifo = dir.join("fifo.json");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: creating a FIFO at a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let huge = dir.join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
+    let good = dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "box": [1, 1, 9, 9]}]}]}"#,
+    )
+    .unwrap();
+    let zero = std::path::Path::new("/dev/zero");
+    let cases = [
+        (&clip.frames, &fifo, "fifo.json: not a regular file"),
+        (
+            &clip.frames,
+            &zero.to_path_buf(),
+            "/dev/zero: not a regular file",
+        ),
+        (
+            &clip.frames,
+            &huge,
+            "huge.json: the file is larger than 1073741824 bytes",
+        ),
+        (&fifo, &good, "fifo.json: not a regular file or a folder"),
+        (
+            &zero.to_path_buf(),
+            &good,
+            "/dev/zero: not a regular file or a folder",
+        ),
+    ];
+    for (k, (video, prompts, says)) in cases.iter().enumerate() {
+        let out = dir.join(format!("out{k}"));
+        let o = densam(
+            &annotate_args(video, prompts, &clip.ckpt, &out, &["--quiet"]),
+            &[],
+        );
+        assert_exit_says(&o, Some(3), says);
+        assert!(!out.exists(), "{says}: created {}", out.display());
+    }
+}

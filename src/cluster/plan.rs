@@ -180,7 +180,7 @@ fn sources(a: &PlanArgs) -> Result<Vec<Source>, JobError> {
             .videos_root
             .as_ref()
             .ok_or_else(|| JobError::Usage("--hd-epic-assoc needs --videos-root".into()))?;
-        let bytes = std::fs::read(assoc).map_err(|e| input_err(assoc, e))?;
+        let bytes = crate::files::read_input(assoc).map_err(|e| input_err(assoc, e))?;
         let ids: BTreeSet<String> = crate::prompts::hd_epic::video_ids(assoc, &bytes)
             .map_err(|e| JobError::Input(e.to_string()))?
             .into_iter()
@@ -196,7 +196,9 @@ fn sources(a: &PlanArgs) -> Result<Vec<Source>, JobError> {
     }
     let mut out = Vec::new();
     if let Some(list) = &a.list {
-        let text = std::fs::read_to_string(list).map_err(|e| input_err(list, e))?;
+        let text = crate::files::read_input(list)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|e| input_err(list, e))?;
         let base = list.parent().unwrap_or(Path::new(""));
         for line in text.lines() {
             let line = line.trim_end_matches('\r');

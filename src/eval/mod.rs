@@ -318,7 +318,8 @@ impl Cursor {
 
 /// A small JSON input (id map, hold-out list); errors name the file, line and column.
 fn read_json(path: &Path) -> Result<Value, EvalError> {
-    let bytes = std::fs::read(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    let bytes =
+        crate::files::read_input(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
     let text = crate::prompts::json_text(path, &bytes).map_err(|e| input(e.to_string()))?;
     serde_json::from_str(text).map_err(|e| input(PromptError::json(path, &e).to_string()))
 }

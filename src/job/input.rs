@@ -25,7 +25,7 @@ pub struct Input {
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, JobError> {
-    std::fs::read(path).map_err(|e| JobError::Input(format!("{}: {e}", path.display())))
+    crate::files::read_input(path).map_err(|e| JobError::Input(format!("{}: {e}", path.display())))
 }
 
 /// Levenshtein distance (for near matches of ids).

@@ -253,7 +253,7 @@ fn prepare_out(dir: &Path) -> Result<(), JobError> {
         ))
     })?;
     let probe = dir.join(format!(".densam-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| {
+    crate::files::create_new(&probe).map_err(|e| {
         JobError::Output(format!(
             "{}: output folder not writable: {e}",
             dir.display()

@@ -211,7 +211,7 @@ pub fn parse_mask_info(
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, PromptError> {
-    std::fs::read(path).map_err(|e| PromptError::Read {
+    crate::files::read_input(path).map_err(|e| PromptError::Read {
         path: path.display().to_string(),
         msg: e.to_string(),
     })

@@ -177,7 +177,7 @@ pub struct VideoGeometry {
 
 /// Reads a prompts file (JSON with `objects`, a JSON array of objects, or JSON Lines).
 pub fn read_prompts_file(path: &Path) -> Result<Vec<RawObject>, PromptError> {
-    let bytes = std::fs::read(path).map_err(|e| PromptError::Read {
+    let bytes = crate::files::read_input(path).map_err(|e| PromptError::Read {
         path: path.display().to_string(),
         msg: e.to_string(),
     })?;
