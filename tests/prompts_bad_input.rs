@@ -145,6 +145,29 @@ fn bad_prompt_files_exit_3_with_a_located_message() {
             3,
             "object `a`, frame 99: frame is outside the video (0..4)",
         ),
+        // Unknown keys on an object: a warning naming them (here with nothing usable: exit 3),
+        // an error with --strict; every form of the file.
+        (
+            "keys.json",
+            br#"{"objects": [{"id": "a", "colour": "red", "prompt": [], "prompts": [{"frame": 99, "box": [1, 1, 9, 9]}]}]}"#.to_vec(),
+            &[],
+            3,
+            r#"object `a`: unknown key(s) ["colour", "prompt"] ignored"#,
+        ),
+        (
+            "keys-strict.json",
+            br#"[{"id": "a", "colour": "red", "prompts": [{"frame": 1, "box": [1, 1, 9, 9]}]}]"#.to_vec(),
+            &["--strict"],
+            3,
+            r#"object `a`: unknown key(s) ["colour"] ignored"#,
+        ),
+        (
+            "keys-lines.jsonl",
+            b"{\"id\": \"a\", \"prompts\": [{\"frame\": 1, \"box\": [1, 1, 9, 9]}]}\n{\"id\": \"b\", \"x\": 1, \"prompts\": [{\"frame\": 1, \"box\": [1, 1, 9, 9]}]}\n".to_vec(),
+            &["--strict"],
+            3,
+            r#"object `b`: unknown key(s) ["x"] ignored"#,
+        ),
         // Finite in f64, +inf in the f32 the model takes: refused, naming object and frame.
         (
             "f32-box.json",

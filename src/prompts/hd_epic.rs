@@ -380,6 +380,7 @@ pub fn hd_epic_prompts(
             id: RawId::String(assoc_id.clone()),
             label: a.name.clone(),
             prompts: prompts.into_values().collect(),
+            unknown_keys: Vec::new(),
         });
     }
     for w in &warnings {
