@@ -374,7 +374,13 @@ pub fn make_plan(a: &PlanArgs) -> Result<Plan, JobError> {
 }
 
 fn field(p: &Path) -> Result<String, JobError> {
-    let s = p.display().to_string();
+    // Written lossily, a name that is not UTF-8 would name another file in the task list.
+    let s = p.to_str().map(str::to_string).ok_or_else(|| {
+        JobError::Input(format!(
+            "path `{}` is not UTF-8: it cannot go in the task list (rename it)",
+            p.display()
+        ))
+    })?;
     if s.contains(['\t', '\n', '\r']) || s.is_empty() || s == "-" {
         return Err(JobError::Input(format!(
             "path `{s}` cannot go in a tab-separated task list"
