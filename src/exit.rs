@@ -22,6 +22,8 @@ pub const EXIT_MODEL: i32 = 6;
 /// objects were re-seeded from their prompts after them (listed in `run.json` under
 /// `failures`). Without `--strict` only.
 pub const EXIT_FRAMES_FAILED: i32 = 7;
+/// The output folder is in use: another `annotate` run holds its lock. Nothing was changed.
+pub const EXIT_BUSY: i32 = 8;
 /// Stopped by SIGTERM, SIGINT or SIGUSR1 after checkpointing (EX_TEMPFAIL): re-run the same
 /// command to continue.
 pub const EXIT_INTERRUPTED: i32 = 75;

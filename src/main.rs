@@ -77,6 +77,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Prints a video command's error once and returns its exit code (`densam::exit`).
+fn video_failed(command: &str, e: &densam::video::VideoError) -> i32 {
+    use densam::exit::{EXIT_FAILURE, EXIT_INPUT, EXIT_OUTPUT, EXIT_USAGE};
+    use densam::video::ErrorKind;
+    eprintln!("densam {command}: error: {e}");
+    match e.kind() {
+        ErrorKind::Usage => EXIT_USAGE,
+        ErrorKind::Input => EXIT_INPUT,
+        ErrorKind::Output => EXIT_OUTPUT,
+        ErrorKind::Internal => EXIT_FAILURE,
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Annotate(args) => std::process::exit(densam::job::main(&args)),
@@ -88,9 +101,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Probe {
             video,
             decode_count,
-        } => {
-            println!("{}", densam::video::probe_json(&video, decode_count)?);
-        }
+        } => match densam::video::probe_json(&video, decode_count) {
+            Ok(json) => println!("{json}"),
+            Err(e) => std::process::exit(video_failed("probe", &e)),
+        },
         Command::Extract {
             video,
             frame,
@@ -98,7 +112,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model_input,
             image_size,
         } => {
-            densam::video::extract(&video, frame, &out, model_input.then_some(image_size))?;
+            if let Err(e) =
+                densam::video::extract(&video, frame, &out, model_input.then_some(image_size))
+            {
+                std::process::exit(video_failed("extract", &e));
+            }
         }
         Command::BenchDecode {
             video,

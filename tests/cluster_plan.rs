@@ -193,6 +193,23 @@ fn hd_epic_ids_list_files_and_errors() {
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("assoc_info.json:2:"), "{err}");
     assert!(!list.exists());
+    // Video ids that are paths (the keys of assoc_info): refused as annotate refuses them.
+    for bad in ["../evil", "..", "-x", "a\\b", "a\nb", ""] {
+        let key = serde_json::to_string(bad).unwrap();
+        std::fs::write(&assoc, format!("{{{key}: {{}}}}")).unwrap();
+        let o = plan(&[
+            "--hd-epic-assoc",
+            s(&assoc),
+            "--videos-root",
+            s(&v.root.join("videos")),
+            "--out",
+            s(&list),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{bad:?}: {err}");
+        assert!(err.contains("cannot name a file"), "{bad:?}: {err}");
+        assert!(!list.exists());
+    }
 
     // A list file (relative paths from its folder, optional prompts column).
     let lf = v.root.join("videos.txt");
@@ -237,4 +254,27 @@ fn hd_epic_ids_list_files_and_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("no prompts for video `long`"), "{err}");
+}
+
+/// A video whose name is not UTF-8: no panic, and no task line naming another file (written
+/// lossily, the path would): refused, exit 3.
+#[test]
+fn a_path_that_is_not_utf8_is_refused_not_mangled() {
+    use std::os::unix::ffi::OsStrExt;
+    let v = videos();
+    let odd = v.root.join(std::ffi::OsStr::from_bytes(b"sh\xffort"));
+    std::fs::rename(&v.short, &odd).unwrap();
+    let list = v.root.join("tasks.tsv");
+    let o = Command::new(env!("CARGO_BIN_EXE_densam"))
+        .arg("plan")
+        .arg(&odd)
+        .args(["--frame-dirs", "--out"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("is not UTF-8"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!list.exists());
 }

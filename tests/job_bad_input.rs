@@ -335,3 +335,58 @@ fn batch_objects_auto_is_recorded_and_kept() {
     assert_exit_says(&o, Some(0), "resuming at processed frame 12");
     assert!(output_of(&out, "frames") == want);
 }
+
+/// The bytes of every file in a folder, by name.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    names(dir)
+        .into_iter()
+        .map(|n| {
+            let b = std::fs::read(dir.join(&n)).unwrap();
+            (n, b)
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_run_into_a_locked_output_folder_is_refused_touching_nothing() {
+    use std::os::fd::AsRawFd;
+    let _g = one_heavy_run();
+    let dir = tempfile::tempdir().unwrap();
+    let out = resumable(dir.path());
+    let before = contents(&out);
+    // The lock a running `annotate` holds: an exclusive flock on the folder itself.
+    let held = std::fs::File::open(&out).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    for extra in [&[][..], &["--restart"]] {
+        let o = densam(&args(&out, extra), &[]);
+        assert_exit_says(
+            &o,
+            Some(8),
+            "another densam run is using this output folder",
+        );
+        assert_eq!(contents(&out), before, "{extra:?} changed the folder");
+    }
+    // Released (as the kernel does when the holder dies): the run goes on and finishes.
+    drop(held);
+    let o = densam(&args(&out, &[]), &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(output_of(&out, "frames") == output_of(kept(), "frames"));
+}
+
+#[test]
+fn video_ids_that_are_paths_are_usage_errors_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, bad) in ["..", ".", "../x", "a/b", "a\\b", "a\nb", "-x", ""]
+        .iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("out{k}"));
+        let o = densam(&args(&out, &[&format!("--video-id={bad}")]), &[]);
+        assert_exit_says(&o, Some(2), "cannot name a file");
+        assert!(!out.exists(), "{bad:?} created {}", out.display());
+    }
+}

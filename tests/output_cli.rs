@@ -412,3 +412,91 @@ fn failures_leave_no_partial_output() {
     assert_eq!(names(&out.join("pngs")).len(), 40);
     assert_eq!(names(&out), ["b.csv", "c.json", "davis", "o.mp4", "pngs"]);
 }
+
+#[test]
+fn option_values_out_of_range_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("r.jsonl");
+    write_result(&res);
+    let frames = grey_frames(tmp.path(), 10);
+    let png = tmp.path().join("p");
+    let gt = tmp.path().join("gt");
+    let render = |k: &str, v: &str| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["render".into(), res.clone().into()];
+        a.extend(["--video".into(), frames.clone().into()]);
+        a.extend([
+            "--png-dir".into(),
+            png.clone().into(),
+            format!("{k}={v}").into(),
+        ]);
+        a
+    };
+    let eval = |v: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "eval".into(),
+            res.clone().into(),
+            "--gt".into(),
+            gt.clone().into(),
+            format!("--bound-th={v}").into(),
+        ]
+    };
+    let cases = [
+        (render("--alpha", "NaN"), "--alpha"),
+        (render("--alpha", "1.5"), "--alpha"),
+        (render("--alpha", "-0.1"), "--alpha"),
+        (render("--crf", "99"), "--crf"),
+        (render("--crf", "52"), "--crf"),
+        (eval("1e30"), "--bound-th"),
+        (eval("NaN"), "--bound-th"),
+        (eval("-1"), "--bound-th"),
+        (eval("0"), "--bound-th"),
+        (eval("inf"), "--bound-th"),
+    ];
+    for (args, option) in cases {
+        let a: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+            .iter()
+            .map(|s| s as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        let o = densam(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(option), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!png.exists());
+}
+
+/// A symlink planted under an export's temporary name is never written through: the export
+/// replaces the link, and the file it pointed to stays as it was.
+#[test]
+fn planted_symlinks_are_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("r.jsonl");
+    write_result(&res);
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(".b.partial.csv")).unwrap();
+    let o = densam(&[
+        &"export",
+        &res,
+        &"--format",
+        &"boxes-csv",
+        &"--out",
+        &out.join("b.csv"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    assert!(
+        std::fs::read_to_string(out.join("b.csv"))
+            .unwrap()
+            .starts_with("frame_number,")
+    );
+    assert_eq!(names(&out), ["b.csv"]);
+}

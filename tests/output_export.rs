@@ -183,6 +183,30 @@ fn boxes_csv() {
 }
 
 #[test]
+fn boxes_csv_text_that_a_spreadsheet_would_run_is_text() {
+    use densam::output::export::csv_field;
+    let cases = [
+        (
+            "=HYPERLINK(\"http://x\")",
+            "\"'=HYPERLINK(\"\"http://x\"\")\"",
+        ),
+        ("+1+2", "'+1+2"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "\"'\r=1\""),
+        ("=1,2", "\"'=1,2\""),
+        ("cup", "cup"),
+        ("a=b", "a=b"),
+        ("cup, big", "\"cup, big\""),
+        ("", ""),
+    ];
+    for (field, want) in cases {
+        assert_eq!(csv_field(field), want, "{field:?}");
+    }
+}
+
+#[test]
 fn export_errors_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let result = tmp.path().join("r.jsonl");

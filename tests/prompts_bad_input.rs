@@ -145,6 +145,52 @@ fn bad_prompt_files_exit_3_with_a_located_message() {
             3,
             "object `a`, frame 99: frame is outside the video (0..4)",
         ),
+        // Unknown keys on an object: a warning naming them (here with nothing usable: exit 3),
+        // an error with --strict; every form of the file.
+        (
+            "keys.json",
+            br#"{"objects": [{"id": "a", "colour": "red", "prompt": [], "prompts": [{"frame": 99, "box": [1, 1, 9, 9]}]}]}"#.to_vec(),
+            &[],
+            3,
+            r#"object `a`: unknown key(s) ["colour", "prompt"] ignored"#,
+        ),
+        (
+            "keys-strict.json",
+            br#"[{"id": "a", "colour": "red", "prompts": [{"frame": 1, "box": [1, 1, 9, 9]}]}]"#.to_vec(),
+            &["--strict"],
+            3,
+            r#"object `a`: unknown key(s) ["colour"] ignored"#,
+        ),
+        (
+            "keys-lines.jsonl",
+            b"{\"id\": \"a\", \"prompts\": [{\"frame\": 1, \"box\": [1, 1, 9, 9]}]}\n{\"id\": \"b\", \"x\": 1, \"prompts\": [{\"frame\": 1, \"box\": [1, 1, 9, 9]}]}\n".to_vec(),
+            &["--strict"],
+            3,
+            r#"object `b`: unknown key(s) ["x"] ignored"#,
+        ),
+        // Finite in f64, +inf in the f32 the model takes: refused, naming object and frame.
+        (
+            "f32-box.json",
+            br#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "box": [0, 0, 1e39, 50]}]}]}"#.to_vec(),
+            &[],
+            3,
+            "object `a`, frame 1: box [0.0, 0.0, 1e39, 50.0] has a coordinate that is not a finite single-precision (f32) number",
+        ),
+        (
+            "f32-points.json",
+            br#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "points": [[5, -1e39]], "labels": [1]}]}]}"#.to_vec(),
+            &[],
+            3,
+            "object `a`, frame 1: point coordinates that are not finite single-precision (f32) numbers",
+        ),
+        // Distinct in f64, equal corners in f32: an empty box.
+        (
+            "f32-equal.json",
+            br#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "box": [100000000, 0, 100000001, 50]}]}]}"#.to_vec(),
+            &[],
+            3,
+            "object `a`, frame 1: box [100000000.0, 0.0, 100000001.0, 50.0] is not [x0,y0,x1,y1]",
+        ),
     ];
     for (name, bytes, extra, exit, says) in cases {
         let o = annotate(&clip, name, &bytes, extra);
@@ -202,4 +248,58 @@ fn hd_epic_errors_name_the_file_they_are_in() {
         Some(3),
         &format!("mask_info.json: no masks of video `{id}`"),
     );
+}
+
+/// Prompts and videos that are not regular files (a FIFO would block forever, `/dev/zero` would
+/// be read until memory runs out) and a prompts file over the 1 GiB cap (a sparse file) are
+/// refused at once, exit 3, naming the file.
+#[test]
+fn fifos_devices_and_huge_files_are_refused_at_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let clip = common::disc_clip(4, 160, 120, "{}");
+    let dir = clip.dir.path();
+    let fifo = dir.join("fifo.json");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: creating a FIFO at a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let huge = dir.join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
+    let good = dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"objects": [{"id": "a", "prompts": [{"frame": 1, "box": [1, 1, 9, 9]}]}]}"#,
+    )
+    .unwrap();
+    let zero = std::path::Path::new("/dev/zero");
+    let cases = [
+        (&clip.frames, &fifo, "fifo.json: not a regular file"),
+        (
+            &clip.frames,
+            &zero.to_path_buf(),
+            "/dev/zero: not a regular file",
+        ),
+        (
+            &clip.frames,
+            &huge,
+            "huge.json: the file is larger than 1073741824 bytes",
+        ),
+        (&fifo, &good, "fifo.json: not a regular file or a folder"),
+        (
+            &zero.to_path_buf(),
+            &good,
+            "/dev/zero: not a regular file or a folder",
+        ),
+    ];
+    for (k, (video, prompts, says)) in cases.iter().enumerate() {
+        let out = dir.join(format!("out{k}"));
+        let o = densam(
+            &annotate_args(video, prompts, &clip.ckpt, &out, &["--quiet"]),
+            &[],
+        );
+        assert_exit_says(&o, Some(3), says);
+        assert!(!out.exists(), "{says}: created {}", out.display());
+    }
 }

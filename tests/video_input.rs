@@ -1008,10 +1008,71 @@ fn error_paths() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = densam(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(name), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// File names that are not UTF-8 are opened as they are (FFmpeg's own path conversion panicked
+/// on them, exit 101); FIFOs and devices are refused at once (exit 3) instead of blocking or
+/// reading forever.
+#[cfg(feature = "ffmpeg")]
+#[test]
+fn non_utf8_names_fifos_and_devices() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"v\xff\xfe.mp4"));
+    std::fs::copy(f("h264_bf.mp4"), &odd).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_densam"))
+        .arg("probe")
+        .arg(&odd)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["frame_count"], 40);
+    let png = dir.path().join(std::ffi::OsStr::from_bytes(b"f\xff.png"));
+    let o = Command::new(env!("CARGO_BIN_EXE_densam"))
+        .arg("extract")
+        .arg(&odd)
+        .args(["--frame", "3", "--out"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(png.is_file());
+    let fifo = dir.path().join("fifo.mp4");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: creating a FIFO at a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (video, cmd) in [
+        (fifo.as_path(), "probe"),
+        (Path::new("/dev/zero"), "probe"),
+        (fifo.as_path(), "extract"),
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_densam"));
+        c.arg(cmd).arg(video);
+        if cmd == "extract" {
+            c.args(["--frame", "0", "--out"])
+                .arg(dir.path().join("x.png"));
+        }
+        let o = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{video:?}: {stderr}");
+        assert!(
+            stderr.contains("not a regular file or a folder"),
+            "{stderr}"
+        );
     }
 }
 

@@ -84,6 +84,13 @@ class FramesFailedError(DensamError):
     code = 7
 
 
+class OutputBusyError(DensamError):
+    """Exit 8: another densam run is using the output folder (it holds the folder's lock);
+    nothing was changed. Wait for it to end, or use another output folder."""
+
+    code = 8
+
+
 class InterruptedRunError(DensamError):
     """Exit 75: stopped by a signal after checkpointing; run the same call again to continue."""
 
@@ -100,6 +107,7 @@ _BY_CODE: dict[int, type[DensamError]] = {
         OutputError,
         ModelError,
         FramesFailedError,
+        OutputBusyError,
         InterruptedRunError,
     )
 }

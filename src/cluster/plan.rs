@@ -180,7 +180,7 @@ fn sources(a: &PlanArgs) -> Result<Vec<Source>, JobError> {
             .videos_root
             .as_ref()
             .ok_or_else(|| JobError::Usage("--hd-epic-assoc needs --videos-root".into()))?;
-        let bytes = std::fs::read(assoc).map_err(|e| input_err(assoc, e))?;
+        let bytes = crate::files::read_input(assoc).map_err(|e| input_err(assoc, e))?;
         let ids: BTreeSet<String> = crate::prompts::hd_epic::video_ids(assoc, &bytes)
             .map_err(|e| JobError::Input(e.to_string()))?
             .into_iter()
@@ -196,7 +196,9 @@ fn sources(a: &PlanArgs) -> Result<Vec<Source>, JobError> {
     }
     let mut out = Vec::new();
     if let Some(list) = &a.list {
-        let text = std::fs::read_to_string(list).map_err(|e| input_err(list, e))?;
+        let text = crate::files::read_input(list)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|e| input_err(list, e))?;
         let base = list.parent().unwrap_or(Path::new(""));
         for line in text.lines() {
             let line = line.trim_end_matches('\r');
@@ -264,6 +266,18 @@ pub fn make_plan(a: &PlanArgs) -> Result<Plan, JobError> {
     let srcs = sources(a)?;
     if srcs.is_empty() {
         return Err(JobError::Input("no videos to plan".into()));
+    }
+    // The id rule annotate applies (`--video-id`): a task annotate would refuse is refused here.
+    let bad: Vec<String> = srcs
+        .iter()
+        .filter_map(|s| {
+            crate::id::check_named("video id", &s.video_id)
+                .err()
+                .map(|e| format!("{e} ({})", s.video.display()))
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(JobError::Input(bad.join("; ")));
     }
     let mut seen = BTreeSet::new();
     for s in &srcs {
@@ -360,7 +374,13 @@ pub fn make_plan(a: &PlanArgs) -> Result<Plan, JobError> {
 }
 
 fn field(p: &Path) -> Result<String, JobError> {
-    let s = p.display().to_string();
+    // Written lossily, a name that is not UTF-8 would name another file in the task list.
+    let s = p.to_str().map(str::to_string).ok_or_else(|| {
+        JobError::Input(format!(
+            "path `{}` is not UTF-8: it cannot go in the task list (rename it)",
+            p.display()
+        ))
+    })?;
     if s.contains(['\t', '\n', '\r']) || s.is_empty() || s == "-" {
         return Err(JobError::Input(format!(
             "path `{s}` cannot go in a tab-separated task list"

@@ -45,11 +45,27 @@ pub struct EvalArgs {
     #[arg(long)]
     pub all_frames: bool,
     /// Boundary tolerance: fraction of the image diagonal, or pixels when >= 1.
-    #[arg(long, default_value_t = 0.008)]
+    #[arg(long, default_value_t = 0.008, value_parser = bound_th)]
     pub bound_th: f64,
     /// Print JSON (with per-frame values) instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The largest `--bound-th` in pixels.
+pub const MAX_BOUND_PIXELS: f64 = 1000.0;
+
+/// `--bound-th`: finite, > 0 and at most [`MAX_BOUND_PIXELS`] (clap's usage error, exit 2).
+fn bound_th(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= MAX_BOUND_PIXELS {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be > 0: a fraction of the image diagonal below 1, or pixels from 1 up to \
+             {MAX_BOUND_PIXELS}"
+        ))
+    }
 }
 
 /// Runs `densam eval` and returns its exit code (an error printed once on stderr).

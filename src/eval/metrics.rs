@@ -59,8 +59,12 @@ pub fn seg2bmap(mask: &[u8], d: Dims) -> Vec<u8> {
 /// The boundary tolerance in pixels: `bound_th` itself when >= 1, else
 /// `ceil(bound_th * sqrt(h^2 + w^2))`.
 pub fn bound_pixels(bound_th: f64, d: Dims) -> usize {
+    // A tolerance wider than the image diagonal counts every pixel as every other's neighbour:
+    // clamped there (a huge one would otherwise size the search disk beyond memory).
+    let diag_px = ((d.height as f64).hypot(d.width as f64)).ceil();
+    let bound_th = if bound_th.is_nan() { 0.0 } else { bound_th };
     if bound_th >= 1.0 {
-        bound_th as usize
+        bound_th.min(diag_px.max(1.0)) as usize
     } else {
         let diag = ((d.height * d.height + d.width * d.width) as f64).sqrt();
         (bound_th * diag).ceil() as usize

@@ -318,7 +318,8 @@ impl Cursor {
 
 /// A small JSON input (id map, hold-out list); errors name the file, line and column.
 fn read_json(path: &Path) -> Result<Value, EvalError> {
-    let bytes = std::fs::read(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    let bytes =
+        crate::files::read_input(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
     let text = crate::prompts::json_text(path, &bytes).map_err(|e| input(e.to_string()))?;
     serde_json::from_str(text).map_err(|e| input(PromptError::json(path, &e).to_string()))
 }
@@ -638,6 +639,9 @@ fn evaluate_hd_epic(result: &Path, opts: &EvalOptions) -> Result<EvalReport, Eva
                         mi_path.display()
                     ))
                 })?;
+                // The mask id names `<mask_id>.png` in the ground-truth folder.
+                crate::id::check_named(&format!("{}: mask id", mi_path.display()), mid)
+                    .map_err(input)?;
                 let frame = u64::try_from(m.frame_number).map_err(|_| {
                     input(format!(
                         "{}: mask {mid} has a negative frame_number",

@@ -25,7 +25,7 @@ pub struct Input {
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, JobError> {
-    std::fs::read(path).map_err(|e| JobError::Input(format!("{}: {e}", path.display())))
+    crate::files::read_input(path).map_err(|e| JobError::Input(format!("{}: {e}", path.display())))
 }
 
 /// Levenshtein distance (for near matches of ids).
@@ -69,11 +69,7 @@ pub fn resolve(a: &InputArgs, video_size: &mut VideoSize<'_>) -> Result<Input, J
         Some(id) => id.clone(),
         None => video_stem(&video),
     };
-    if video_id.is_empty() || video_id.contains(['/', '\\']) {
-        return Err(JobError::Usage(format!(
-            "video id `{video_id}` cannot name an output file"
-        )));
-    }
+    crate::id::check_named("video id", &video_id).map_err(JobError::Usage)?;
     if let Some(assoc_path) = &a.hd_epic_assoc {
         let masks_path = a
             .hd_epic_masks

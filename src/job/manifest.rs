@@ -158,7 +158,9 @@ pub fn write(path: &Path, manifest: &impl Serialize) -> Result<(), JobError> {
     let value = serde_json::to_value(manifest).map_err(internal)?;
     let text = serde_json::to_string_pretty(&value).map_err(internal)? + "\n";
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(out_err(&tmp))?;
+    crate::files::create_new(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .map_err(out_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         JobError::Output(format!("{}: {e}", path.display()))

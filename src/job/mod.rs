@@ -31,6 +31,7 @@ mod fault;
 pub mod finish;
 pub mod input;
 pub mod io;
+pub mod lock;
 pub mod manifest;
 pub mod merge;
 pub mod params;
@@ -66,8 +67,8 @@ use progress::{ProgressReport, WindowClock, peak_rss_bytes};
 use resume::Start;
 
 use crate::exit::{
-    EXIT_CHECKPOINT, EXIT_FAILURE, EXIT_FRAMES_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL,
-    EXIT_OK, EXIT_OUTPUT, EXIT_USAGE,
+    EXIT_BUSY, EXIT_CHECKPOINT, EXIT_FAILURE, EXIT_FRAMES_FAILED, EXIT_INPUT, EXIT_INTERRUPTED,
+    EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE,
 };
 
 /// Errors of a job.
@@ -83,6 +84,9 @@ pub enum JobError {
     Checkpoint(String),
     #[error("{0}")]
     Output(String),
+    /// Another run holds the output folder's lock.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Model(String),
     #[error("{0}")]
@@ -99,6 +103,7 @@ impl JobError {
             JobError::Input(_) | JobError::UnknownVideo(_) => EXIT_INPUT,
             JobError::Checkpoint(_) => EXIT_CHECKPOINT,
             JobError::Output(_) => EXIT_OUTPUT,
+            JobError::Busy(_) => EXIT_BUSY,
             JobError::Model(_) => EXIT_MODEL,
             JobError::Failed(_) | JobError::Internal(_) => EXIT_FAILURE,
         }
@@ -249,7 +254,7 @@ fn prepare_out(dir: &Path) -> Result<(), JobError> {
         ))
     })?;
     let probe = dir.join(format!(".densam-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| {
+    crate::files::create_new(&probe).map_err(|e| {
         JobError::Output(format!(
             "{}: output folder not writable: {e}",
             dir.display()
@@ -285,6 +290,8 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     };
     let mut params = RunParams::new(args, &job, device, batch_objects)?;
     let paths = OutPaths::new(&args.input.out, &job.video_id);
+    // Held until the run returns (the kernel releases it if the process dies).
+    let _lock = lock::acquire(&paths.dir)?;
     let start = resume::decide(&paths, &mut params, args.job.restart)?;
     if let Some(c) = &auto {
         if params.batch_objects == c.batch {

@@ -165,7 +165,7 @@ pub fn write(out: &Path, meta: &Meta, state: &[u8]) -> Result<(), JobError> {
     let tmp = out.join(".densam-checkpoint.tmp");
     let bytes = encode(meta, state)?;
     let res = (|| -> Result<(), JobError> {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = crate::files::create_new(&tmp).map_err(io(&tmp))?;
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);

@@ -59,7 +59,7 @@ impl PartialFile {
 
     /// Creates (truncates) the temporary file.
     pub fn create(&self) -> Result<File, OutputError> {
-        File::create(&self.tmp).map_err(|e| OutputError::io(&self.target, e))
+        crate::files::create_new(&self.tmp).map_err(|e| OutputError::io(&self.target, e))
     }
 
     /// Syncs the complete temporary file to disk and renames it to the final name.

@@ -122,7 +122,7 @@ pub struct RenderArgs {
     #[arg(long)]
     pub png_dir: Option<PathBuf>,
     /// Mask opacity.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = alpha)]
     pub alpha: f32,
     /// No boxes.
     #[arg(long)]
@@ -131,8 +131,18 @@ pub struct RenderArgs {
     #[arg(long)]
     pub no_text: bool,
     /// x264 CRF of the MP4.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=51))]
     pub crf: u32,
+}
+
+/// `--alpha`: a number from 0 to 1 (clap's usage error, exit 2).
+fn alpha(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be from 0 to 1".into())
+    }
 }
 
 pub fn run_render(a: &RenderArgs) -> Result<(), OutputError> {

@@ -273,6 +273,7 @@ pub fn export_davis(
         ));
     };
     let vid = video_id.map_or_else(|| video_id_of(result), str::to_string);
+    crate::id::check_named("video id", &vid).map_err(|e| OutputError::other(result, e))?;
     let dir = out.join(&vid);
     let partial = PartialDir::new(&dir)?;
     let mut plane = Plane {
@@ -312,7 +313,15 @@ pub fn export_davis(
     ))
 }
 
-fn csv_field(s: &str) -> String {
+/// One text field of the boxes CSV. A field that a spreadsheet would take for a formula (its
+/// first character `=`, `+`, `-`, `@`, tab or carriage return) gets a leading `'` (the OWASP
+/// rule against CSV injection), so it is shown as text; then the usual CSV quoting.
+pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

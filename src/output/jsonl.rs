@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -229,7 +230,7 @@ impl JsonlWriter<BufWriter<File>> {
     /// Creates (truncates) `path`.
     pub fn create(path: impl AsRef<Path>) -> Result<Self, OutputError> {
         let path = path.as_ref();
-        let f = File::create(path).map_err(|e| OutputError::io(path, e))?;
+        let f = crate::files::create_new(path).map_err(|e| OutputError::io(path, e))?;
         Ok(Self::new(BufWriter::new(f), path))
     }
 
@@ -272,7 +273,9 @@ impl JsonlWriter<BufWriter<File>> {
 /// ([`JsonlWriter::resume`] and the annotate job's partial output).
 pub fn open_truncated(path: &Path, offset: u64, create: bool) -> Result<File, OutputError> {
     let io = |e| OutputError::io(path, e);
+    // Never through a symlink planted under the output's name.
     let mut f = OpenOptions::new()
+        .custom_flags(libc::O_NOFOLLOW)
         .create(create)
         .truncate(false)
         .read(true)

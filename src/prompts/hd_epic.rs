@@ -211,7 +211,7 @@ pub fn parse_mask_info(
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, PromptError> {
-    std::fs::read(path).map_err(|e| PromptError::Read {
+    crate::files::read_input(path).map_err(|e| PromptError::Read {
         path: path.display().to_string(),
         msg: e.to_string(),
     })
@@ -309,19 +309,15 @@ pub fn hd_epic_prompts(
                         None
                     }
                 };
-                let mask = match mask_dir {
-                    None => None,
-                    Some(_)
-                        if mask_id.is_empty()
-                            || mask_id.contains(['/', '\\', '\0'])
-                            || mask_id.starts_with('.') =>
-                    {
+                let mask = match (mask_dir, crate::id::check(mask_id)) {
+                    (None, _) => None,
+                    (Some(_), Err(why)) => {
                         warnings.push(format!(
-                            "{at}: not usable as a file name; mask prompt skipped"
+                            "{at}: not usable as a file name ({why}); mask prompt skipped"
                         ));
                         None
                     }
-                    Some(dir) => {
+                    (Some(dir), Ok(())) => {
                         let path = dir.join(format!("{mask_id}.png"));
                         match load_mask(&path, source.video_size) {
                             Ok(m) => {
@@ -384,6 +380,7 @@ pub fn hd_epic_prompts(
             id: RawId::String(assoc_id.clone()),
             label: a.name.clone(),
             prompts: prompts.into_values().collect(),
+            unknown_keys: Vec::new(),
         });
     }
     for w in &warnings {

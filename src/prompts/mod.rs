@@ -160,6 +160,57 @@ pub struct RawObject {
     pub label: Option<String>,
     #[serde(default)]
     pub prompts: Vec<RawPrompt>,
+    /// Keys of the object other than `id`, `label` and `prompts`, in file order: ignored, with a
+    /// warning (an error with `--strict`).
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
+}
+
+/// The keys of an object of the prompts file.
+const OBJECT_KEYS: [&str; 3] = ["id", "label", "prompts"];
+
+/// The keys of each object (values skipped), to name the unknown ones.
+type ObjectKeys = Vec<(String, IgnoredAny)>;
+
+/// An object's keys in file order.
+#[derive(Default)]
+struct Keys(ObjectKeys);
+
+impl<'de> Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, x)) = m.next_entry::<String, IgnoredAny>()? {
+                    v.push((k, x));
+                }
+                Ok(Keys(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct KeysFile {
+    objects: Vec<Keys>,
+}
+
+/// Records on each object the keys it has beyond [`OBJECT_KEYS`] (`keys`: each object's keys,
+/// in the objects' order; the text already parsed, so this cannot fail).
+fn note_unknown_keys(objects: &mut [RawObject], keys: Vec<Keys>) {
+    for (o, k) in objects.iter_mut().zip(keys) {
+        o.unknown_keys =
+            k.0.into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| !OBJECT_KEYS.contains(&k.as_str()))
+                .collect();
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,7 +228,7 @@ pub struct VideoGeometry {
 
 /// Reads a prompts file (JSON with `objects`, a JSON array of objects, or JSON Lines).
 pub fn read_prompts_file(path: &Path) -> Result<Vec<RawObject>, PromptError> {
-    let bytes = std::fs::read(path).map_err(|e| PromptError::Read {
+    let bytes = crate::files::read_input(path).map_err(|e| PromptError::Read {
         path: path.display().to_string(),
         msg: e.to_string(),
     })?;
@@ -219,7 +270,12 @@ fn parse_text(path: &Path, text: &str) -> Result<Vec<RawObject>, PromptError> {
         None => Err(PromptError::Empty {
             path: path.display().to_string(),
         }),
-        Some(b'[') => serde_json::from_str::<Vec<RawObject>>(text).map_err(err),
+        Some(b'[') => {
+            let mut v = serde_json::from_str::<Vec<RawObject>>(text).map_err(err)?;
+            let keys = serde_json::from_str::<Vec<Keys>>(text).unwrap_or_default();
+            note_unknown_keys(&mut v, keys);
+            Ok(v)
+        }
         Some(b'{') => {
             let first = serde_json::Deserializer::from_str(text)
                 .into_iter::<BTreeMap<String, IgnoredAny>>()
@@ -227,17 +283,24 @@ fn parse_text(path: &Path, text: &str) -> Result<Vec<RawObject>, PromptError> {
                 .unwrap_or_else(|| Ok(BTreeMap::new()))
                 .map_err(err)?;
             if first.contains_key("objects") {
-                serde_json::from_str::<RawFile>(text)
+                let mut v = serde_json::from_str::<RawFile>(text)
                     .map(|f| f.objects)
-                    .map_err(err)
-            } else if ["id", "label", "prompts"]
-                .iter()
-                .any(|k| first.contains_key(*k))
-            {
-                serde_json::Deserializer::from_str(text)
+                    .map_err(err)?;
+                let keys = serde_json::from_str::<KeysFile>(text)
+                    .map_or_else(|_| Vec::new(), |f| f.objects);
+                note_unknown_keys(&mut v, keys);
+                Ok(v)
+            } else if OBJECT_KEYS.iter().any(|k| first.contains_key(*k)) {
+                let mut v = serde_json::Deserializer::from_str(text)
                     .into_iter::<RawObject>()
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(err)
+                    .map_err(err)?;
+                let keys = serde_json::Deserializer::from_str(text)
+                    .into_iter::<Keys>()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_default();
+                note_unknown_keys(&mut v, keys);
+                Ok(v)
             } else {
                 let (line, column) = position(text, start);
                 let keys: Vec<&str> = first.keys().map(String::as_str).collect();
@@ -289,6 +352,12 @@ pub fn validate(
             ));
             continue;
         }
+        if !obj.unknown_keys.is_empty() {
+            skips.push(format!(
+                "object `{id}`: unknown key(s) {:?} ignored (known: id, label, prompts)",
+                obj.unknown_keys
+            ));
+        }
         let mut frames: BTreeMap<FrameNo, FramePrompt> = BTreeMap::new();
         // Box first on every frame, then points in file order.
         let mut boxes: BTreeMap<u64, [f64; 4]> = BTreeMap::new();
@@ -309,7 +378,15 @@ pub fn validate(
                 continue;
             }
             if let Some(b) = p.bbox {
-                if b.iter().any(|v| !v.is_finite()) || b[2] <= b[0] || b[3] <= b[1] {
+                // The model takes coordinates in f32: every check is on the f32 values, so
+                // that e.g. 1e39 (+inf in f32) or corners that become equal are refused here.
+                let bf = b.map(|v| v as f32);
+                if b.iter().any(|v| !v.is_finite()) || bf.iter().any(|v| !v.is_finite()) {
+                    skips.push(format!(
+                        "{at}: box {b:?} has a coordinate that is not a finite single-precision \
+                         (f32) number, skipped"
+                    ));
+                } else if bf[2] <= bf[0] || bf[3] <= bf[1] {
                     skips.push(format!(
                         "{at}: box {b:?} is not [x0,y0,x1,y1] with x1>x0, y1>y0, skipped"
                     ));
@@ -341,9 +418,14 @@ pub fn validate(
                     skips.push(format!(
                         "{at}: point labels must be 1 (positive) or 0 (negative), points skipped"
                     ));
-                } else if pts.iter().any(|q| !q[0].is_finite() || !q[1].is_finite()) {
+                } else if pts
+                    .iter()
+                    .flatten()
+                    .any(|&v| !v.is_finite() || !(v as f32).is_finite())
+                {
                     skips.push(format!(
-                        "{at}: non-finite point coordinates, points skipped"
+                        "{at}: point coordinates that are not finite single-precision (f32) \
+                         numbers, points skipped"
                     ));
                 } else {
                     let inside = |q: &[f64; 2]| q[0] >= 0.0 && q[1] >= 0.0 && q[0] < w && q[1] < h;

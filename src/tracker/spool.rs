@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -56,13 +57,7 @@ impl Spool {
 
     /// A new, empty resumable spool at `path` (replacing any file there), kept on drop.
     pub fn create_at(path: &Path) -> Result<Spool, TrackError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| err(path, e))?;
+        let file = crate::files::create_new(path).map_err(|e| err(path, e))?;
         Ok(Spool {
             path: path.to_path_buf(),
             file,
@@ -81,6 +76,7 @@ impl Spool {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| err(path, e))?;
         let have = file.metadata().map_err(|e| err(path, e))?.len();

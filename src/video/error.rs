@@ -9,6 +9,9 @@ pub enum VideoError {
     /// The path does not exist.
     #[error("{}: no such file or directory", path.display())]
     NotFound { path: PathBuf },
+    /// A FIFO, a device or a socket: reading one could block forever or never end.
+    #[error("{}: not a regular file or a folder (FIFOs, devices and sockets are refused)", path.display())]
+    NotRegular { path: PathBuf },
     /// The file exists but is not something densam can read as a video.
     #[error("{}: not a video ({reason})", path.display())]
     NotAVideo { path: PathBuf, reason: String },
@@ -65,6 +68,15 @@ pub enum VideoError {
     DecoderThread { path: PathBuf },
 }
 
+/// The kinds of [`VideoError`] a command maps to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Usage,
+    Input,
+    Output,
+    Internal,
+}
+
 impl VideoError {
     /// The frame number the error is about, for errors about one frame.
     pub fn frame(&self) -> Option<usize> {
@@ -73,6 +85,17 @@ impl VideoError {
             | VideoError::MissingFrame { frame, .. }
             | VideoError::PastEnd { frame, .. } => Some(*frame),
             _ => None,
+        }
+    }
+
+    /// What kind of failure this is, for a command's exit code: a bad argument, an output that
+    /// could not be written, a failure of densam itself, or (everything else) bad input.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            VideoError::InvalidArgument { .. } => ErrorKind::Usage,
+            VideoError::Write { .. } => ErrorKind::Output,
+            VideoError::DecoderThread { .. } => ErrorKind::Internal,
+            _ => ErrorKind::Input,
         }
     }
 

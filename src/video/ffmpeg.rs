@@ -93,6 +93,30 @@ fn read_packet(
     packet.read(input)
 }
 
+/// `ff::format::input` for any path: that one converts the path through `&str` and panics on a
+/// file name that is not UTF-8; here the path's bytes go to FFmpeg as they are.
+fn open_format(path: &Path) -> Result<ff::format::context::Input, ff::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| ff::Error::InvalidData)?;
+    let mut ps = std::ptr::null_mut();
+    // SAFETY: `c` is a NUL-terminated path; on success `ps` is an open format context, owned by
+    // the returned `Input` (which closes it) or closed here when the stream info fails.
+    unsafe {
+        match ffi::avformat_open_input(&mut ps, c.as_ptr(), std::ptr::null(), std::ptr::null_mut())
+        {
+            0 => match ffi::avformat_find_stream_info(ps, std::ptr::null_mut()) {
+                r if r >= 0 => Ok(ff::format::context::Input::wrap(ps)),
+                e => {
+                    ffi::avformat_close_input(&mut ps);
+                    Err(ff::Error::from(e))
+                }
+            },
+            e => Err(ff::Error::from(e)),
+        }
+    }
+}
+
 /// Opens the input and picks the video stream: the largest non-cover-art video stream.
 fn open_input(path: &Path) -> Result<(ff::format::context::Input, usize), VideoError> {
     init();
@@ -101,7 +125,7 @@ fn open_input(path: &Path) -> Result<(ff::format::context::Input, usize), VideoE
             path: path.to_path_buf(),
         });
     }
-    let input = ff::format::input(&path).map_err(|e| match e {
+    let input = open_format(path).map_err(|e| match e {
         // The container parsed but ended before any packet: a video without frames.
         ff::Error::Eof => VideoError::NoFrames {
             path: path.to_path_buf(),

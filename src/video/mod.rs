@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 pub use cli::{BenchReport, bench_decode, extract, probe_json};
 pub use dir::read_image;
-pub use error::VideoError;
+pub use error::{ErrorKind, VideoError};
 pub use frame::{Frame, FrameInfo, RgbFrame, Transform};
 pub use model_input::{DEFAULT_IMAGE_SIZE, model_input_rgb, model_rgb_tensor};
 pub use resize::resize_bicubic;
@@ -208,6 +208,12 @@ impl VideoSource {
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Self, VideoError> {
         if !path.exists() {
             return Err(VideoError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        if !path.is_dir() && !path.is_file() {
+            // A FIFO, a device or a socket: reading it could block forever or never end.
+            return Err(VideoError::NotRegular {
                 path: path.to_path_buf(),
             });
         }
