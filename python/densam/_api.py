@@ -69,6 +69,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "quiet": ("--quiet", "flag"),
     "verbose": ("--verbose", "flag"),
     "profile": ("--profile", "flag"),
+    "trace": ("--trace", "path"),
 }
 
 # Children still running when the interpreter exits are stopped (SIGTERM: they checkpoint).
