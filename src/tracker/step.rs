@@ -121,6 +121,12 @@ impl Tracker<'_> {
             if pass == Pass::Rest {
                 self.drop_finished(t);
             }
+        } else {
+            // The head: only a ranked policy prunes there (its head can be long).
+            let (select, s) = (&self.setup.select, self.setup.schedule.start());
+            for b in self.run.banks.iter_mut() {
+                b.prune_head(t.key(), s.key(), select);
+            }
         }
         Ok(Processed::Done(result.map(|r| sink.format(r)).transpose()?))
     }
