@@ -520,6 +520,7 @@ fn annotate_memory_policy_option() {
             .collect();
         assert_eq!(Some(mems), parse_list(&r["read_mem"]), "{l}");
         assert!((l["score"].as_f64().unwrap() - r["eff_iou_score"].as_f64().unwrap()).abs() < 2e-5);
+        assert_eq!(l["mask"], r["chosen"], "{l}");
     }
     assert!(min_iou >= GOAL_IOU);
     // sam2 is the default and is not recorded (run.json as before).
