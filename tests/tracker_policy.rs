@@ -4,8 +4,9 @@
 //! selection code grafted on (the oracle `memsel/official_oracle.py --sam3-filter` of the shared
 //! oracles folder: `$DENSAM_ORACLES`, else `../shared/oracles` beside the repository), on random
 //! SAM 2.1 tiny weights whose heads are calibrated so that the filter drops frames (object-score
-//! logits straddling 0, IoU estimates spread), a 12-frame clip and one box on frame 0, 1 thread
-//! on both sides. Judged per frame: the read-set (memories in attention order, pointers in
+//! logits straddling 0, IoU estimates spread), a 12-frame clip with one box on frame 0 and a
+//! 28-frame clip with one box on frame 3 (a reverse pass whose scan reaches past the least head,
+//! so that densam must extend its head), 1 thread on both sides. Judged per frame: the read-set (memories in attention order, pointers in
 //! order) equal to the oracle's, the memory score within 1e-4 of the oracle's (a decision whose
 //! score lies within 1e-4 of the threshold is inconclusive, not a failure), and mask IoU ≥ 0.99.
 //! The oracle outputs are cached under `.cache/` keyed by the oracle scripts and arguments.
@@ -29,7 +30,6 @@ use densam::video::VideoSource;
 use tch::Device;
 
 const IMAGE_SIZE: i64 = 256;
-const FRAMES: u64 = 12;
 const THRESHOLD: f32 = 0.01;
 const GOAL_IOU: f64 = 0.99;
 /// Score decisions this close to the threshold may flip between two fp32 implementations.
@@ -63,21 +63,56 @@ fn oracles() -> PathBuf {
     p
 }
 
+/// A test clip of `make_inputs.py` (its moving square) with one box prompt.
+struct Clip {
+    name: &'static str,
+    frames: u64,
+    /// The prompted frame (the box is the square's there).
+    prompt_frame: u64,
+}
+
+/// Box on frame 0: no reverse pass.
+const FIRST: Clip = Clip {
+    name: "clip12",
+    frames: 12,
+    prompt_frame: 0,
+};
+/// Box on frame 3 of 28: the reverse pass reads forward frames beyond 3 + 15.
+const LATE: Clip = Clip {
+    name: "clip28",
+    frames: 28,
+    prompt_frame: 3,
+};
+
+impl Clip {
+    /// The densam prompts file of the clip's box (video pixels, as make_clip draws it).
+    fn prompts_json(&self) -> String {
+        let t = self.prompt_frame;
+        let (x0, y0) = (40 + 8 * t, 60 + 2 * t);
+        serde_json::json!({"objects": [{"id": "a", "label": "a", "prompts": [
+            {"frame": t, "box": [x0, y0, x0 + 48, y0 + 48]}]}]})
+        .to_string()
+    }
+}
+
 struct Fixture {
     /// `frames/` (PNG, the pixels the oracle decoded), `prompts.json`, `ck_kf.pt`,
     /// `sam3filter.json`, `official.json`.
     dir: PathBuf,
 }
 
-fn fixture() -> Fixture {
+fn fixture(clip: &Clip) -> Fixture {
     let orc = oracles();
     let scripts: Vec<String> = ["make_inputs.py", "official_oracle.py", "common.py"]
         .iter()
         .map(|s| orc.join("memsel").join(s).display().to_string())
         .collect();
     let script_refs: Vec<&str> = scripts.iter().map(String::as_str).collect();
+    let prompts = clip.prompts_json();
+    let clip_arg = format!("{} {}", clip.name, clip.frames);
     let args: Vec<String> = [
-        "clip12",
+        clip_arg.as_str(),
+        prompts.as_str(),
         "ckpt densam",
         "calibrate --obj 0.5 0.8 --iou 0.6 0.5 0.45 0.6 --hyper 0 -0.3 -0.6",
         "sam3-filter 0.01",
@@ -89,12 +124,19 @@ fn fixture() -> Fixture {
         let t = |p: &str| tmp.join(p).display().to_string();
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let (mk, orcl) = (script_refs[0], script_refs[1]);
+        std::fs::write(tmp.join("prompts.json"), &prompts).unwrap();
+        let prompt_args = vec![
+            "--prompts".to_string(),
+            t("prompts.json"),
+            "--object".into(),
+            "a".into(),
+        ];
         common::run_python(
             mk,
             &[
                 s(&["clip", "--out"]),
-                vec![t("clip12")],
-                s(&["--frames", "12"]),
+                vec![t(clip.name)],
+                vec!["--frames".into(), clip.frames.to_string()],
             ]
             .concat(),
         );
@@ -114,10 +156,11 @@ fn fixture() -> Fixture {
                 vec![
                     t("ck_densam.pt"),
                     "--clip".into(),
-                    t("clip12"),
+                    t(clip.name),
                     "--out".into(),
                     t("ck_kf.pt"),
                 ],
+                prompt_args.clone(),
                 s(&[
                     "--obj", "0.5", "0.8", "--iou", "0.6", "0.5", "0.45", "0.6", "--hyper", "0",
                     "-0.3", "-0.6",
@@ -131,16 +174,16 @@ fn fixture() -> Fixture {
         ] {
             let mut a = vec![
                 "--frames".into(),
-                t("clip12"),
+                t(clip.name),
                 "--ckpt".into(),
                 t("ck_kf.pt"),
             ];
+            a.extend(prompt_args.clone());
             a.extend(s(extra));
             a.extend(["--threads".into(), "1".into(), "--out".into(), t(out)]);
             common::run_python(orcl, &a);
         }
-        // The frames as the oracle decoded them (PIL), losslessly for densam; the prompt as a
-        // densam prompts file.
+        // The frames as the oracle decoded them (PIL), losslessly for densam.
         let code = r#"
 import json, os, sys
 from PIL import Image
@@ -148,11 +191,9 @@ src, dst = sys.argv[1], sys.argv[2]
 os.makedirs(os.path.join(dst, "frames"))
 for n in sorted(f for f in os.listdir(src) if f.endswith(".jpg")):
     Image.open(os.path.join(src, n)).convert("RGB").save(os.path.join(dst, "frames", n[:-4] + ".png"))
-p = json.load(open(os.path.join(src, "prompt.json")))
-json.dump({"objects": [{"id": "a", "label": "a", "prompts": [p]}]}, open(os.path.join(dst, "prompts.json"), "w"))
 "#;
         let out = Command::new(common::venv_python())
-            .args(["-c", code, &t("clip12"), &t("")])
+            .args(["-c", code, &t(clip.name), &t("")])
             .output()
             .unwrap();
         assert!(
@@ -212,7 +253,12 @@ impl Observer for Reads {
 }
 
 /// A Tracker API run of the fixture with `policy`: per frame the read-set and the mask.
-fn run_api(fx: &Fixture, policy: MemoryPolicy) -> (BTreeMap<usize, ReadFrames>, Vec<Vec<u8>>) {
+/// The masks are keyed by frame number: results are formatted in processing order (the head,
+/// then the reverse pass), and on the first prompted frame the later one is the output's.
+fn run_api(
+    fx: &Fixture,
+    policy: MemoryPolicy,
+) -> (BTreeMap<usize, ReadFrames>, BTreeMap<usize, Vec<u8>>) {
     let video = VideoSource::open(&fx.dir.join("frames")).unwrap();
     let geo = VideoGeometry {
         num_frames: video.frame_count() as u64,
@@ -221,7 +267,14 @@ fn run_api(fx: &Fixture, policy: MemoryPolicy) -> (BTreeMap<usize, ReadFrames>, 
     };
     let raw = prompts::read_prompts_file(&fx.dir.join("prompts.json")).unwrap();
     let set = prompts::validate(raw, geo, true).unwrap().0;
-    let plan = Schedule::new(FrameRange::video(FRAMES), &set.prompted_frames(), 1, 1, 1).unwrap();
+    let plan = Schedule::new(
+        FrameRange::video(geo.num_frames),
+        &set.prompted_frames(),
+        1,
+        1,
+        1,
+    )
+    .unwrap();
     let model = Sam2Model::load(&fx.dir.join("ck_kf.pt"), Device::Cpu, IMAGE_SIZE).unwrap();
     let spool = tempfile::tempdir().unwrap();
     let cfg = TrackerConfig {
@@ -245,11 +298,14 @@ fn run_api(fx: &Fixture, policy: MemoryPolicy) -> (BTreeMap<usize, ReadFrames>, 
     let masks = sink
         .0
         .iter()
-        .map(|fr| match fr.objects.first() {
-            Some(o) => Rle::from_counts(o.mask.height, o.mask.width, o.mask.counts.clone())
-                .unwrap()
-                .decode_row_major(),
-            None => Vec::new(),
+        .map(|fr| {
+            let m = match fr.objects.first() {
+                Some(o) => Rle::from_counts(o.mask.height, o.mask.width, o.mask.counts.clone())
+                    .unwrap()
+                    .decode_row_major(),
+                None => Vec::new(),
+            };
+            (fr.number.get() as usize, m)
         })
         .collect();
     (obs.0, masks)
@@ -261,8 +317,37 @@ fn iou(a: &[u8], b: &[u8]) -> f64 {
 
 #[test]
 fn sam3_filter_matches_the_grafted_official_predictor() {
+    compare_with_oracle(&FIRST);
+}
+
+/// A prompt after frame 0: SAM 3's reverse scan reads the nearest valid forward frames after
+/// the prompt however far they are; densam's head goes on until it holds them.
+#[test]
+fn sam3_reverse_pass_reads_past_the_least_head() {
+    let reference = compare_with_oracle(&LATE);
+    let s = LATE.prompt_frame as i64;
+    let least_head_end = s + 15;
+    let reaches = reference["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["frame"].as_i64().unwrap() < s)
+        .flat_map(|r| parse_list(&r["read_ptr"]).unwrap())
+        .flatten()
+        .max()
+        .unwrap();
+    eprintln!("the reverse pass reads pointers up to frame {reaches}");
+    assert!(
+        reaches > least_head_end,
+        "the fixture must make the reverse scan reach past frame {least_head_end}"
+    );
+}
+
+/// Runs the clip under `sam3` and checks it against the grafted oracle; returns the oracle's
+/// record.
+fn compare_with_oracle(clip: &Clip) -> serde_json::Value {
     let _heavy = common::one_heavy_run();
-    let fx = fixture();
+    let fx = fixture(clip);
     let reference = read_json(&fx.dir.join("sam3filter.json"));
     assert_eq!(reference["mf_threshold"].as_f64(), Some(0.01));
     let recs = reference["frames"].as_array().unwrap();
@@ -279,7 +364,7 @@ fn sam3_filter_matches_the_grafted_official_predictor() {
     let mut dropped = 0;
     for r in recs {
         let f = r["frame"].as_u64().unwrap() as usize;
-        let m = iou(&masks[f], &decode_rle(&r["segmentation"]));
+        let m = iou(&masks[&f], &decode_rle(&r["segmentation"]));
         min_iou = min_iou.min(m);
         assert!(m >= GOAL_IOU, "frame {f}: mask IoU {m}");
         if r["cond"].as_bool().unwrap() {
@@ -336,6 +421,7 @@ fn sam3_filter_matches_the_grafted_official_predictor() {
         "the calibration must make the filter drop frames"
     );
     assert_eq!(matched + inconclusive, tracked);
+    reference
 }
 
 /// The same through the binary: `--memory-policy sam3` is recorded resolved in run.json and
@@ -343,7 +429,7 @@ fn sam3_filter_matches_the_grafted_official_predictor() {
 #[test]
 fn annotate_memory_policy_option() {
     let _heavy = common::one_heavy_run();
-    let fx = fixture();
+    let fx = fixture(&FIRST);
     let reference = read_json(&fx.dir.join("sam3filter.json"));
     let work = tempfile::tempdir().unwrap();
     let trace = work.path().join("trace.jsonl");
@@ -434,6 +520,7 @@ fn annotate_memory_policy_option() {
             .collect();
         assert_eq!(Some(mems), parse_list(&r["read_mem"]), "{l}");
         assert!((l["score"].as_f64().unwrap() - r["eff_iou_score"].as_f64().unwrap()).abs() < 2e-5);
+        assert_eq!(l["mask"], r["chosen"], "{l}");
     }
     assert!(min_iou >= GOAL_IOU);
     // sam2 is the default and is not recorded (run.json as before).
@@ -481,9 +568,16 @@ impl Observer for Saver {
 /// bit).
 #[test]
 fn sam3_resumed_run_equals_uninterrupted() {
+    resume_case(&FIRST, Stage::Head(ProcIdx(9)));
+    // Inside the extended head (the least head ends at 18), and inside the reverse pass.
+    resume_case(&LATE, Stage::Head(ProcIdx(22)));
+    resume_case(&LATE, Stage::Reverse(ProcIdx(1)));
+}
+
+fn resume_case(clip: &Clip, stage: Stage) {
     let _heavy = common::one_heavy_run();
     tch::set_num_threads(1);
-    let fx = fixture();
+    let fx = fixture(clip);
     let video = VideoSource::open(&fx.dir.join("frames")).unwrap();
     let geo = VideoGeometry {
         num_frames: video.frame_count() as u64,
@@ -492,7 +586,14 @@ fn sam3_resumed_run_equals_uninterrupted() {
     };
     let raw = prompts::read_prompts_file(&fx.dir.join("prompts.json")).unwrap();
     let set = prompts::validate(raw, geo, true).unwrap().0;
-    let plan = Schedule::new(FrameRange::video(FRAMES), &set.prompted_frames(), 1, 1, 1).unwrap();
+    let plan = Schedule::new(
+        FrameRange::video(geo.num_frames),
+        &set.prompted_frames(),
+        1,
+        1,
+        1,
+    )
+    .unwrap();
     let model = Sam2Model::load(&fx.dir.join("ck_kf.pt"), Device::Cpu, IMAGE_SIZE).unwrap();
     let work = tempfile::tempdir().unwrap();
     let cfg = |spool: &str| TrackerConfig {
@@ -503,7 +604,6 @@ fn sam3_resumed_run_equals_uninterrupted() {
         ..TrackerConfig::default()
     };
     let mut frames = JobFrames::new(&video, IMAGE_SIZE as usize, 1.0);
-    let stage = Stage::Head(ProcIdx(9));
     let mut full = Saver {
         save_at: Some(stage),
         ..Saver::default()

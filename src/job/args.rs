@@ -251,7 +251,8 @@ pub struct JobArgs {
     #[arg(long)]
     pub profile: bool,
     /// Append one JSON line per tracked object-frame to FILE: `{"frame", "object", "pass",
-    /// "score" (the memory policy's, `null` under sam2), "iou", "memories", "pointers"}` with
+    /// "score" (the memory policy's, `null` under sam2), "iou", "mask" (which of the three
+    /// multimask outputs was kept, 0-2), "memories", "pointers"}` with
     /// the frames read in attention order (conditioning frames included). For checking what a
     /// memory policy reads; not a result (not recorded in run.json).
     #[arg(long, value_name = "FILE")]

@@ -613,6 +613,7 @@ impl Trace {
                 "pass": format!("{pass:?}"),
                 "score": r.score,
                 "iou": o.iou,
+                "mask": o.mask_index,
                 "memories": r.memories.iter().map(|&i| frame(i)).collect::<Vec<_>>(),
                 "pointers": r.pointers.iter().map(|&i| frame(i)).collect::<Vec<_>>(),
             });

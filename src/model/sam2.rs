@@ -93,6 +93,9 @@ pub struct StepOutput {
     pub obj_ptr: Tensor,
     /// `[B, 1]`.
     pub object_score_logits: Tensor,
+    /// `[B, 1]` int64: which of the multimask outputs was chosen (the best predicted IoU);
+    /// `None` for a single-mask output.
+    pub mask_index: Option<Tensor>,
 }
 
 /// A stored spatial memory.
@@ -357,8 +360,10 @@ impl Sam2Model {
         // All M masks are upsampled before picking, as the official code does: upsampling only
         // the chosen channel takes another vectorised path in PyTorch and differs by ~1 ulp.
         let high_multi = low_multi.upsample_bilinear2d([s, s], false, None, None);
+        let mut mask_index = None;
         let (low, high, token, iou) = if multimask_output {
             let best = dec.ious.argmax(-1, true); // [B, 1]
+            mask_index = Some(best.shallow_clone());
             let pick = |t: &Tensor| {
                 let sz = t.size();
                 t.gather(
@@ -414,6 +419,7 @@ impl Sam2Model {
                 ious: f(iou),
                 obj_ptr: f(obj_ptr),
                 object_score_logits: f(osl),
+                mask_index,
             },
         }
     }
@@ -505,6 +511,7 @@ impl Sam2Model {
             ious,
             obj_ptr,
             object_score_logits: osl,
+            mask_index: None,
         }
     }
 

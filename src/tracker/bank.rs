@@ -454,20 +454,73 @@ impl ObjectBank {
         } else {
             self.tracked.range(t..).map(|(f, _)| *f).collect()
         };
+        let keep = self.ranked_keep(&past, t, threshold);
+        self.apply_keep(&past, &keep);
+    }
+
+    /// The retention of SAM 3's policy inside the forward head `s ..= head_end`: what the
+    /// forward pass reads next ([`Self::prune_ranked`]'s set) and what the reverse pass from `s`
+    /// reads of the head when it starts: frame `s + 1` (its first step's must-include) and the
+    /// `MAX_OBJ_PTRS - 1` valid frames after `s` nearest to it, features for `s + 1` and the
+    /// `NUM_MASKMEM - 1` nearest valid ones. Later reverse steps read only reverse results in
+    /// front of those. Bounded however long the head runs (docs/sam2-inference.md §7.14).
+    pub fn prune_head(&mut self, t: i64, s: i64, cfg: &SelectCfg) {
+        let MemoryPolicy::Sam3 { mf_threshold } = cfg.policy else {
+            return; // SAM 2.1's head is short and kept whole (§7.4).
+        };
+        let past: Vec<i64> = self.tracked.range(..=t).rev().map(|(f, _)| *f).collect();
+        let mut keep = self.ranked_keep(&past, t, mf_threshold);
+        let after: Vec<i64> = self.tracked.range(s + 1..).map(|(f, _)| *f).collect();
+        for (f, feat) in self.ranked_keep(&after, s + 1, mf_threshold) {
+            *keep.entry(f).or_insert(false) |= feat;
+        }
+        self.apply_keep(&past, &keep);
+    }
+
+    /// Whether the head holds everything SAM 3's reverse scan from `s` can read, however the
+    /// video goes on: `MAX_OBJ_PTRS - 1` valid tracked frames after `s` (the scan stops there).
+    pub fn sam3_reverse_ring_full(&self, s: i64, threshold: f32) -> bool {
+        let valid = self
+            .tracked
+            .range(s + 1..)
+            .filter(|(_, e)| e.score.is_some_and(|x| x > threshold))
+            .count() as i64;
+        valid >= MAX_OBJ_PTRS - 1
+    }
+
+    /// What a ranked scan over `frames` (nearest first) with must-include `must` reads: frame ->
+    /// whether its memory features are read too.
+    fn ranked_keep(&self, frames: &[i64], must: i64, threshold: f32) -> BTreeMap<i64, bool> {
+        let mut keep = BTreeMap::new();
         let mut valid = 0i64;
-        for f in past {
-            let e = self.tracked.get_mut(&f).expect("key just listed");
-            let is_valid = e.score.is_some_and(|s| s > threshold);
+        for &f in frames {
+            let is_valid = self.tracked[&f].score.is_some_and(|s| s > threshold);
             if is_valid {
                 valid += 1;
             }
-            let must = f == t;
-            if !(must || (is_valid && valid < MAX_OBJ_PTRS)) {
-                self.tracked.remove(&f);
-                continue;
+            if f == must {
+                keep.insert(f, true);
+            } else if is_valid && valid < MAX_OBJ_PTRS {
+                keep.insert(f, valid < NUM_MASKMEM);
             }
-            if !(must || valid < NUM_MASKMEM) {
-                e.features = None;
+        }
+        keep
+    }
+
+    /// Of the tracked entries of `scanned`, drops those not in `keep` and the features of those
+    /// kept without them.
+    fn apply_keep(&mut self, scanned: &[i64], keep: &BTreeMap<i64, bool>) {
+        for f in scanned {
+            match keep.get(f) {
+                None => {
+                    self.tracked.remove(f);
+                }
+                Some(false) => {
+                    if let Some(e) = self.tracked.get_mut(f) {
+                        e.features = None;
+                    }
+                }
+                Some(true) => {}
             }
         }
     }
@@ -868,6 +921,68 @@ mod tests {
                 assert!(pruned.tracked.len() <= 16, "{}", pruned.tracked.len());
                 let feats = pruned.tracked.values().filter(|e| e.features.is_some());
                 assert!(feats.count() <= 7);
+            }
+        }
+    }
+
+    #[test]
+    fn head_retention_keeps_what_the_reverse_pass_and_the_rest_read() {
+        // Prompt at s = 20 of 400 frames; a long head with few valid frames. After every head
+        // frame the pruned bank stays bounded; at the end of the head, a reverse pass from s
+        // and the next forward frame read the same from the pruned bank as from the whole one.
+        let (n, s, thr) = (400i64, 20i64, 0.01f32);
+        let c = SelectCfg {
+            policy: MemoryPolicy::Sam3 { mf_threshold: thr },
+            ..cfg(n)
+        };
+        let score = |f: i64| if f % 23 == 0 || f % 17 == 3 { 0.3 } else { 0.0 };
+        let z = || Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let entry = |f: i64| TrackedEntry {
+            features: Some(z()),
+            obj_ptr: z(),
+            score: Some(score(f)),
+        };
+        let mut full = ObjectBank::default();
+        let mut pruned = ObjectBank::default();
+        for b in [&mut full, &mut pruned] {
+            b.insert_cond(
+                s,
+                CondEntry {
+                    features: z(),
+                    obj_ptr: z(),
+                    low_res: z(),
+                    score_logit: 1.0,
+                    iou: 1.0,
+                },
+            );
+        }
+        let mut he = s;
+        for t in s + 1..n - 100 {
+            assert_eq!(full.read_set(t, false, &c), pruned.read_set(t, false, &c));
+            full.insert_tracked(t, entry(t));
+            pruned.insert_tracked(t, entry(t));
+            pruned.prune_head(t, s, &c);
+            assert!(pruned.tracked.len() <= 32, "{}", pruned.tracked.len());
+            he = t;
+            if pruned.sam3_reverse_ring_full(s, thr) {
+                break;
+            }
+        }
+        assert!(he > s + 100, "the valid frames must be sparse ({he})");
+        assert_eq!(
+            full.read_set(he + 1, false, &c),
+            pruned.read_set(he + 1, false, &c)
+        );
+        // The reverse pass on copies of the head's banks.
+        let (mut rf, mut rp) = (full.clone(), pruned.clone());
+        for t in (0..s).rev() {
+            let a = rf.read_set(t, true, &c);
+            assert_eq!(a, rp.read_set(t, true, &c), "reverse frame {t}");
+            assert!(a.memories.iter().all(|(x, _)| rp.memory(*x).is_some()));
+            assert!(a.pointers.iter().all(|(x, _)| rp.pointer(*x).is_some()));
+            for b in [&mut rf, &mut rp] {
+                b.insert_tracked(t, entry(t + 1000));
+                b.prune(t, true, &c);
             }
         }
     }

@@ -309,6 +309,8 @@ pub struct RawOutput {
     pub low_res: Tensor,
     pub score_logit: f64,
     pub iou: f64,
+    /// Which multimask output a tracked frame kept (`None` on conditioning frames).
+    pub mask_index: Option<i64>,
     /// What a tracked frame read (`None` on conditioning frames).
     pub read: Option<ReadFrames>,
 }

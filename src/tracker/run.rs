@@ -57,6 +57,8 @@ impl Tracker<'_> {
         self.run.head_banks = None;
         self.run.stage = Stage::Start;
         self.run.done = 0;
+        let least = self.setup.schedule.min_head_end();
+        self.setup.schedule.set_head_end(least);
         // A saved state and its spool are checked before the pre-pass (which can be long).
         let saved = resume.map(|b| self.check_saved(b)).transpose()?;
         self.prepass(frames, obs)?;
@@ -68,26 +70,63 @@ impl Tracker<'_> {
             }
         };
         self.run.stage = stage;
-        let legs = self
-            .setup
-            .schedule
-            .legs(stage, self.setup.cfg.reverse_chunk);
-        for leg in legs {
-            match leg {
-                Leg::Forward { pass, from, to } => {
-                    self.forward(frames, sink, obs, pass, from, to)?
-                }
-                Leg::Reverse { lo, hi } => {
-                    if self.run.head_banks.is_none() {
-                        // The reverse pass tracks on a copy: the rest goes on from the head's.
-                        self.run.head_banks = Some(self.run.banks.clone());
-                    }
-                    self.reverse_chunk(frames, sink, obs, lo, hi)?;
-                }
-                Leg::Replay => self.replay(sink, obs)?,
+        let mut stage = stage;
+        'legs: loop {
+            // At the head's end, a ranked policy may need a longer head; the decision depends
+            // on the banks alone, so a resumed run takes it as the uninterrupted one did.
+            if stage == Stage::Head(self.setup.schedule.head_end().next()) && self.head_too_short()
+            {
+                self.setup.schedule.extend_head();
             }
+            let legs = self
+                .setup
+                .schedule
+                .legs(stage, self.setup.cfg.reverse_chunk);
+            for leg in legs {
+                match leg {
+                    Leg::Forward { pass, from, to } => {
+                        self.forward(frames, sink, obs, pass, from, to)?;
+                        if pass == Pass::Head {
+                            stage = Stage::Head(to);
+                            continue 'legs;
+                        }
+                    }
+                    Leg::Reverse { lo, hi } => {
+                        if self.run.head_banks.is_none() {
+                            // The reverse pass tracks on a copy: the rest goes on from the head's.
+                            self.run.head_banks = Some(self.run.banks.clone());
+                        }
+                        self.reverse_chunk(frames, sink, obs, lo, hi)?;
+                    }
+                    Leg::Replay => self.replay(sink, obs)?,
+                }
+            }
+            return Ok(());
         }
-        Ok(())
+    }
+
+    /// Whether SAM 3's reverse scan from the first prompt `s` could read forward results the
+    /// head has not tracked yet (docs/sam2-inference.md §7.14): some object that the reverse
+    /// pass tracks and the forward pass goes on tracking after the head has fewer than
+    /// `MAX_OBJ_PTRS - 1` valid frames after `s`. Never for `sam2` (its head is long enough by
+    /// construction, §7.4) or without a reverse pass.
+    fn head_too_short(&self) -> bool {
+        let crate::tracker::policy::MemoryPolicy::Sam3 { mf_threshold } = self.setup.select.policy
+        else {
+            return false;
+        };
+        let schedule = &self.setup.schedule;
+        let (s, he) = (schedule.start(), schedule.head_end());
+        if s.0 == 0 || he.0 + 1 >= schedule.len() {
+            return false;
+        }
+        self.run
+            .banks
+            .iter()
+            .zip(schedule.spans())
+            .any(|(b, &(lo, hi))| {
+                lo <= s && hi > he && !b.sam3_reverse_ring_full(s.key(), mf_threshold)
+            })
     }
 
     fn new_spool(&self) -> Result<Spool, TrackError> {
@@ -388,6 +427,7 @@ impl Tracker<'_> {
             spool,
             banks: &banks,
             head_banks: head.as_deref(),
+            head_end: Some(self.setup.schedule.head_end()),
         })
     }
 
@@ -396,6 +436,21 @@ impl Tracker<'_> {
     fn check_saved<'b>(&mut self, bytes: &'b [u8]) -> Result<Saved<'b>, TrackError> {
         let saved = state::decode(bytes)?;
         let stage = saved.stage;
+        if let Some(he) = saved.head_end {
+            // Only a ranked policy extends the head.
+            let fits = (he == self.setup.schedule.min_head_end()
+                || !self.setup.select.policy.is_sam2())
+                && self.setup.schedule.set_head_end(he);
+            if !fits {
+                return Err(TrackError::State(format!(
+                    "saved with head end {he}, which does not fit this run (head end {} under \
+                     memory policy {}, {} processed frames)",
+                    self.setup.schedule.min_head_end(),
+                    self.setup.select.policy,
+                    self.setup.schedule.len()
+                )));
+            }
+        }
         let schedule = &self.setup.schedule;
         let head_needed = matches!(stage, Stage::Reverse(_));
         if !schedule.fits(stage) || head_needed != saved.head_banks.is_some() {

@@ -33,8 +33,9 @@ impl FrameRange {
 /// The passes after the prompt pre-pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
-    /// Forward over `s ..= head_end`: results spooled, banks kept whole (the reverse pass and
-    /// the rest read them).
+    /// Forward over `s ..= head_end`: results spooled, banks kept whole under `sam2` (the
+    /// reverse pass and the rest read them; a ranked policy keeps what they read,
+    /// [`super::bank::ObjectBank::prune_head`]).
     Head,
     /// From `s` down to 0 on a copy of the head's banks: results spooled.
     Reverse,
@@ -53,7 +54,8 @@ impl Pass {
     }
 
     /// Whether what no later frame of the pass can read is dropped after each frame (not in the
-    /// head, whose banks the reverse pass and the rest read).
+    /// head, whose banks the reverse pass and the rest read; there a ranked policy has its own
+    /// retention).
     pub fn prunes(self) -> bool {
         self != Pass::Head
     }
@@ -129,8 +131,12 @@ pub struct Schedule {
     written: Vec<bool>,
     /// The first prompt `s`.
     start: ProcIdx,
-    /// The last processed index (inclusive) of the forward head `s ..= head_end`.
+    /// The last processed index (inclusive) of the forward head `s ..= head_end`: at first
+    /// [`head_end`]'s; a ranked memory policy may extend it while the run goes
+    /// ([`Self::extend_head`]).
     head_end: ProcIdx,
+    /// [`head_end`]'s value, the least head of every run of this schedule.
+    min_head_end: ProcIdx,
     /// Per object: the processed indices (inclusive) it is active on.
     spans: Vec<(ProcIdx, ProcIdx)>,
 }
@@ -192,6 +198,7 @@ impl Schedule {
             written,
             start: ProcIdx(start),
             head_end: ProcIdx(head_end),
+            min_head_end: ProcIdx(head_end),
             spans: Vec::new(),
         })
     }
@@ -227,6 +234,33 @@ impl Schedule {
     /// The last processed index of the forward head.
     pub fn head_end(&self) -> ProcIdx {
         self.head_end
+    }
+
+    /// The head end [`head_end`] gives, before any extension.
+    pub fn min_head_end(&self) -> ProcIdx {
+        self.min_head_end
+    }
+
+    /// Extends the head (SAM 3's policy, while the reverse pass would read further than the head
+    /// holds): by its length so far (at least [`HEAD_EXTENSION`] processed frames), so that a
+    /// long head costs few restarts of the decoder; never past the last processed index.
+    /// Returns whether it grew.
+    pub fn extend_head(&mut self) -> bool {
+        let last = self.len().saturating_sub(1);
+        let he = self.head_end.0;
+        let grown = (he + (he + 1 - self.start.0).max(HEAD_EXTENSION)).min(last);
+        self.head_end = ProcIdx(grown.max(he));
+        grown > he
+    }
+
+    /// Sets the head end of a saved state; `false` (nothing changed) if no run of this schedule
+    /// can have it.
+    pub fn set_head_end(&mut self, he: ProcIdx) -> bool {
+        let ok = he >= self.min_head_end && he.0 < self.len();
+        if ok {
+            self.head_end = he;
+        }
+        ok
     }
 
     /// The processed index of a frame.
@@ -368,6 +402,9 @@ impl Schedule {
         legs
     }
 }
+
+/// The least extension of the head ([`Schedule::extend_head`]), in processed frames.
+pub const HEAD_EXTENSION: usize = 64;
 
 /// An object's span under `--span prompts` (inclusive): its first prompted frame minus `margin`
 /// frames to its last plus `margin`, clipped to `0..num_frames`.
@@ -544,6 +581,33 @@ mod tests {
         assert!(e >= 25);
         assert!(cfg3.read_bounds(e + 1, false).0 > 10);
         assert!(cfg3.read_bounds(e, false).0 <= 10);
+    }
+
+    #[test]
+    fn an_extended_head_grows_geometrically_and_stays_inside() {
+        let mut p = sched(300, &[10], 1, 1);
+        let i = ProcIdx;
+        assert_eq!((p.head_end(), p.min_head_end()), (i(25), i(25)));
+        assert!(p.extend_head());
+        assert_eq!(p.head_end(), i(25 + 64));
+        assert!(p.extend_head());
+        assert_eq!(p.head_end(), i(89 + 80));
+        assert!(p.extend_head());
+        assert_eq!(p.head_end(), i(299));
+        assert!(!p.extend_head());
+        // The run order from the end of the first head goes on with the extension.
+        assert!(p.set_head_end(i(89)));
+        assert_eq!(
+            p.legs(Stage::Head(i(26)), 16)[0],
+            Leg::Forward {
+                pass: Pass::Head,
+                from: i(26),
+                to: i(90)
+            }
+        );
+        assert!(p.fits(Stage::Head(i(90))) && !p.fits(Stage::Rest(i(60))));
+        assert!(!p.set_head_end(i(24)) && !p.set_head_end(i(300)));
+        assert_eq!(p.head_end(), i(89));
     }
 
     #[test]

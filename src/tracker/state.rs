@@ -2,9 +2,10 @@
 //! Versioned and checksummed, so that a damaged, truncated or foreign state is an error that
 //! says which, never a silently different run.
 //!
-//! Layout (little endian): the magic `DSTRKST` and a format byte (`3`), six `u64` words (stage
-//! tag, stage index, spool length, spool CRC-32, bank bytes, head bank bytes), the banks, the
-//! head's banks (inside the reverse pass; else none), and the CRC-32 of everything before it.
+//! Layout (little endian): the magic `DSTRKST` and a format byte (`4`), seven `u64` words (stage
+//! tag, stage index, spool length, spool CRC-32, bank bytes, head bank bytes, head end), the
+//! banks, the head's banks (inside the reverse pass; else none), and the CRC-32 of everything
+//! before it.
 //! The spool's length and checksum (inside the first stretch) tie the state to the spool as it
 //! was when the state was saved.
 
@@ -12,14 +13,22 @@ use super::spool::SpoolMark;
 use super::{ProcIdx, Stage, TrackError};
 
 const MAGIC: &[u8; 7] = b"DSTRKST";
-/// The format written: 3, whose banks may hold the memory policy's per-frame scores
-/// ([`super::bank::save_banks`]). Format 2 (the same layout, banks without policy state) is
-/// still read, as a `sam2` state; format 1, of earlier versions, had no checksum.
-const FORMAT: u8 = b'3';
-/// The earlier format still read.
+/// The format written: 4, with the head end (a ranked memory policy extends the head while it
+/// runs). Format 3 (six words, the head end the schedule's least) and format 2 (the same, banks
+/// without policy state, as a `sam2` state) are still read; format 1, of earlier versions, had
+/// no checksum.
+const FORMAT: u8 = b'4';
+/// The earlier formats still read (six header words).
+const FORMAT_3: u8 = b'3';
 const FORMAT_2: u8 = b'2';
-const HEADER: usize = 8 + 6 * 8;
+const WORDS: usize = 7;
+const WORDS_3: usize = 6;
 const TRAILER: usize = 4;
+
+/// The header's length with `words` words.
+const fn header(words: usize) -> usize {
+    8 + words * 8
+}
 
 /// A saved state, parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,6 +40,8 @@ pub struct Saved<'b> {
     pub banks: &'b [u8],
     /// The same of the head's banks (inside the reverse pass).
     pub head_banks: Option<&'b [u8]>,
+    /// The head end of the run (`None` in formats 2 and 3: the schedule's least).
+    pub head_end: Option<ProcIdx>,
 }
 
 fn bad(m: impl std::fmt::Display) -> TrackError {
@@ -47,7 +58,10 @@ pub fn encode(saved: &Saved<'_>) -> Result<Vec<u8>, TrackError> {
     };
     let spool = saved.spool.unwrap_or_default();
     let head = saved.head_banks.unwrap_or_default();
-    let mut out = Vec::with_capacity(HEADER + saved.banks.len() + head.len() + TRAILER);
+    let head_end = saved
+        .head_end
+        .ok_or_else(|| bad("a state to save needs its head end"))?;
+    let mut out = Vec::with_capacity(header(WORDS) + saved.banks.len() + head.len() + TRAILER);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
     for w in [
@@ -57,6 +71,7 @@ pub fn encode(saved: &Saved<'_>) -> Result<Vec<u8>, TrackError> {
         spool.crc as u64,
         saved.banks.len() as u64,
         head.len() as u64,
+        head_end.0 as u64,
     ] {
         out.extend_from_slice(&w.to_le_bytes());
     }
@@ -72,14 +87,19 @@ pub fn decode(bytes: &[u8]) -> Result<Saved<'_>, TrackError> {
     if bytes.len() < 8 || &bytes[..7] != MAGIC {
         return Err(bad("not a tracker state"));
     }
-    if bytes[7] != FORMAT && bytes[7] != FORMAT_2 {
+    let words = match bytes[7] {
+        FORMAT => WORDS,
+        FORMAT_3 | FORMAT_2 => WORDS_3,
+        _ => 0,
+    };
+    if words == 0 {
         return Err(bad(format!(
             "format {} of another densam version (this one reads format {})",
             bytes[7].escape_ascii(),
             FORMAT as char
         )));
     }
-    if bytes.len() < HEADER + TRAILER {
+    if bytes.len() < header(words) + TRAILER {
         return Err(bad(format!("truncated ({} bytes)", bytes.len())));
     }
     let word = |i: usize| {
@@ -88,7 +108,7 @@ pub fn decode(bytes: &[u8]) -> Result<Saved<'_>, TrackError> {
         u64::from_le_bytes(w)
     };
     let (n_banks, n_head) = (word(4), word(5));
-    let want = (HEADER + TRAILER) as u128 + n_banks as u128 + n_head as u128;
+    let want = (header(words) + TRAILER) as u128 + n_banks as u128 + n_head as u128;
     if want != bytes.len() as u128 {
         return Err(bad(format!(
             "truncated or damaged: {} bytes where its header says {want}",
@@ -112,12 +132,20 @@ pub fn decode(bytes: &[u8]) -> Result<Saved<'_>, TrackError> {
     let spool = stage
         .in_first_stretch()
         .then_some(SpoolMark { len: word(2), crc });
-    let (banks, head) = body[HEADER..].split_at(n_banks as usize);
+    let head_end = if words == WORDS {
+        Some(ProcIdx(
+            usize::try_from(word(6)).map_err(|_| bad("head end out of range"))?,
+        ))
+    } else {
+        None
+    };
+    let (banks, head) = body[header(words)..].split_at(n_banks as usize);
     Ok(Saved {
         stage,
         spool,
         banks,
         head_banks: (!head.is_empty()).then_some(head),
+        head_end,
     })
 }
 
@@ -135,6 +163,7 @@ mod tests {
             }),
             banks: b"the banks",
             head_banks: Some(b"head"),
+            head_end: Some(ProcIdx(90)),
         };
         let bytes = encode(&saved).unwrap();
         assert_eq!(decode(&bytes).unwrap(), saved);
@@ -143,6 +172,7 @@ mod tests {
             spool: None,
             banks: b"b",
             head_banks: None,
+            head_end: Some(ProcIdx(22)),
         };
         assert_eq!(decode(&encode(&rest).unwrap()).unwrap(), rest);
         assert!(
@@ -167,12 +197,20 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "cut at {n}");
         }
-        let mut v2 = bytes.clone();
-        v2[7] = b'2';
-        let n = v2.len() - TRAILER;
-        let crc = crc32fast::hash(&v2[..n]);
-        v2[n..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&v2).unwrap(), saved);
+        // Formats 2 and 3: six header words, no head end.
+        for f in [b'2', b'3'] {
+            let mut old = bytes.clone();
+            old.drain(header(WORDS_3)..header(WORDS));
+            old[7] = f;
+            let n = old.len() - TRAILER;
+            let crc = crc32fast::hash(&old[..n]);
+            old[n..].copy_from_slice(&crc.to_le_bytes());
+            let want = Saved {
+                head_end: None,
+                ..decode(&bytes).unwrap()
+            };
+            assert_eq!(decode(&old).unwrap(), want);
+        }
         let mut old = bytes.clone();
         old[7] = b'1';
         assert!(decode(&old).unwrap_err().to_string().contains("format 1"));

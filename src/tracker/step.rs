@@ -121,6 +121,12 @@ impl Tracker<'_> {
             if pass == Pass::Rest {
                 self.drop_finished(t);
             }
+        } else {
+            // The head: only a ranked policy prunes there (its head can be long).
+            let (select, s) = (&self.setup.select, self.setup.schedule.start());
+            for b in self.run.banks.iter_mut() {
+                b.prune_head(t.key(), s.key(), select);
+            }
         }
         Ok(Processed::Done(result.map(|r| sink.format(r)).transpose()?))
     }
@@ -163,6 +169,7 @@ impl Tracker<'_> {
                     low_res: c.low_res.shallow_clone(),
                     score_logit: c.score_logit,
                     iou: c.iou,
+                    mask_index: None,
                     read: None,
                 });
             } else {
@@ -266,16 +273,22 @@ impl Tracker<'_> {
         );
         let _prof = crate::profile::scope(crate::profile::Section::StepPost);
         let low = fill_holes(&out.low_res_masks, self.setup.cfg.fill_hole_area);
-        // One device-to-host copy (one wait for the device) for both.
-        let both = Tensor::cat(
-            &[
-                out.object_score_logits.to_kind(Kind::Float).flatten(0, -1),
-                out.ious.to_kind(Kind::Float).flatten(0, -1),
-            ],
-            0,
-        );
-        let v = host_values(&both, "object scores and predicted IoUs", 2 * objs.len())?;
-        let (osl, ious) = v.split_at(objs.len());
+        // One device-to-host copy (one wait for the device) for the three.
+        let mut parts = vec![
+            out.object_score_logits.to_kind(Kind::Float).flatten(0, -1),
+            out.ious.to_kind(Kind::Float).flatten(0, -1),
+        ];
+        if let Some(m) = &out.mask_index {
+            parts.push(m.to_kind(Kind::Float).flatten(0, -1));
+        }
+        let n = objs.len();
+        let v = host_values(
+            &Tensor::cat(&parts, 0),
+            "object scores, predicted IoUs and mask choices",
+            parts.len() * n,
+        )?;
+        let (osl, ious) = (&v[..n], &v[n..2 * n]);
+        let chosen = |i: usize| v.get(2 * n + i).map(|&x| x as i64);
         let mut res = Vec::with_capacity(objs.len());
         for ((i, &o), mut read) in objs.iter().enumerate().zip(reads) {
             let k = i as i64;
@@ -295,6 +308,7 @@ impl Tracker<'_> {
                 low_res: low.narrow(0, k, 1).copy(),
                 score_logit: osl[i] as f64,
                 iou: ious[i] as f64,
+                mask_index: chosen(i),
                 read: Some(read),
             });
         }
