@@ -353,6 +353,7 @@ fn compare_with_oracle(clip: &Clip) -> serde_json::Value {
     let recs = reference["frames"].as_array().unwrap();
     let policy = MemoryPolicy::Sam3 {
         mf_threshold: THRESHOLD,
+        use_memory_selection: true,
     };
     let (reads, masks) = run_api(&fx, policy);
     let osl: BTreeMap<i64, f64> = recs
@@ -484,7 +485,7 @@ fn annotate_memory_policy_option() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let man = common::run_json(&out);
     assert_eq!(
-        man["params"]["memory_policy"], "sam3:mf_threshold=0.01",
+        man["params"]["memory_policy"], "sam3:mf_threshold=0.01,use_memory_selection=true",
         "{man}"
     );
     let ours =
@@ -529,6 +530,15 @@ fn annotate_memory_policy_option() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let man = common::run_json(&out2);
     assert!(man["params"].get("memory_policy").is_none(), "{man}");
+    // SAM 3's selection switched off is SAM 2.1's reading: the same output bytes.
+    let out3 = work.path().join("sam3-off");
+    let o = run(&out3, "sam3:use_memory_selection=false");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let name = "dense_annotations_frames.jsonl";
+    assert!(
+        std::fs::read(out3.join(name)).unwrap() == std::fs::read(out2.join(name)).unwrap(),
+        "sam3:use_memory_selection=false differs from sam2"
+    );
     // A resume of the sam3 output with sam2 is a parameter change: refused (or redone), never
     // kept as it is.
     let o = run(&out, "sam2");

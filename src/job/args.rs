@@ -398,10 +398,14 @@ impl AnnotateJobArgs {
             ("--batch-objects", rules::batch_objects(&t.batch_objects)),
             (
                 "--memory-policy",
-                if t.memory_policy.is_sam2() || t.memory_temporal_stride == 1 {
+                if t.memory_policy.ranked().is_none() || t.memory_temporal_stride == 1 {
                     Ok(())
                 } else {
-                    Err("policies other than sam2 need --memory-temporal-stride 1".into())
+                    Err(
+                        "SAM 3's memory selection needs --memory-temporal-stride 1 (or \
+                         use_memory_selection=false)"
+                            .into(),
+                    )
                 },
             ),
             ("--reverse-chunk", rules::count(&t.reverse_chunk)),

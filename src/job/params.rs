@@ -257,14 +257,14 @@ pub(crate) mod tests {
         q.memory_policy = "sam3".parse().unwrap();
         let text = serde_json::to_string(&q).unwrap();
         assert!(
-            text.contains(r#""max_cond_frames":-1,"memory_policy":"sam3:mf_threshold=0.01","memory_temporal_stride""#),
+            text.contains(r#""max_cond_frames":-1,"memory_policy":"sam3:mf_threshold=0.01,use_memory_selection=true","memory_temporal_stride""#),
             "{text}"
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(RunParams::from_recorded(&v), Some(q.clone()));
         assert_eq!(
             q.diff(&p),
-            [r#"memory_policy: - -> "sam3:mf_threshold=0.01""#]
+            [r#"memory_policy: - -> "sam3:mf_threshold=0.01,use_memory_selection=true""#]
         );
     }
 

@@ -364,9 +364,9 @@ impl ObjectBank {
     /// The read-set of frame `t`.
     pub fn read_set(&self, t: i64, reverse: bool, cfg: &SelectCfg) -> ReadSet {
         let has = |i: i64| self.tracked.contains_key(&i);
-        match cfg.policy {
-            MemoryPolicy::Sam2 => select(t, reverse, cfg, &self.cond_frames(), &has),
-            MemoryPolicy::Sam3 { mf_threshold } => {
+        match cfg.policy.ranked() {
+            None => select(t, reverse, cfg, &self.cond_frames(), &has),
+            Some(mf_threshold) => {
                 let v = self.sam3_valid(t, reverse, cfg, mf_threshold);
                 select_ranked(t, reverse, cfg, &self.cond_frames(), &has, &v)
             }
@@ -420,7 +420,7 @@ impl ObjectBank {
 
     /// Drops tracked state that no frame after `t` in the same pass direction can read.
     pub fn prune(&mut self, t: i64, reverse: bool, cfg: &SelectCfg) {
-        if let MemoryPolicy::Sam3 { mf_threshold } = cfg.policy {
+        if let Some(mf_threshold) = cfg.policy.ranked() {
             self.prune_ranked(t, reverse, mf_threshold);
             return;
         }
@@ -465,7 +465,7 @@ impl ObjectBank {
     /// `NUM_MASKMEM - 1` nearest valid ones. Later reverse steps read only reverse results in
     /// front of those. Bounded however long the head runs (docs/sam2-inference.md §7.14).
     pub fn prune_head(&mut self, t: i64, s: i64, cfg: &SelectCfg) {
-        let MemoryPolicy::Sam3 { mf_threshold } = cfg.policy else {
+        let Some(mf_threshold) = cfg.policy.ranked() else {
             return; // SAM 2.1's head is short and kept whole (§7.4).
         };
         let past: Vec<i64> = self.tracked.range(..=t).rev().map(|(f, _)| *f).collect();
@@ -872,7 +872,10 @@ mod tests {
         for reverse in [false, true] {
             let n = 300i64;
             let c = SelectCfg {
-                policy: MemoryPolicy::Sam3 { mf_threshold: thr },
+                policy: MemoryPolicy::Sam3 {
+                    mf_threshold: thr,
+                    use_memory_selection: true,
+                },
                 ..cfg(n)
             };
             let cond = if reverse { n - 1 } else { 0 };
@@ -932,7 +935,10 @@ mod tests {
         // and the next forward frame read the same from the pruned bank as from the whole one.
         let (n, s, thr) = (400i64, 20i64, 0.01f32);
         let c = SelectCfg {
-            policy: MemoryPolicy::Sam3 { mf_threshold: thr },
+            policy: MemoryPolicy::Sam3 {
+                mf_threshold: thr,
+                use_memory_selection: true,
+            },
             ..cfg(n)
         };
         let score = |f: i64| if f % 23 == 0 || f % 17 == 3 { 0.3 } else { 0.0 };

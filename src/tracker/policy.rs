@@ -18,8 +18,12 @@ pub enum MemoryPolicy {
     #[default]
     Sam2,
     /// SAM 3's frame filter: a tracked frame is a memory candidate iff its score is above
-    /// `mf_threshold` (compared in f32, as the reference does).
-    Sam3 { mf_threshold: f32 },
+    /// `mf_threshold` (compared in f32, as the reference does). With `use_memory_selection`
+    /// false (SAM 3's own switch) the scores are computed but the reads are SAM 2.1's: `sam2`.
+    Sam3 {
+        mf_threshold: f32,
+        use_memory_selection: bool,
+    },
 }
 
 /// SAM 3's default `mf_threshold`.
@@ -28,6 +32,26 @@ pub const SAM3_MF_THRESHOLD: f32 = 0.01;
 impl MemoryPolicy {
     pub fn is_sam2(&self) -> bool {
         matches!(self, MemoryPolicy::Sam2)
+    }
+
+    /// SAM 3's selection with its threshold, when it is on (the read-sets, the retention and the
+    /// head are then the ranked ones); `None`: SAM 2.1's reads.
+    pub fn ranked(&self) -> Option<f32> {
+        match *self {
+            MemoryPolicy::Sam3 {
+                mf_threshold,
+                use_memory_selection: true,
+            } => Some(mf_threshold),
+            _ => None,
+        }
+    }
+
+    /// SAM 3's default: `sam3:mf_threshold=0.01,use_memory_selection=true`.
+    pub fn sam3() -> Self {
+        MemoryPolicy::Sam3 {
+            mf_threshold: SAM3_MF_THRESHOLD,
+            use_memory_selection: true,
+        }
     }
 
     /// The memory score a policy stores for a tracked frame (`None`: the policy needs none).
@@ -52,11 +76,18 @@ pub fn sam3_score(osl: f32, iou: f32) -> f32 {
 }
 
 impl fmt::Display for MemoryPolicy {
-    /// The canonical form, every key given: `sam2`, `sam3:mf_threshold=0.01`.
+    /// The canonical form, every key given: `sam2`,
+    /// `sam3:mf_threshold=0.01,use_memory_selection=true`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MemoryPolicy::Sam2 => write!(f, "sam2"),
-            MemoryPolicy::Sam3 { mf_threshold } => write!(f, "sam3:mf_threshold={mf_threshold}"),
+            MemoryPolicy::Sam3 {
+                mf_threshold,
+                use_memory_selection,
+            } => write!(
+                f,
+                "sam3:mf_threshold={mf_threshold},use_memory_selection={use_memory_selection}"
+            ),
         }
     }
 }
@@ -101,6 +132,7 @@ impl FromStr for MemoryPolicy {
             },
             "sam3" => {
                 let mut mf_threshold = SAM3_MF_THRESHOLD;
+                let mut use_memory_selection = true;
                 for (k, v) in pairs {
                     match k {
                         "mf_threshold" => {
@@ -112,14 +144,29 @@ impl FromStr for MemoryPolicy {
                             }
                             mf_threshold = x;
                         }
+                        "use_memory_selection" => {
+                            use_memory_selection = match v {
+                                "true" | "on" | "1" => true,
+                                "false" | "off" | "0" => false,
+                                _ => {
+                                    return Err(format!(
+                                        "use_memory_selection: `{v}` is not true or false"
+                                    ));
+                                }
+                            };
+                        }
                         _ => {
                             return Err(format!(
-                                "policy `sam3`: unknown key `{k}` (known: mf_threshold)"
+                                "policy `sam3`: unknown key `{k}` (known: mf_threshold, \
+                                 use_memory_selection)"
                             ));
                         }
                     }
                 }
-                Ok(MemoryPolicy::Sam3 { mf_threshold })
+                Ok(MemoryPolicy::Sam3 {
+                    mf_threshold,
+                    use_memory_selection,
+                })
             }
             _ => Err(format!(
                 "unknown memory policy `{name}` (known: sam2, sam3)"
@@ -163,9 +210,26 @@ mod tests {
     fn parse_and_display() {
         assert_eq!("sam2".parse::<MemoryPolicy>(), Ok(MemoryPolicy::Sam2));
         let p: MemoryPolicy = "sam3".parse().unwrap();
-        assert_eq!(p.to_string(), "sam3:mf_threshold=0.01");
+        assert_eq!(p, MemoryPolicy::sam3());
+        assert_eq!(
+            p.to_string(),
+            "sam3:mf_threshold=0.01,use_memory_selection=true"
+        );
+        // The form of the first version (run.json of its runs) means the same.
+        assert_eq!("sam3:mf_threshold=0.01".parse::<MemoryPolicy>(), Ok(p));
         let p: MemoryPolicy = "sam3:mf_threshold=0.25".parse().unwrap();
-        assert_eq!(p, MemoryPolicy::Sam3 { mf_threshold: 0.25 });
+        assert_eq!(
+            p,
+            MemoryPolicy::Sam3 {
+                mf_threshold: 0.25,
+                use_memory_selection: true
+            }
+        );
+        assert_eq!(p.ranked(), Some(0.25));
+        let off: MemoryPolicy = "sam3:use_memory_selection=false".parse().unwrap();
+        assert_eq!(off.ranked(), None);
+        assert!(!off.is_sam2() && off.score(1.0, 0.5).is_some());
+        assert_eq!(off.to_string().parse::<MemoryPolicy>(), Ok(off));
         assert_eq!(p.to_string().parse::<MemoryPolicy>(), Ok(p));
         let p: MemoryPolicy = "sam3:mf_threshold=-inf".parse().unwrap();
         assert_eq!(p.to_string().parse::<MemoryPolicy>(), Ok(p));
@@ -178,6 +242,7 @@ mod tests {
             "sam3:mf_threshold=nan",
             "sam3:other=1",
             "sam3:mf_threshold=1,mf_threshold=2",
+            "sam3:use_memory_selection=maybe",
         ] {
             assert!(bad.parse::<MemoryPolicy>().is_err(), "{bad}");
         }

@@ -111,8 +111,7 @@ impl Tracker<'_> {
     /// `MAX_OBJ_PTRS - 1` valid frames after `s`. Never for `sam2` (its head is long enough by
     /// construction, §7.4) or without a reverse pass.
     fn head_too_short(&self) -> bool {
-        let crate::tracker::policy::MemoryPolicy::Sam3 { mf_threshold } = self.setup.select.policy
-        else {
+        let Some(mf_threshold) = self.setup.select.policy.ranked() else {
             return false;
         };
         let schedule = &self.setup.schedule;
@@ -439,7 +438,7 @@ impl Tracker<'_> {
         if let Some(he) = saved.head_end {
             // Only a ranked policy extends the head.
             let fits = (he == self.setup.schedule.min_head_end()
-                || !self.setup.select.policy.is_sam2())
+                || self.setup.select.policy.ranked().is_some())
                 && self.setup.schedule.set_head_end(he);
             if !fits {
                 return Err(TrackError::State(format!(
