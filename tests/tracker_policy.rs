@@ -5,7 +5,8 @@
 //! oracles folder: `$DENSAM_ORACLES`, else `../shared/oracles` beside the repository), on random
 //! SAM 2.1 tiny weights whose heads are calibrated so that the filter drops frames (object-score
 //! logits straddling 0, IoU estimates spread), a 12-frame clip with one box on frame 0 and a
-//! 28-frame clip with one box on frame 3 (a reverse pass whose scan reaches past the least head,
+//! 28-frame clip with two objects boxed on frame 3, batched in one densam run and each compared
+//! with its own single-object oracle run (a reverse pass whose scan reaches past the least head,
 //! so that densam must extend its head), 1 thread on both sides. Judged per frame: the read-set (memories in attention order, pointers in
 //! order) equal to the oracle's, the memory score within 1e-4 of the oracle's (a decision whose
 //! score lies within 1e-4 of the threshold is inconclusive, not a failure), and mask IoU ≥ 0.99.
@@ -63,12 +64,15 @@ fn oracles() -> PathBuf {
     p
 }
 
-/// A test clip of `make_inputs.py` (its moving square) with one box prompt.
+/// A test clip of `make_inputs.py` (its moving square) with one box prompt, and optionally a
+/// second object (its static distractor square) prompted on the same frame.
 struct Clip {
     name: &'static str,
     frames: u64,
     /// The prompted frame (the box is the square's there).
     prompt_frame: u64,
+    /// Object `b`, the distractor, tracked in the same run (batched with `a`).
+    two_objects: bool,
 }
 
 /// Box on frame 0: no reverse pass.
@@ -76,12 +80,15 @@ const FIRST: Clip = Clip {
     name: "clip12",
     frames: 12,
     prompt_frame: 0,
+    two_objects: false,
 };
-/// Box on frame 3 of 28: the reverse pass reads forward frames beyond 3 + 15.
+/// Boxes on frame 3 of 28 (two objects, each compared with its own single-object oracle run):
+/// the reverse pass reads forward frames beyond 3 + 15.
 const LATE: Clip = Clip {
     name: "clip28",
     frames: 28,
     prompt_frame: 3,
+    two_objects: true,
 };
 
 impl Clip {
@@ -89,9 +96,22 @@ impl Clip {
     fn prompts_json(&self) -> String {
         let t = self.prompt_frame;
         let (x0, y0) = (40 + 8 * t, 60 + 2 * t);
-        serde_json::json!({"objects": [{"id": "a", "label": "a", "prompts": [
-            {"frame": t, "box": [x0, y0, x0 + 48, y0 + 48]}]}]})
-        .to_string()
+        let mut objects = vec![serde_json::json!({"id": "a", "label": "a", "prompts": [
+            {"frame": t, "box": [x0, y0, x0 + 48, y0 + 48]}]})];
+        if self.two_objects {
+            objects.push(serde_json::json!({"id": "b", "label": "b", "prompts": [
+                {"frame": t, "box": [220, 150, 268, 198]}]}));
+        }
+        serde_json::json!({ "objects": objects }).to_string()
+    }
+
+    /// The object ids and the files of their `--sam3-filter` oracle runs.
+    fn objects(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v = vec![("a", "sam3filter.json")];
+        if self.two_objects {
+            v.push(("b", "sam3filter_b.json"));
+        }
+        v
     }
 }
 
@@ -183,6 +203,26 @@ fn fixture(clip: &Clip) -> Fixture {
             a.extend(["--threads".into(), "1".into(), "--out".into(), t(out)]);
             common::run_python(orcl, &a);
         }
+        for (id, out) in clip.objects().into_iter().skip(1) {
+            let a: Vec<String> = [
+                vec![
+                    "--frames".into(),
+                    t(clip.name),
+                    "--ckpt".into(),
+                    t("ck_kf.pt"),
+                ],
+                vec![
+                    "--prompts".into(),
+                    t("prompts.json"),
+                    "--object".into(),
+                    id.into(),
+                ],
+                s(&["--sam3-filter", "--threads", "1", "--out"]),
+                vec![t(out)],
+            ]
+            .concat();
+            common::run_python(orcl, &a);
+        }
         // The frames as the oracle decoded them (PIL), losslessly for densam.
         let code = r#"
 import json, os, sys
@@ -241,24 +281,25 @@ impl ResultSink for Collect {
 }
 
 #[derive(Default)]
-struct Reads(BTreeMap<usize, ReadFrames>);
+struct Reads(BTreeMap<(usize, usize), ReadFrames>);
 impl Observer for Reads {
     fn raw_outputs(&mut self, _pass: Pass, t: ProcIdx, outs: &[RawOutput]) {
         for o in outs {
             if let Some(r) = &o.read {
-                self.0.insert(t.get(), r.clone());
+                self.0.insert((o.object, t.get()), r.clone());
             }
         }
     }
 }
 
-/// A Tracker API run of the fixture with `policy`: per frame the read-set and the mask.
-/// The masks are keyed by frame number: results are formatted in processing order (the head,
-/// then the reverse pass), and on the first prompted frame the later one is the output's.
-fn run_api(
-    fx: &Fixture,
-    policy: MemoryPolicy,
-) -> (BTreeMap<usize, ReadFrames>, BTreeMap<usize, Vec<u8>>) {
+/// Per (object, frame).
+type Masks = BTreeMap<(usize, usize), Vec<u8>>;
+
+/// A Tracker API run of the fixture with `policy`, all objects batched on every frame: per
+/// object and frame the read-set and the mask. The masks are keyed by frame number: results are
+/// formatted in processing order (the head, then the reverse pass), and on the first prompted
+/// frame the later one is the output's.
+fn run_api(fx: &Fixture, policy: MemoryPolicy) -> (BTreeMap<(usize, usize), ReadFrames>, Masks) {
     let video = VideoSource::open(&fx.dir.join("frames")).unwrap();
     let geo = VideoGeometry {
         num_frames: video.frame_count() as u64,
@@ -279,7 +320,7 @@ fn run_api(
     let spool = tempfile::tempdir().unwrap();
     let cfg = TrackerConfig {
         fill_hole_area: 0,
-        batch_objects: 1,
+        batch_objects: set.objects.len(),
         spool_dir: spool.path().to_path_buf(),
         memory_policy: policy,
         ..TrackerConfig::default()
@@ -295,19 +336,15 @@ fn run_api(
         assert!(b.tracked.len() <= 16, "{} tracked entries", b.tracked.len());
         assert!(b.tracked.values().filter(|e| e.features.is_some()).count() <= 7);
     }
-    let masks = sink
-        .0
-        .iter()
-        .map(|fr| {
-            let m = match fr.objects.first() {
-                Some(o) => Rle::from_counts(o.mask.height, o.mask.width, o.mask.counts.clone())
-                    .unwrap()
-                    .decode_row_major(),
-                None => Vec::new(),
-            };
-            (fr.number.get() as usize, m)
-        })
-        .collect();
+    let mut masks = Masks::new();
+    for fr in &sink.0 {
+        for o in &fr.objects {
+            let m = Rle::from_counts(o.mask.height, o.mask.width, o.mask.counts.clone())
+                .unwrap()
+                .decode_row_major();
+            masks.insert((o.object, fr.number.get() as usize), m);
+        }
+    }
     (obs.0, masks)
 }
 
@@ -343,19 +380,42 @@ fn sam3_reverse_pass_reads_past_the_least_head() {
     );
 }
 
-/// Runs the clip under `sam3` and checks it against the grafted oracle; returns the oracle's
-/// record.
+/// Runs the clip under `sam3` (its objects batched in one run) and checks each object against
+/// its own single-object run of the grafted oracle; returns object `a`'s oracle record.
 fn compare_with_oracle(clip: &Clip) -> serde_json::Value {
     let _heavy = common::one_heavy_run();
     let fx = fixture(clip);
-    let reference = read_json(&fx.dir.join("sam3filter.json"));
-    assert_eq!(reference["mf_threshold"].as_f64(), Some(0.01));
-    let recs = reference["frames"].as_array().unwrap();
     let policy = MemoryPolicy::Sam3 {
         mf_threshold: THRESHOLD,
         use_memory_selection: true,
     };
     let (reads, masks) = run_api(&fx, policy);
+    let mut first = None;
+    for (oi, (id, file)) in clip.objects().into_iter().enumerate() {
+        let reference = read_json(&fx.dir.join(file));
+        let dropped = check_object(&reference, oi, id, &reads, &masks);
+        if oi == 0 {
+            assert!(
+                dropped > 0,
+                "the calibration must make the filter drop frames"
+            );
+            first = Some(reference);
+        }
+    }
+    first.unwrap()
+}
+
+/// One object's read-sets, scores and masks against its oracle record; returns how many of
+/// its frames the filter dropped.
+fn check_object(
+    reference: &serde_json::Value,
+    oi: usize,
+    id: &str,
+    reads: &BTreeMap<(usize, usize), ReadFrames>,
+    masks: &Masks,
+) -> usize {
+    assert_eq!(reference["mf_threshold"].as_f64(), Some(0.01));
+    let recs = reference["frames"].as_array().unwrap();
     let osl: BTreeMap<i64, f64> = recs
         .iter()
         .map(|r| (r["frame"].as_i64().unwrap(), r["osl"].as_f64().unwrap()))
@@ -365,20 +425,23 @@ fn compare_with_oracle(clip: &Clip) -> serde_json::Value {
     let mut dropped = 0;
     for r in recs {
         let f = r["frame"].as_u64().unwrap() as usize;
-        let m = iou(&masks[&f], &decode_rle(&r["segmentation"]));
+        let m = iou(&masks[&(oi, f)], &decode_rle(&r["segmentation"]));
         min_iou = min_iou.min(m);
-        assert!(m >= GOAL_IOU, "frame {f}: mask IoU {m}");
+        assert!(m >= GOAL_IOU, "object {id} frame {f}: mask IoU {m}");
         if r["cond"].as_bool().unwrap() {
-            assert!(!reads.contains_key(&f), "frame {f} is a conditioning frame");
+            assert!(
+                !reads.contains_key(&(oi, f)),
+                "frame {f} is a conditioning frame"
+            );
             continue;
         }
         tracked += 1;
-        let ours = &reads[&f];
+        let ours = &reads[&(oi, f)];
         let want = r["eff_iou_score"].as_f64().unwrap();
         let got = ours.score.expect("sam3 stores a score") as f64;
         assert!(
             (got - want).abs() < 2e-5,
-            "frame {f}: score {got} vs {want}"
+            "object {id} frame {f}: score {got} vs {want}"
         );
         let mems = parse_list(&r["read_mem"]).unwrap();
         let ptrs = parse_list(&r["read_ptr"]).unwrap();
@@ -391,7 +454,7 @@ fn compare_with_oracle(clip: &Clip) -> serde_json::Value {
                 None => osl.get(b).is_some_and(|&o| o <= 0.0),
             });
         eprintln!(
-            "frame {f}: score {got:.5} (oracle {want:.5}) memories {:?} pointers {:?} IoU {m:.6}{}",
+            "{id} frame {f}: score {got:.5} (oracle {want:.5}) memories {:?} pointers {:?} IoU {m:.6}{}",
             ours.memories,
             ours.pointers,
             if same_mem && same_ptr {
@@ -406,7 +469,7 @@ fn compare_with_oracle(clip: &Clip) -> serde_json::Value {
             inconclusive += 1;
         } else {
             panic!(
-                "frame {f}: read-set memories {:?} pointers {:?}, oracle {} {}",
+                "object {id} frame {f}: read-set memories {:?} pointers {:?}, oracle {} {}",
                 ours.memories, ours.pointers, r["read_mem"], r["read_ptr"]
             );
         }
@@ -414,15 +477,12 @@ fn compare_with_oracle(clip: &Clip) -> serde_json::Value {
         dropped += (want <= THRESHOLD as f64) as usize;
     }
     eprintln!(
-        "sam3 filter vs oracle: read-sets matched {matched}/{tracked} tracked frames \
-         ({inconclusive} inconclusive), {dropped} frames filtered out, min mask IoU {min_iou:.6}"
-    );
-    assert!(
-        dropped > 0,
-        "the calibration must make the filter drop frames"
+        "object {id}: sam3 filter vs oracle: read-sets matched {matched}/{tracked} tracked \
+         frames ({inconclusive} inconclusive), {dropped} frames filtered out, min mask IoU \
+         {min_iou:.6}"
     );
     assert_eq!(matched + inconclusive, tracked);
-    reference
+    dropped
 }
 
 /// The same through the binary: `--memory-policy sam3` is recorded resolved in run.json and
