@@ -329,7 +329,11 @@ fn hd_epic_mask_prompts() {
     for (mid, frame, why) in [
         ("m-empty", 20, "mask is empty"),
         ("m-gone", 12, "m-gone.png"),
-        ("m-small", 16, "mask is 80x60, the video 160x120"),
+        (
+            "m-small",
+            16,
+            "declares 80x60 pixels where 160x120 (the video's) are expected",
+        ),
         ("m-bad", 30, "m-bad.png"),
     ] {
         let want = format!("mask `{mid}`, frame {frame}: ");

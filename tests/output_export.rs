@@ -93,7 +93,7 @@ fn davis_round_trip() {
             _ => 3,
         };
         for (n, objs) in &frames {
-            let p = read_index_png(&dir.join(format!("{n:05}.png"))).unwrap();
+            let p = read_index_png(&dir.join(format!("{n:05}.png")), None).unwrap();
             assert_eq!((p.height, p.width), (H, W));
             let mut want = vec![0u8; (H * W) as usize];
             let mut sorted: Vec<_> = objs.iter().collect();

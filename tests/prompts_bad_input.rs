@@ -303,3 +303,35 @@ fn fifos_devices_and_huge_files_are_refused_at_once() {
         assert!(!out.exists(), "{says}: created {}", out.display());
     }
 }
+
+/// Mask PNGs (HD-EPIC mask prompts, evaluation ground truth) are checked by the size their
+/// header declares before they are decoded: a small file declaring 30000x30000 is refused
+/// without allocating for it, naming the file and both sizes.
+#[test]
+fn mask_pngs_declaring_huge_sizes_are_refused_before_decoding() {
+    use densam::mask::png::{read_index_png, read_mask_png};
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.png");
+    std::fs::write(&bomb, common::png_declaring(30000, 30000)).unwrap();
+    for e in [
+        read_mask_png(&bomb, None).unwrap_err(),
+        read_index_png(&bomb, None).unwrap_err(),
+    ] {
+        let m = e.to_string();
+        assert!(
+            m.contains("bomb.png") && m.contains("declares 30000x30000 pixels, more than"),
+            "{m}"
+        );
+    }
+    let m = read_mask_png(&bomb, Some((1408, 1408)))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("1408x1408 (the video's) are expected"), "{m}");
+    // A declared size that fits is decoded (here its data is cut short: another error).
+    let small = dir.path().join("small.png");
+    std::fs::write(&small, common::png_declaring(64, 48)).unwrap();
+    let m = read_mask_png(&small, Some((64, 48)))
+        .unwrap_err()
+        .to_string();
+    assert!(!m.contains("declares"), "{m}");
+}

@@ -7,6 +7,8 @@
 // Without the `ffmpeg` feature only the tests that need no video file run.
 #![cfg_attr(not(feature = "ffmpeg"), allow(dead_code, unused_imports))]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -849,7 +851,7 @@ fn densam(args: &[&str]) -> std::process::Output {
 }
 
 fn read_png(p: &Path) -> RgbFrame {
-    densam::video::read_image(p).unwrap()
+    densam::video::read_image(p, None).unwrap()
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -1203,4 +1205,32 @@ fn frame_directory_without_ffmpeg() {
             Err(VideoError::NoFfmpeg { .. })
         ));
     }
+}
+
+/// A frame folder whose frame declares a huge size is refused from its header, before any
+/// decoding: as the first frame (the folder), and as a later frame (that frame, named).
+#[test]
+fn png_frames_declaring_huge_sizes_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("00000.png"), common::png_declaring(30000, 30000)).unwrap();
+    let e = VideoSource::open(&first).unwrap_err().to_string();
+    assert!(
+        e.contains("00000.png") && e.contains("declares 30000x30000"),
+        "{e}"
+    );
+    let later = dir.path().join("later");
+    std::fs::create_dir(&later).unwrap();
+    image::GrayImage::new(32, 24)
+        .save(later.join("00000.png"))
+        .unwrap();
+    std::fs::write(later.join("00001.png"), common::png_declaring(30000, 30000)).unwrap();
+    let v = VideoSource::open(&later).unwrap();
+    assert!(v.read_frame(0).is_ok());
+    let e = v.read_frame(1).unwrap_err().to_string();
+    assert!(
+        e.contains("declares 30000x30000 pixels where 32x24 (the video's) are expected"),
+        "{e}"
+    );
 }

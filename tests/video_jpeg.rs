@@ -195,7 +195,7 @@ fn check_against_pillow(pick: impl Fn(&str) -> bool) -> usize {
     for (name, size) in manifest().into_iter().filter(|(n, _)| pick(n)) {
         checked += 1;
         let path = fixtures().join(&name);
-        let got = read_image(&path);
+        let got = read_image(&path, None);
         match (size, got) {
             (Some((w, h)), Ok(frame)) => {
                 let want = std::fs::read(fixtures().join(format!("{name}.rgb"))).unwrap();
@@ -250,7 +250,7 @@ fn damaged_jpegs_fail_or_decode_as_in_pillow() {
     let n = check_against_pillow(|n| n.starts_with("bad_"));
     assert_eq!(n, 7);
     // The ones Pillow refuses are errors that name the file, not panics.
-    let e = read_image(&fixtures().join("bad_truncated.jpg")).unwrap_err();
+    let e = read_image(&fixtures().join("bad_truncated.jpg"), None).unwrap_err();
     assert!(e.to_string().contains("bad_truncated.jpg"), "{e}");
     assert!(e.to_string().contains("truncated"), "{e}");
 }
@@ -320,7 +320,7 @@ fn decode_speed_1408() {
             .fold(f64::INFINITY, f64::min)
     };
     let turbo = best(&|| {
-        std::hint::black_box(read_image(&path).unwrap());
+        std::hint::black_box(read_image(&path, None).unwrap());
     });
     let image_crate = best(&|| {
         std::hint::black_box(image::load_from_memory(&bytes).unwrap().into_rgb8());

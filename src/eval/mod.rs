@@ -432,7 +432,10 @@ fn evaluate_davis(result: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalE
     let mut frames = list_gt_frames(&opts.gt)?;
     // The objects of the first ground-truth frame are scored even where they are absent later
     // (as the reference counts objects on the first frame, also when it is not scored).
-    let first_objects: BTreeSet<u8> = read_index_png(&frames[0].1)?
+    let first = read_index_png(&frames[0].1, None)?;
+    // Every other frame must declare the first one's size (checked before it is decoded).
+    let gt_size = Some((first.width, first.height));
+    let first_objects: BTreeSet<u8> = first
         .data
         .into_iter()
         .filter(|&v| v != 0 && v != 255)
@@ -464,7 +467,7 @@ fn evaluate_davis(result: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalE
     let mut boxes_all = Vec::new();
     for (frame, path) in &frames {
         let what = format!("ground truth {}", path.display());
-        let gt = read_index_png(path)?;
+        let gt = read_index_png(path, gt_size)?;
         let d = Dims {
             height: gt.height as usize,
             width: gt.width as usize,
@@ -691,7 +694,7 @@ fn evaluate_hd_epic(result: &Path, opts: &EvalOptions) -> Result<EvalReport, Eva
             }
             let png = opts.gt.join(format!("{}.png", e.mask_id));
             if png.is_file() {
-                let gt = read_mask_png(&png)?;
+                let gt = read_mask_png(&png, None)?;
                 let d = Dims {
                     height: gt.height as usize,
                     width: gt.width as usize,

@@ -1,11 +1,35 @@
 //! Mask PNGs: DAVIS-style indexed (palette) PNGs read as their raw indices and written with
 //! the DAVIS palette, and binary mask PNGs (any colour type, nonzero = foreground), as HD-EPIC
-//! releases its masks. Errors name the file.
+//! releases its masks. Errors name the file. The size a PNG declares is checked before anything
+//! is allocated for its pixels: against the size the caller expects (the video's), and against
+//! [`MAX_PIXELS`] (a small file can declare a huge image).
 
 use png::{BitDepth, ColorType, Transformations};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
+
+/// The most pixels a PNG densam reads may declare: 8192 × 8192, above every video densam is
+/// meant for (8K UHD is 7680 × 4320).
+pub const MAX_PIXELS: u64 = 8192 * 8192;
+
+/// Checks a declared image size (before decoding) against `expect` and [`MAX_PIXELS`]; the
+/// message says what was declared and what was allowed.
+pub fn check_declared(w: u32, h: u32, expect: Option<(u32, u32)>) -> Result<(), String> {
+    if let Some((ew, eh)) = expect
+        && (w, h) != (ew, eh)
+    {
+        return Err(format!(
+            "declares {w}x{h} pixels where {ew}x{eh} (the video's) are expected"
+        ));
+    }
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(format!(
+            "declares {w}x{h} pixels, more than densam reads ({MAX_PIXELS} pixels, 8192x8192)"
+        ));
+    }
+    Ok(())
+}
 
 /// A mask PNG that cannot be read or written: the file and why.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +80,18 @@ fn io(path: &Path, e: std::io::Error) -> PngError {
 
 /// Reads a PNG as raw samples without palette expansion: one value per pixel for indexed and
 /// grey images (the index / grey level; 16-bit samples keep their high byte), or `channels`
-/// interleaved values for RGB(A) / grey-alpha. Returns (plane data, channels).
-fn read_raw(path: &Path) -> Result<(Plane, usize, ColorType), PngError> {
+/// interleaved values for RGB(A) / grey-alpha. Returns (plane data, channels). The declared
+/// size is checked first ([`check_declared`]).
+fn read_raw(
+    path: &Path,
+    expect: Option<(u32, u32)>,
+) -> Result<(Plane, usize, ColorType), PngError> {
     let f = File::open(path).map_err(|e| io(path, e))?;
     let mut dec = png::Decoder::new(BufReader::new(f));
     dec.set_transformations(Transformations::IDENTITY);
     let mut reader = dec.read_info().map_err(|e| err(path, e))?;
+    let (dw, dh) = (reader.info().width, reader.info().height);
+    check_declared(dw, dh, expect).map_err(|m| err(path, m))?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| err(path, "image too large"))?;
@@ -108,8 +138,9 @@ fn read_raw(path: &Path) -> Result<(Plane, usize, ColorType), PngError> {
 
 /// Reads an object-index PNG (DAVIS annotations): palette indices, or grey levels of a
 /// greyscale PNG. Colour PNGs are refused (their colours cannot be mapped to objects).
-pub fn read_index_png(path: &Path) -> Result<Plane, PngError> {
-    let (plane, channels, ct) = read_raw(path)?;
+/// `expect`: the size it must have, checked before decoding.
+pub fn read_index_png(path: &Path, expect: Option<(u32, u32)>) -> Result<Plane, PngError> {
+    let (plane, channels, ct) = read_raw(path, expect)?;
     if channels != 1 {
         return Err(err(
             path,
@@ -121,8 +152,9 @@ pub fn read_index_png(path: &Path) -> Result<Plane, PngError> {
 
 /// Reads a binary mask PNG of any colour type as 0/1 (foreground = any nonzero colour
 /// channel; alpha is ignored except in grey-alpha / RGBA images with all-zero colour).
-pub fn read_mask_png(path: &Path) -> Result<Plane, PngError> {
-    let (plane, channels, ct) = read_raw(path)?;
+/// `expect`: the size it must have, checked before decoding.
+pub fn read_mask_png(path: &Path, expect: Option<(u32, u32)>) -> Result<Plane, PngError> {
+    let (plane, channels, ct) = read_raw(path, expect)?;
     let colour = match ct {
         ColorType::GrayscaleAlpha => 1,
         ColorType::Rgba => 3,

@@ -244,17 +244,8 @@ pub struct HdEpicPrompts {
 
 /// Reads `<dir>/<mask_id>.png` as a mask prompt (COCO runs), or says why it cannot be used.
 fn load_mask(path: &Path, video_size: Option<(u32, u32)>) -> Result<CocoRle, String> {
-    let plane = crate::mask::png::read_mask_png(path).map_err(|e| e.to_string())?;
-    if let Some((w, h)) = video_size
-        && (plane.width, plane.height) != (w, h)
-    {
-        return Err(format!(
-            "{}: mask is {}x{}, the video {w}x{h}",
-            path.display(),
-            plane.width,
-            plane.height
-        ));
-    }
+    // The declared size is checked against the video's before the pixels are decoded.
+    let plane = crate::mask::png::read_mask_png(path, video_size).map_err(|e| e.to_string())?;
     if plane.data.iter().all(|&v| v == 0) {
         return Err(format!("{}: mask is empty", path.display()));
     }
@@ -500,7 +491,11 @@ mod tests {
         let all = p.warnings.join("\n");
         for (id, frame, why) in [
             ("m-empty", 4, "mask is empty"),
-            ("m-small", 5, "mask is 20x15, the video 40x30"),
+            (
+                "m-small",
+                5,
+                "declares 20x15 pixels where 40x30 (the video's) are expected",
+            ),
             ("m-bad", 6, "m-bad.png"),
             ("m-gone", 7, "m-gone.png"),
         ] {

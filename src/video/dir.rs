@@ -45,25 +45,48 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, VideoError> {
     std::fs::read(path).map_err(|e| image_err(path, e))
 }
 
+/// The size an image file declares in its header (nothing decoded), checked against
+/// [`crate::mask::png::MAX_PIXELS`].
 fn dimensions(path: &Path) -> Result<(usize, usize), VideoError> {
     let bytes = read_bytes(path)?;
-    if jpeg::is_jpeg(&bytes) {
-        return jpeg::dimensions(&bytes).map_err(|e| image_err(path, e));
-    }
-    let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| image_err(path, e))?
-        .into_dimensions()
-        .map_err(|e| image_err(path, e))?;
-    Ok((w as usize, h as usize))
+    declared(path, &bytes, None)
+}
+
+/// The size in the header of an image file's `bytes`, checked against `expect` and the pixel
+/// limit ([`crate::mask::png::check_declared`]) before anything is decoded.
+fn declared(
+    path: &Path,
+    bytes: &[u8],
+    expect: Option<(usize, usize)>,
+) -> Result<(usize, usize), VideoError> {
+    let (w, h) = if jpeg::is_jpeg(bytes) {
+        jpeg::dimensions(bytes).map_err(|e| image_err(path, e))?
+    } else {
+        let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| image_err(path, e))?
+            .into_dimensions()
+            .map_err(|e| image_err(path, e))?;
+        (w as usize, h as usize)
+    };
+    let as_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    crate::mask::png::check_declared(
+        as_u32(w),
+        as_u32(h),
+        expect.map(|(ew, eh)| (as_u32(ew), as_u32(eh))),
+    )
+    .map_err(|m| image_err(path, m))?;
+    Ok((w, h))
 }
 
 /// Reads one image file as packed RGB24: the pixels of Pillow's `Image.open(path).convert("RGB")`
 /// (what SAM 2's loader reads) for JPEG files and PNGs of every colour type and depth: alpha
 /// dropped, grey and palettes expanded, 16-bit samples reduced as Pillow reduces them (see
-/// [`pillow_rgb`]).
-pub fn read_image(path: &Path) -> Result<RgbFrame, VideoError> {
+/// [`pillow_rgb`]). `expect`: the size (width, height) it must have; the size its header
+/// declares is checked before it is decoded.
+pub fn read_image(path: &Path, expect: Option<(usize, usize)>) -> Result<RgbFrame, VideoError> {
     let bytes = read_bytes(path)?;
+    declared(path, &bytes, expect)?;
     if jpeg::is_jpeg(&bytes) {
         return jpeg::decode_rgb(&bytes).map_err(|e| image_err(path, e));
     }
@@ -215,7 +238,8 @@ impl DirIndex {
 
     fn read_frame(&self, n: usize) -> Result<Frame, VideoError> {
         let file = &self.files[n];
-        let rgb = read_image(file).map_err(|e| VideoError::CorruptFrame {
+        let expect = (self.info.width, self.info.height);
+        let rgb = read_image(file, Some(expect)).map_err(|e| VideoError::CorruptFrame {
             path: self.path.clone(),
             frame: n,
             reason: e.to_string(),
