@@ -390,3 +390,40 @@ fn video_ids_that_are_paths_are_usage_errors_before_anything_is_created() {
         assert!(!out.exists(), "{bad:?} created {}", out.display());
     }
 }
+
+/// On the CPU the masks' last bits depend on libtorch's thread count: it is recorded, and a
+/// checkpoint or a finished result of another count is not resumed or kept (the message says
+/// which OMP_NUM_THREADS to set); with that count the run goes on as before.
+#[test]
+fn another_cpu_thread_count_is_refused_with_the_count_to_set() {
+    let _g = one_heavy_run();
+    let dir = tempfile::tempdir().unwrap();
+    let man: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kept().join("run.json")).unwrap()).unwrap();
+    assert_eq!(man["params"]["cpu_threads"], 1, "{}", man["params"]);
+    // The finished result.
+    let done = dir.path().join("done");
+    std::fs::create_dir_all(&done).unwrap();
+    for name in ["run.json", "dense_annotations_frames.jsonl"] {
+        std::fs::copy(kept().join(name), done.join(name)).unwrap();
+    }
+    let o = densam(&args(&done, &[]), &[("OMP_NUM_THREADS", "2")]);
+    assert_exit_says(&o, Some(4), "cpu_threads: 1 -> 2");
+    assert!(
+        stderr(&o).contains("set OMP_NUM_THREADS=1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = densam(&args(&done, &[]), &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    // A checkpoint.
+    let out = resumable(dir.path());
+    let o = densam(&args(&out, &[]), &[("OMP_NUM_THREADS", "2")]);
+    assert_exit_says(&o, Some(4), "set OMP_NUM_THREADS=1");
+    let o = densam(&args(&out, &[]), &[]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(out.join("dense_annotations_frames.jsonl")).unwrap(),
+        std::fs::read(kept().join("dense_annotations_frames.jsonl")).unwrap()
+    );
+}

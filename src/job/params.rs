@@ -30,6 +30,11 @@ pub struct RunParams {
     /// The model checkpoint (canonical path) and its size in bytes.
     pub checkpoint: PathBuf,
     pub checkpoint_bytes: u64,
+    /// On the CPU, libtorch's intra-op threads (`OMP_NUM_THREADS`, else the cores): reductions
+    /// split by thread, so the masks' last bits depend on it. Absent on a GPU, and in records
+    /// of earlier versions (which then match any count, as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<usize>,
     /// The device as `tch` names it (`Cpu`, `Cuda(0)`).
     pub device: String,
     pub dtype: Precision,
@@ -100,6 +105,8 @@ impl RunParams {
             batch_objects_auto: ta.batch_objects == BatchObjects::Auto,
             checkpoint: std::fs::canonicalize(ckpt).unwrap_or(ckpt.clone()),
             checkpoint_bytes: ckpt_meta.len(),
+            cpu_threads: (device == tch::Device::Cpu)
+                .then(|| usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)),
             device: format!("{device:?}"),
             dtype: ta.dtype,
             fill_hole_area: ta.fill_hole_area,
@@ -129,6 +136,24 @@ impl RunParams {
                 warm_from: w.warm_from,
             }),
         })
+    }
+
+    /// Over a record of an earlier version, which did not record the CPU threads: drops ours, so
+    /// that it compares as it did then.
+    pub fn adopt_unrecorded_threads(&mut self, recorded: &RunParams) {
+        if recorded.cpu_threads.is_none() {
+            self.cpu_threads = None;
+        }
+    }
+
+    /// A hint for a difference in CPU threads (empty if there is none): how to resume.
+    pub fn threads_hint(&self, recorded: &RunParams) -> String {
+        match (recorded.cpu_threads, self.cpu_threads) {
+            (Some(theirs), Some(ours)) if theirs != ours => format!(
+                "; it ran with {theirs} CPU threads, this run has {ours}: set OMP_NUM_THREADS={theirs}"
+            ),
+            _ => String::new(),
+        }
     }
 
     /// `--batch-objects auto` again, over a checkpoint or finished result of an `auto` run with
@@ -192,6 +217,7 @@ pub(crate) mod tests {
             batch_objects_auto: false,
             checkpoint: "/m/model.pt".into(),
             checkpoint_bytes: 156000151,
+            cpu_threads: None,
             device: "Cpu".into(),
             dtype: Precision::Fp32,
             fill_hole_area: 8,
@@ -266,6 +292,28 @@ pub(crate) mod tests {
             q.diff(&p),
             [r#"memory_policy: - -> "sam3:mf_threshold=0.01,use_memory_selection=true""#]
         );
+    }
+
+    #[test]
+    fn cpu_threads_recorded_compared_and_unknown_in_earlier_records() {
+        let old = sample();
+        let mut ours = sample();
+        ours.cpu_threads = Some(4);
+        let text = serde_json::to_string(&ours).unwrap();
+        assert!(text.contains(r#""checkpoint_bytes":156000151,"cpu_threads":4,"device""#));
+        // An earlier record (no count) matches any count, as it did.
+        let mut a = ours.clone();
+        a.adopt_unrecorded_threads(&old);
+        assert_eq!(a, old);
+        // A recorded count must match; the hint says how.
+        let mut theirs = sample();
+        theirs.cpu_threads = Some(2);
+        let mut b = ours.clone();
+        b.adopt_unrecorded_threads(&theirs);
+        assert_ne!(b, theirs);
+        assert_eq!(b.diff(&theirs), ["cpu_threads: 2 -> 4"]);
+        assert!(b.threads_hint(&theirs).contains("set OMP_NUM_THREADS=2"));
+        assert!(ours.threads_hint(&ours).is_empty());
     }
 
     #[test]

@@ -64,9 +64,10 @@ pub fn decide(paths: &OutPaths, params: &mut RunParams, restart: bool) -> Result
         if let Some(p) = &theirs
             && !restart
         {
+            params.adopt_unrecorded_threads(p);
             params.adopt_auto_batch(p);
         }
-        let same = theirs.is_some_and(|p| p == *params);
+        let same = theirs.as_ref().is_some_and(|p| p == params);
         if r.complete() && same && !restart {
             return Ok(Start::AlreadyComplete {
                 failed_frames: r.failed_frames,
@@ -74,7 +75,10 @@ pub fn decide(paths: &OutPaths, params: &mut RunParams, restart: bool) -> Result
         }
         if !restart {
             let diff = match &r.params {
-                Some(p) => params.diff_recorded(p).join("; "),
+                Some(p) => {
+                    let hint = theirs.as_ref().map(|t| params.threads_hint(t));
+                    params.diff_recorded(p).join("; ") + &hint.unwrap_or_default()
+                }
                 None => "no readable run.json".into(),
             };
             return Err(JobError::Checkpoint(format!(
@@ -109,13 +113,15 @@ pub fn decide(paths: &OutPaths, params: &mut RunParams, restart: bool) -> Result
     if restart {
         return Ok(Start::Fresh);
     }
+    params.adopt_unrecorded_threads(&meta.params);
     params.adopt_auto_batch(&meta.params);
     if meta.params != *params {
         return Err(JobError::Checkpoint(format!(
-            "{} holds a checkpoint made with other parameters ({}); re-run with the same \
+            "{} holds a checkpoint made with other parameters ({}{}); re-run with the same \
              options to resume, or use --restart to discard it",
             paths.dir.display(),
-            params.diff(&meta.params).join("; ")
+            params.diff(&meta.params).join("; "),
+            params.threads_hint(&meta.params)
         )));
     }
     let crc = state::verify_output(&paths.partial, meta)?;
