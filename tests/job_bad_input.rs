@@ -427,3 +427,75 @@ fn another_cpu_thread_count_is_refused_with_the_count_to_set() {
         std::fs::read(kept().join("dense_annotations_frames.jsonl")).unwrap()
     );
 }
+
+/// What a run is checked against identifies content, not path and size: another video of the
+/// same size and length at the same path, or other weights of the same byte size at the same
+/// path, are other parameters (exit 4, named), never "complete: nothing to do" or a resume.
+#[test]
+fn swapped_video_or_weights_of_the_same_size_are_other_inputs() {
+    let _g = one_heavy_run();
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for e in std::fs::read_dir(&fx.frames).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), frames.join(e.file_name())).unwrap();
+    }
+    let ckpt = dir.path().join("model.pt");
+    std::fs::copy(&fx.ckpt, &ckpt).unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        let a = common::annotate_args(
+            &frames,
+            &fx.prompts,
+            &ckpt,
+            &out,
+            &[
+                "--image-size",
+                "256",
+                "--device",
+                "cpu",
+                "--fill-hole-area",
+                "0",
+                "--quiet",
+            ],
+        );
+        densam(&a, &[])
+    };
+    let o = run();
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let man: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert!(
+        man["params"]["video_fingerprint"].is_string(),
+        "{}",
+        man["params"]
+    );
+    assert!(
+        man["params"]["checkpoint_fnv1a"].is_string(),
+        "{}",
+        man["params"]
+    );
+    // Another frame 5 of the same size (another video of the same size and length).
+    let f5 = frames.join("00005.png");
+    let original = std::fs::read(&f5).unwrap();
+    std::fs::copy(frames.join("00006.png"), &f5).unwrap();
+    let o = run();
+    assert_exit_says(&o, Some(4), "video_fingerprint");
+    std::fs::write(&f5, &original).unwrap();
+    let o = run();
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).is_empty() || !stderr(&o).contains("error"),
+        "{}",
+        stderr(&o)
+    );
+    // Weights of the same byte size: one byte of the middle of the file changed.
+    let mut w = std::fs::read(&ckpt).unwrap();
+    let mid = w.len() / 2;
+    w[mid] ^= 0x01;
+    std::fs::write(&ckpt, &w).unwrap();
+    let o = run();
+    assert_exit_says(&o, Some(4), "checkpoint_fnv1a");
+}

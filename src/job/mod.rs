@@ -738,9 +738,7 @@ fn record<'a>(run: &Run<'a>, tracker: &Tracker<'_>, this_run: manifest::ThisRun)
             version: model.config.version,
             image_size: model.config.image_size,
             checkpoint: &args.input.checkpoint,
-            checkpoint_fnv1a: crate::hash::fnv1a_file(&args.input.checkpoint)
-                .ok()
-                .map(|h| h.hex()),
+            checkpoint_fnv1a: params.checkpoint_fnv1a.clone(),
         },
         device: format!("{device:?}"),
         dtype: ta.dtype,

@@ -30,6 +30,10 @@ pub struct RunParams {
     /// The model checkpoint (canonical path) and its size in bytes.
     pub checkpoint: PathBuf,
     pub checkpoint_bytes: u64,
+    /// FNV-1a of the checkpoint's bytes: other weights of the same size are another model.
+    /// Absent in records of earlier versions (which then match, as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_fnv1a: Option<String>,
     /// On the CPU, libtorch's intra-op threads (`OMP_NUM_THREADS`, else the cores): reductions
     /// split by thread, so the masks' last bits depend on it. Absent on a GPU, and in records
     /// of earlier versions (which then match any count, as they did).
@@ -59,6 +63,10 @@ pub struct RunParams {
     pub track_stride: u64,
     /// The video (canonical path), its frame count, size and id.
     pub video: PathBuf,
+    /// [`crate::hash::sample_fingerprint`] of the video: another video of the same size and
+    /// length at the same path is another input. Absent in records of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_fingerprint: Option<String>,
     pub video_frames: u64,
     pub video_id: String,
     pub video_scale_factor: f64,
@@ -105,6 +113,13 @@ impl RunParams {
             batch_objects_auto: ta.batch_objects == BatchObjects::Auto,
             checkpoint: std::fs::canonicalize(ckpt).unwrap_or(ckpt.clone()),
             checkpoint_bytes: ckpt_meta.len(),
+            checkpoint_fnv1a: Some(
+                crate::hash::fnv1a_file(ckpt)
+                    .map_err(|e| {
+                        JobError::Model(format!("model checkpoint {}: {e}", ckpt.display()))
+                    })?
+                    .hex(),
+            ),
             cpu_threads: (device == tch::Device::Cpu)
                 .then(|| usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)),
             device: format!("{device:?}"),
@@ -125,6 +140,11 @@ impl RunParams {
             static_shapes: ta.static_shapes,
             track_stride,
             video: std::fs::canonicalize(&job.video_path).unwrap_or(job.video_path.clone()),
+            video_fingerprint: Some(
+                crate::hash::sample_fingerprint(&job.video_path)
+                    .map_err(|e| JobError::Input(format!("{}: {e}", job.video_path.display())))?
+                    .hex(),
+            ),
             video_frames: job.geo.num_frames,
             video_id: job.video_id.clone(),
             video_scale_factor: ta.video_scale_factor,
@@ -138,11 +158,18 @@ impl RunParams {
         })
     }
 
-    /// Over a record of an earlier version, which did not record the CPU threads: drops ours, so
-    /// that it compares as it did then.
-    pub fn adopt_unrecorded_threads(&mut self, recorded: &RunParams) {
+    /// Over a record of an earlier version, which did not record the CPU threads or the
+    /// checkpoint's and video's content: drops ours of those it lacks, so that it compares as it
+    /// did then.
+    pub fn adopt_unrecorded(&mut self, recorded: &RunParams) {
         if recorded.cpu_threads.is_none() {
             self.cpu_threads = None;
+        }
+        if recorded.checkpoint_fnv1a.is_none() {
+            self.checkpoint_fnv1a = None;
+        }
+        if recorded.video_fingerprint.is_none() {
+            self.video_fingerprint = None;
         }
     }
 
@@ -217,6 +244,7 @@ pub(crate) mod tests {
             batch_objects_auto: false,
             checkpoint: "/m/model.pt".into(),
             checkpoint_bytes: 156000151,
+            checkpoint_fnv1a: None,
             cpu_threads: None,
             device: "Cpu".into(),
             dtype: Precision::Fp32,
@@ -232,6 +260,7 @@ pub(crate) mod tests {
             static_shapes: false,
             track_stride: 1,
             video: "/tmp/jobc/clip.mp4".into(),
+            video_fingerprint: None,
             video_frames: 30,
             video_id: "clip".into(),
             video_scale_factor: 1.0,
@@ -303,13 +332,13 @@ pub(crate) mod tests {
         assert!(text.contains(r#""checkpoint_bytes":156000151,"cpu_threads":4,"device""#));
         // An earlier record (no count) matches any count, as it did.
         let mut a = ours.clone();
-        a.adopt_unrecorded_threads(&old);
+        a.adopt_unrecorded(&old);
         assert_eq!(a, old);
         // A recorded count must match; the hint says how.
         let mut theirs = sample();
         theirs.cpu_threads = Some(2);
         let mut b = ours.clone();
-        b.adopt_unrecorded_threads(&theirs);
+        b.adopt_unrecorded(&theirs);
         assert_ne!(b, theirs);
         assert_eq!(b.diff(&theirs), ["cpu_threads: 2 -> 4"]);
         assert!(b.threads_hint(&theirs).contains("set OMP_NUM_THREADS=2"));

@@ -64,7 +64,7 @@ pub fn decide(paths: &OutPaths, params: &mut RunParams, restart: bool) -> Result
         if let Some(p) = &theirs
             && !restart
         {
-            params.adopt_unrecorded_threads(p);
+            params.adopt_unrecorded(p);
             params.adopt_auto_batch(p);
         }
         let same = theirs.as_ref().is_some_and(|p| p == params);
@@ -113,7 +113,7 @@ pub fn decide(paths: &OutPaths, params: &mut RunParams, restart: bool) -> Result
     if restart {
         return Ok(Start::Fresh);
     }
-    params.adopt_unrecorded_threads(&meta.params);
+    params.adopt_unrecorded(&meta.params);
     params.adopt_auto_batch(&meta.params);
     if meta.params != *params {
         return Err(JobError::Checkpoint(format!(
