@@ -184,6 +184,11 @@ fn sam3_checkpoint(obj_bias: &str) -> PathBuf {
 fn fixture() -> PathBuf {
     let script = oracle_script();
     let cs = cases();
+    // The checkpoints first: a fixture cannot be made while another one is being made.
+    let checkpoints: BTreeMap<&str, PathBuf> = cs
+        .iter()
+        .map(|c| (c.obj_bias, sam3_checkpoint(c.obj_bias)))
+        .collect();
     let mut args = vec![format!("frames {FRAMES}"), format!("size {IMAGE_SIZE}")];
     for c in &cs {
         args.push(format!(
@@ -212,7 +217,7 @@ fn fixture() -> PathBuf {
                     &[
                         "track".into(),
                         "--checkpoint".into(),
-                        sam3_checkpoint(c.obj_bias).display().to_string(),
+                        checkpoints[c.obj_bias].display().to_string(),
                         "--frames".into(),
                         t("clip"),
                         "--prompts".into(),
