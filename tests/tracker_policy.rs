@@ -38,30 +38,7 @@ const MARGIN: f64 = 1e-4;
 
 /// The shared oracles folder.
 fn oracles() -> PathBuf {
-    let p = match std::env::var_os("DENSAM_ORACLES") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => {
-            let beside = common::repo_root().join("../shared/oracles");
-            // A git worktree: beside the main checkout.
-            let main = Command::new("git")
-                .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
-                .current_dir(common::repo_root())
-                .output()
-                .ok()
-                .and_then(|o| String::from_utf8(o.stdout).ok())
-                .map(|s| PathBuf::from(s.trim()).join("../../shared/oracles"));
-            match main {
-                Some(m) if !beside.is_dir() && m.is_dir() => m,
-                _ => beside,
-            }
-        }
-    };
-    assert!(
-        p.join("memsel/official_oracle.py").is_file(),
-        "the memsel oracles are not at {} (set DENSAM_ORACLES)",
-        p.display()
-    );
-    p
+    common::oracles("memsel/official_oracle.py")
 }
 
 /// A test clip of `make_inputs.py` (its moving square) with one box prompt, and optionally a

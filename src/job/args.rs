@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use super::JobError;
+use crate::model::config::Family;
 use crate::model::device::DeviceChoice;
 use crate::model::layers::Precision;
 pub use crate::prompts::hd_epic::HdEpicPromptKind;
@@ -68,12 +69,14 @@ pub struct InputArgs {
 /// The tracking parameters (all of them change the results, so a checkpoint records them).
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct TrackArgs {
-    /// Model input size (a multiple of 64 in 256..=1024).
-    #[arg(long, default_value_t = 1024, value_parser = checked(rules::image_size))]
-    pub image_size: i64,
-    /// Fill background holes of at most this many low-res pixels (official 8; 0 = off).
-    #[arg(long, default_value_t = 8)]
-    pub fill_hole_area: i64,
+    /// Model input size. SAM 2 / 2.1: a multiple of 64 in 256..=1024 (default 1024); SAM 3: a
+    /// multiple of 14 in 336..=1008 (default 1008).
+    #[arg(long, value_parser = checked(rules::image_size))]
+    pub image_size: Option<i64>,
+    /// Fill background holes of at most this many low-res pixels; 0 = off. Default: the
+    /// model's own (SAM 2 / 2.1: 8, SAM 3: 0).
+    #[arg(long)]
+    pub fill_hole_area: Option<i64>,
     /// Process every N-th frame (plus every written and prompted frame).
     #[arg(long, default_value_t = 1, value_parser = checked(rules::at_least_one))]
     pub track_stride: u64,
@@ -89,10 +92,10 @@ pub struct TrackArgs {
     #[arg(long, alias = "video_scale_factor", default_value_t = 1.0, allow_negative_numbers = true,
           value_parser = checked(rules::scale_factor))]
     pub video_scale_factor: f64,
-    /// Attend to at most N conditioning frames, the temporally closest (-1 = all).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true,
-          value_parser = checked(rules::max_cond_frames))]
-    pub max_cond_frames: i64,
+    /// Attend to at most N conditioning frames, the temporally closest (-1 = all). Default: the
+    /// model's own (SAM 2 / 2.1: -1, SAM 3: 4).
+    #[arg(long, allow_negative_numbers = true, value_parser = checked(rules::max_cond_frames))]
+    pub max_cond_frames: Option<i64>,
     /// Which processed frames each object is tracked on. `video`: all of them, as SAM 2 does.
     /// `prompts`: only from its first prompt minus --span-margin to its last prompt plus
     /// --span-margin; frames where no object is tracked are not decoded or run through the
@@ -114,10 +117,10 @@ pub struct TrackArgs {
     /// Which stored frames each tracked frame reads: `sam2` (the official SAM 2.1 rule) or
     /// `sam3[:mf_threshold=T]` (SAM 3's frame filter: only frames whose memory score
     /// `(osl > 0 ? 2σ(osl) − 1 : 0) · IoU` is above T, default 0.01, are read; needs
-    /// --memory-temporal-stride 1). See docs/sam2-inference.md §7.14.
-    #[arg(long, value_name = "NAME[:key=value,...]", default_value = "sam2",
-          value_parser = checked(rules::memory_policy))]
-    pub memory_policy: MemoryPolicy,
+    /// --memory-temporal-stride 1). See docs/sam2-inference.md §7.14. Default: the model's
+    /// own (SAM 2 / 2.1: sam2, SAM 3: sam3).
+    #[arg(long, value_name = "NAME[:key=value,...]", value_parser = checked(rules::memory_policy))]
+    pub memory_policy: Option<MemoryPolicy>,
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -201,6 +204,49 @@ impl serde::Serialize for BatchObjects {
 }
 
 impl TrackArgs {
+    /// Fills the options left to the model with `family`'s values and checks the image size
+    /// against the family's rule (a usage error naming the option and the rule).
+    pub fn resolve_for(&mut self, family: Family) -> Result<(), JobError> {
+        let s = *self
+            .image_size
+            .get_or_insert_with(|| family.default_image_size());
+        family
+            .check_image_size(s)
+            .map_err(|e| JobError::Usage(format!("--image-size: {e}")))?;
+        self.fill_hole_area
+            .get_or_insert_with(|| family.default_fill_hole_area());
+        self.max_cond_frames
+            .get_or_insert_with(|| family.default_max_cond_frames());
+        self.memory_policy.get_or_insert_with(|| match family {
+            Family::Sam2 => MemoryPolicy::Sam2,
+            Family::Sam3 => MemoryPolicy::sam3(),
+        });
+        Ok(())
+    }
+
+    /// The model input size ([`Self::resolve_for`] sets it; SAM 2's default before).
+    pub fn image_size(&self) -> i64 {
+        self.image_size
+            .unwrap_or_else(|| Family::Sam2.default_image_size())
+    }
+
+    /// `--fill-hole-area` as resolved (SAM 2's default before [`Self::resolve_for`]).
+    pub fn fill_hole_area(&self) -> i64 {
+        self.fill_hole_area
+            .unwrap_or_else(|| Family::Sam2.default_fill_hole_area())
+    }
+
+    /// `--max-cond-frames` as resolved (SAM 2's default before [`Self::resolve_for`]).
+    pub fn max_cond_frames(&self) -> i64 {
+        self.max_cond_frames
+            .unwrap_or_else(|| Family::Sam2.default_max_cond_frames())
+    }
+
+    /// `--memory-policy` as resolved (`sam2` before [`Self::resolve_for`]).
+    pub fn memory_policy(&self) -> MemoryPolicy {
+        self.memory_policy.unwrap_or(MemoryPolicy::Sam2)
+    }
+
     /// (track stride, frame interval) after the seed's `--frame_interval`.
     pub fn strides(&self) -> (u64, u64) {
         match self.seed_frame_interval {
@@ -265,7 +311,7 @@ pub struct JobArgs {
 pub mod rules {
     /// A model input size: a multiple of 64 in 256..=1024.
     pub fn image_size(v: &i64) -> Result<(), String> {
-        crate::model::config::check_image_size(*v).map_err(|e| e.to_string())
+        crate::model::config::check_image_size_any(*v).map_err(|e| e.to_string())
     }
 
     /// A stride or interval in frames: at least 1.
@@ -373,7 +419,10 @@ impl AnnotateJobArgs {
     pub fn validate(&self) -> Result<(), JobError> {
         let (t, j) = (&self.track, &self.job);
         let checks = [
-            ("--image-size", rules::image_size(&t.image_size)),
+            (
+                "--image-size",
+                t.image_size.as_ref().map_or(Ok(()), rules::image_size),
+            ),
             ("--track-stride", rules::at_least_one(&t.track_stride)),
             ("--frame-interval", rules::at_least_one(&t.frame_interval)),
             (
@@ -388,7 +437,9 @@ impl AnnotateJobArgs {
             ),
             (
                 "--max-cond-frames",
-                rules::max_cond_frames(&t.max_cond_frames),
+                t.max_cond_frames
+                    .as_ref()
+                    .map_or(Ok(()), rules::max_cond_frames),
             ),
             ("--span-margin", rules::non_negative(&t.span_margin)),
             (
@@ -398,7 +449,7 @@ impl AnnotateJobArgs {
             ("--batch-objects", rules::batch_objects(&t.batch_objects)),
             (
                 "--memory-policy",
-                if t.memory_policy.ranked().is_none() || t.memory_temporal_stride == 1 {
+                if t.memory_policy().ranked().is_none() || t.memory_temporal_stride == 1 {
                     Ok(())
                 } else {
                     Err(

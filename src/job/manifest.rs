@@ -92,7 +92,10 @@ pub struct VideoRecord<'a> {
 /// The model as loaded.
 #[derive(Debug, Serialize)]
 pub struct ModelRecord<'a> {
-    pub size: crate::model::config::ModelSize,
+    pub family: crate::model::config::Family,
+    /// The SAM 2 size (SAM 3 has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<crate::model::config::ModelSize>,
     pub version: crate::model::config::Sam2Version,
     pub image_size: i64,
     pub checkpoint: &'a Path,

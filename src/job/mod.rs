@@ -272,6 +272,13 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     fault::at(fault::Point::Start);
     let t0 = Instant::now();
     args.validate()?;
+    // The options left to the model take its family's values (known from the checkpoint's keys).
+    let family = crate::model::checkpoint::family_of(&args.input.checkpoint)
+        .map_err(|e| JobError::Model(e.to_string()))?;
+    let mut resolved = args.clone();
+    resolved.track.resolve_for(family)?;
+    let args = &resolved;
+    args.validate()?;
     let job = prepare::prepare(args)?;
     if let Some(o) = stopped_early("reading the inputs") {
         return Ok(o);
@@ -315,7 +322,7 @@ pub fn run(args: &AnnotateJobArgs) -> Result<Outcome, JobError> {
     }
     resume::tidy(&paths, &start, args.job.restart);
     fault::at(fault::Point::ModelLoad);
-    let model = Sam2Model::load(&args.input.checkpoint, device, args.track.image_size)
+    let model = Sam2Model::load(&args.input.checkpoint, device, args.track.image_size())
         .map_err(|e| JobError::Model(e.to_string()))?
         .with_precision(args.track.dtype);
     if let Some(o) = stopped_early("loading the model") {
@@ -351,9 +358,9 @@ fn batch_choice(
         return None;
     }
     let ta = &args.track;
-    let cond_frames = job.prompts.most_conditioning_frames(ta.max_cond_frames);
+    let cond_frames = job.prompts.most_conditioning_frames(ta.max_cond_frames());
     let footprint = batch::Footprint {
-        image_size: ta.image_size,
+        image_size: ta.image_size(),
         video_size: [job.geo.width, job.geo.height],
         objects: job.prompts.objects.len(),
         cond_frames,
@@ -412,7 +419,7 @@ fn new_tracker<'m>(
     }
     let (geo, c) = (&job.geo, &model.config);
     tracing::info!(
-        "video {} ({}): {}x{}, {} frames at {:.3} fps; {} object(s); model {:?} {:?} at {}; \
+        "video {} ({}): {}x{}, {} frames at {:.3} fps; {} object(s); model {} at {}; \
          device {:?}; {} processed frames; windows of {} frames",
         job.video_id,
         job.video_path.display(),
@@ -421,8 +428,7 @@ fn new_tracker<'m>(
         geo.num_frames,
         job.fps,
         job.prompts.objects.len(),
-        c.size,
-        c.version,
+        c.describe(),
         c.image_size,
         device,
         schedule.len(),
@@ -430,15 +436,15 @@ fn new_tracker<'m>(
     );
     let processed_total = schedule.len();
     let cfg = TrackerConfig {
-        fill_hole_area: ta.fill_hole_area,
-        max_cond_frames: ta.max_cond_frames,
+        fill_hole_area: ta.fill_hole_area(),
+        max_cond_frames: ta.max_cond_frames(),
         memory_temporal_stride: ta.memory_temporal_stride,
         reverse_chunk: ta.reverse_chunk,
         batch_objects,
         static_shapes: ta.static_shapes,
         spool_dir: std::env::temp_dir(),
         spool_file: Some(state::spool_path(&paths.dir)),
-        memory_policy: ta.memory_policy,
+        memory_policy: ta.memory_policy(),
     };
     let prompts = job.prompts.clone();
     let mut tracker = Tracker::new(model, cfg, schedule, prompts, geo.width, geo.height)?;
@@ -507,7 +513,7 @@ fn track(run: &Run<'_>, start: Start, mut tracker: Tracker<'_>) -> Result<Outcom
     let failed = Rc::new(RefCell::new(from.failed_frames.clone()));
     let mut frames = io::JobFrames {
         video: &job.video,
-        image_size: ta.image_size as usize,
+        image_size: ta.image_size() as usize,
         scale: ta.video_scale_factor,
         decode_time: std::time::Duration::ZERO,
         decoded: 0,
@@ -734,6 +740,7 @@ fn record<'a>(run: &Run<'a>, tracker: &Tracker<'_>, this_run: manifest::ThisRun)
             info: job.video.info(),
         },
         model: manifest::ModelRecord {
+            family: model.config.family(),
             size: model.config.size,
             version: model.config.version,
             image_size: model.config.image_size,

@@ -1,24 +1,28 @@
-//! Reading official SAM 2 checkpoints into a [`Weights`] and detecting their configuration.
+//! Reading official SAM 2 and SAM 3 checkpoints into a [`Weights`] and detecting their
+//! configuration.
 //!
 //! Two formats are read:
-//! * the `torch.save({"model": state_dict})` zip archive Meta publishes (`<name>/data.pkl`, a
-//!   protocol-2 pickle, plus one `<name>/data/<key>` entry per storage). The pickle is run by a
-//!   small interpreter of its own that knows only the opcodes `torch.save` emits and the globals
-//!   of a state dict (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`,
-//!   `torch.*Storage`); nothing is ever executed or imported;
+//! * a `torch.save` zip archive (`<name>/data.pkl`, a pickle, plus one `<name>/data/<key>` entry
+//!   per storage) holding the state dict flat or as `{"model": state_dict}` (Meta publishes SAM 2
+//!   wrapped; SAM 3's `sam3.pt` may be either). The pickle is run by a small interpreter of its own
+//!   ([`super::pickle`]); nothing is ever executed or imported;
 //! * a safetensors file holding the same flat state dict.
 //!
-//! The format is recognised from the file's first bytes. The model size comes from the trunk's
-//! width and depth, the version from `no_obj_embed_spatial` (2.1 only); the image size is the
-//! user's choice and is validated here.
+//! The format is recognised from the file's first bytes, the family from the keys: SAM 3's file
+//! holds the whole video model (`detector.*`, `tracker.*`). Its tracker's tensors are renamed to the
+//! names of the SAM 2 modules they feed (docs/sam3-tracker.md §3) and everything else (detector,
+//! text encoder, the recomputed RoPE tables) is skipped without being read. The SAM 2 size comes
+//! from the trunk's width and depth, the version from `no_obj_embed_spatial` (2.1 only); the
+//! image size is the user's choice (else the family's default) and is validated here.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
-use super::config::{ModelSize, Sam2Config, Sam2Version};
+use super::config::{Family, ImageSizeError, ModelSize, Sam2Config, Sam2Version};
+use super::pickle::{self, TensorRef, Value};
 use super::weights::{Weights, WeightsError};
 
 /// Errors of [`load`].
@@ -26,8 +30,8 @@ use super::weights::{Weights, WeightsError};
 pub enum CheckpointError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    #[error("{}", super::config::ImageSizeError(*.0))]
-    ImageSize(i64),
+    #[error(transparent)]
+    ImageSize(#[from] ImageSizeError),
 }
 
 impl From<CheckpointError> for super::sam2::ModelError {
@@ -39,22 +43,29 @@ impl From<CheckpointError> for super::sam2::ModelError {
     }
 }
 
-/// [`super::config::check_image_size`] as a [`CheckpointError`].
+/// Checks an image size before the checkpoint is known (it must suit some family).
 pub fn validate_image_size(s: i64) -> Result<(), CheckpointError> {
-    super::config::check_image_size(s).map_err(|e| CheckpointError::ImageSize(e.0))
+    Ok(super::config::check_image_size_any(s)?)
 }
 
 /// Reads a checkpoint (`.pt` zip or safetensors) onto `device` and detects its configuration;
-/// `image_size` is set in the returned config (a multiple of 64 in 256..=1024).
+/// `image_size` (else the family's default) is checked against the family's rule and set in the
+/// returned config, with the family's defaults for everything else.
 pub fn load(
     path: &Path,
     device: Device,
-    image_size: i64,
+    image_size: impl Into<Option<i64>>,
 ) -> Result<(Weights, Sam2Config), CheckpointError> {
-    validate_image_size(image_size)?;
+    let image_size = image_size.into();
+    if let Some(s) = image_size {
+        validate_image_size(s)?;
+    }
     let weights = read_weights(path, device)?;
     let mut config = detect_config(&weights)?;
-    config.image_size = image_size;
+    let family = config.family();
+    let s = image_size.unwrap_or_else(|| family.default_image_size());
+    family.check_image_size(s)?;
+    config.image_size = s;
     Ok((weights, config))
 }
 
@@ -72,8 +83,54 @@ fn not_ckpt(path: &Path, msg: impl std::fmt::Display) -> WeightsError {
     }
 }
 
-/// Reads the flat state dict of a checkpoint, recognising the format from its first bytes.
-pub fn read_weights(path: &Path, device: Device) -> Result<Weights, WeightsError> {
+/// The key a SAM 3 (`sam3.pt`) tensor gets in densam's state dict, `None` for one the tracker
+/// does not read: the ViT trunk and the tracker's neck become `image_encoder.trunk` /
+/// `image_encoder.neck`, the memory attention and memory encoder take SAM 2's module names, the
+/// two-way transformer's MLPs (`mlp.lin1`/`lin2`, SAM 1's names) SAM 2's `mlp.layers.0`/`1`, the
+/// other `tracker.*` tensors keep theirs; the detector, its neck, the text encoder and the
+/// trunk's rotation tables (recomputed for the image size) are skipped.
+pub fn sam3_key(key: &str) -> Option<String> {
+    const VISION: &str = "detector.backbone.vision_backbone.";
+    if let Some(rest) = key.strip_prefix(VISION) {
+        if rest.ends_with(".attn.freqs_cis") {
+            return None;
+        }
+        if let Some(t) = rest.strip_prefix("trunk.") {
+            return Some(format!("image_encoder.trunk.{t}"));
+        }
+        return rest
+            .strip_prefix("sam2_convs.")
+            .map(|n| format!("image_encoder.neck.{n}"));
+    }
+    let rest = key.strip_prefix("tracker.")?;
+    Some(if let Some(r) = rest.strip_prefix("transformer.encoder.") {
+        format!("memory_attention.{r}")
+    } else if let Some(r) = rest.strip_prefix("maskmem_backbone.") {
+        format!("memory_encoder.{r}")
+    } else if rest.starts_with("sam_mask_decoder.transformer.layers.") {
+        rest.replacen(".mlp.lin1.", ".mlp.layers.0.", 1)
+            .replacen(".mlp.lin2.", ".mlp.layers.1.", 1)
+    } else {
+        rest.to_string()
+    })
+}
+
+/// Whether a state dict's keys are SAM 3's (the whole video model: `tracker.*` heads beside the
+/// `detector.*` vision backbone).
+pub fn is_sam3(keys: &[&str]) -> bool {
+    keys.iter().any(|k| k.starts_with("tracker."))
+        && keys
+            .iter()
+            .any(|k| k.starts_with("detector.backbone.vision_backbone.trunk."))
+}
+
+/// The format of a checkpoint file, from its first bytes.
+enum Format {
+    TorchZip,
+    Safetensors,
+}
+
+fn sniff(path: &Path) -> Result<Format, WeightsError> {
     let mut head = [0u8; 16];
     let n = {
         let mut f = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
@@ -88,10 +145,9 @@ pub fn read_weights(path: &Path, device: Device) -> Result<Weights, WeightsError
         n
     };
     if n >= 4 && &head[..4] == b"PK\x03\x04" {
-        let tensors = read_torch_zip(path)?;
-        Ok(Weights::new(path.display().to_string(), tensors, device))
+        Ok(Format::TorchZip)
     } else if n >= 9 && head[8] == b'{' {
-        Weights::from_safetensors(path, device)
+        Ok(Format::Safetensors)
     } else if n >= 2 && head[0] == 0x80 {
         Err(not_ckpt(
             path,
@@ -105,9 +161,45 @@ pub fn read_weights(path: &Path, device: Device) -> Result<Weights, WeightsError
     }
 }
 
-/// The size and version of the SAM 2 model a state dict belongs to (image size 1024).
+/// Reads the state dict of a checkpoint, recognising the format from its first bytes and the
+/// family from its keys; a SAM 3 file is reduced to the tracker's tensors under densam's names
+/// ([`sam3_key`]) without reading the others.
+pub fn read_weights(path: &Path, device: Device) -> Result<Weights, WeightsError> {
+    let tensors = match sniff(path)? {
+        Format::TorchZip => read_torch_zip(path, select)?,
+        Format::Safetensors => read_safetensors(path, select)?,
+    };
+    Ok(Weights::new(path.display().to_string(), tensors, device))
+}
+
+/// The renaming [`read_weights`] applies, chosen from all the keys.
+fn select(keys: &[&str]) -> fn(&str) -> Option<String> {
+    if is_sam3(keys) {
+        sam3_key
+    } else {
+        |k| Some(k.to_string())
+    }
+}
+
+/// Reads the named tensors of a checkpoint as stored (no renaming, nothing converted), e.g. the
+/// RoPE tables of a SAM 3 file for a check; missing names are left out.
+pub fn read_raw(path: &Path, names: &[&str]) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+    let wanted: std::collections::BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
+    let pick = |k: &str| wanted.contains(k).then(|| k.to_string());
+    match sniff(path)? {
+        Format::TorchZip => read_torch_zip(path, |_| pick),
+        Format::Safetensors => read_safetensors(path, |_| pick),
+    }
+}
+
+/// The configuration a state dict (in densam's names) belongs to, with the family's defaults
+/// (image size 1024 for SAM 2, 1008 for SAM 3).
 pub fn detect_config(w: &Weights) -> Result<Sam2Config, WeightsError> {
     let src = || std::path::PathBuf::from(w.source_name());
+    if w.contains("image_encoder.trunk.ln_pre.weight") {
+        // SAM 3: one released trunk; its shapes are checked as the modules take them.
+        return Ok(Sam2Config::sam3());
+    }
     let key = "image_encoder.trunk.pos_embed";
     let pe = w
         .shape_of(key)
@@ -143,434 +235,43 @@ pub fn detect_config(w: &Weights) -> Result<Sam2Config, WeightsError> {
     Ok(Sam2Config::new(size, version))
 }
 
-// ---------------------------------------------------------------------------------------------
-// torch.save zip archives
-
-/// A tensor as the pickle describes it: a view into a storage.
-#[derive(Debug, Clone)]
-struct TensorRef {
-    storage: String,
-    kind: Kind,
-    offset: i64,
-    size: Vec<i64>,
-    stride: Vec<i64>,
-}
-
-/// The values the pickle interpreter handles.
-#[derive(Debug, Clone)]
-enum Value {
-    /// `None`, booleans, floats and bytes: never needed, kept opaque.
-    Scalar,
-    Int(i64),
-    Str(String),
-    Tuple(Vec<Value>),
-    List(Vec<Value>),
-    Dict(Vec<(Value, Value)>),
-    Global(String, String),
-    /// `('storage', <kind>, key, location, numel)`, after BINPERSID.
-    Storage(String, Kind),
-    Tensor(TensorRef),
-    /// Anything else (an object built by an unknown global); kept opaque.
-    Object,
-}
-
-fn storage_kind(name: &str) -> Option<Kind> {
-    Some(match name {
-        "FloatStorage" => Kind::Float,
-        "DoubleStorage" => Kind::Double,
-        "HalfStorage" => Kind::Half,
-        "BFloat16Storage" => Kind::BFloat16,
-        "LongStorage" => Kind::Int64,
-        "IntStorage" => Kind::Int,
-        "ShortStorage" => Kind::Int16,
-        "CharStorage" => Kind::Int8,
-        "ByteStorage" => Kind::Uint8,
-        "BoolStorage" => Kind::Bool,
-        _ => return None,
+/// The family a checkpoint file holds, from its keys only (no tensor is read).
+pub fn family_of(path: &Path) -> Result<Family, WeightsError> {
+    let keys = match sniff(path)? {
+        Format::TorchZip => torch_zip_keys(path)?,
+        Format::Safetensors => safetensors_header(path)?.0.into_keys().collect(),
+    };
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    Ok(if is_sam3(&refs) {
+        Family::Sam3
+    } else {
+        Family::Sam2
     })
 }
 
-fn int_list(v: &Value) -> Option<Vec<i64>> {
-    match v {
-        Value::Tuple(items) | Value::List(items) => items
-            .iter()
-            .map(|x| match x {
-                Value::Int(i) => Some(*i),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    }
+/// A `(name, tensor view)` list and the archive's entry prefix, from a `torch.save` zip.
+struct ZipDict {
+    zip: zip::ZipArchive<std::io::BufReader<std::fs::File>>,
+    prefix: String,
+    entries: Vec<(String, TensorRef)>,
 }
 
-/// A protocol-2 pickle interpreter restricted to what `torch.save` writes for a state dict.
-struct Unpickler<'a> {
-    data: &'a [u8],
-    pos: usize,
-    stack: Vec<Value>,
-    marks: Vec<usize>,
-    memo: HashMap<u32, Value>,
+fn read_entry(
+    path: &Path,
+    zip: &mut zip::ZipArchive<std::io::BufReader<std::fs::File>>,
+    name: &str,
+) -> Result<Vec<u8>, WeightsError> {
+    let mut e = zip
+        .by_name(name)
+        .map_err(|e| not_ckpt(path, format!("missing archive entry {name}: {e}")))?;
+    let mut buf = Vec::with_capacity(e.size() as usize);
+    e.read_to_end(&mut buf)
+        .map_err(|e| read_err(path, format!("{name}: {e}")))?;
+    Ok(buf)
 }
 
-impl<'a> Unpickler<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Unpickler {
-            data,
-            pos: 0,
-            stack: Vec::new(),
-            marks: Vec::new(),
-            memo: HashMap::new(),
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.pos + n > self.data.len() {
-            return Err("truncated pickle".into());
-        }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn line(&mut self) -> Result<String, String> {
-        let rest = &self.data[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&c| c == b'\n')
-            .ok_or("truncated pickle line")?;
-        self.pos += end + 1;
-        String::from_utf8(rest[..end].to_vec()).map_err(|_| "non-UTF-8 pickle line".to_string())
-    }
-
-    fn pop(&mut self) -> Result<Value, String> {
-        self.stack
-            .pop()
-            .ok_or_else(|| "pickle stack underflow".to_string())
-    }
-
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
-        let m = self.marks.pop().ok_or("pickle MARK missing")?;
-        if m > self.stack.len() {
-            return Err("pickle MARK beyond stack".into());
-        }
-        Ok(self.stack.split_off(m))
-    }
-
-    fn top(&mut self) -> Result<&mut Value, String> {
-        self.stack
-            .last_mut()
-            .ok_or_else(|| "pickle stack underflow".to_string())
-    }
-
-    fn str_value(&mut self, n: usize) -> Result<Value, String> {
-        let b = self.take(n)?;
-        Ok(Value::Str(
-            String::from_utf8(b.to_vec()).map_err(|_| "non-UTF-8 pickle string")?,
-        ))
-    }
-
-    fn run(mut self) -> Result<Value, String> {
-        loop {
-            let op = self.u8()?;
-            match op {
-                0x80 => {
-                    let proto = self.u8()?;
-                    if proto > 5 {
-                        return Err(format!("unsupported pickle protocol {proto}"));
-                    }
-                }
-                0x95 => {
-                    self.take(8)?; // FRAME
-                }
-                b'.' => return self.pop(),
-                b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b'N' => self.stack.push(Value::Scalar),
-                0x88 => self.stack.push(Value::Scalar),
-                0x89 => self.stack.push(Value::Scalar),
-                b'K' => {
-                    let v = self.u8()?;
-                    self.stack.push(Value::Int(v.into()));
-                }
-                b'M' => {
-                    let v = self.u16()?;
-                    self.stack.push(Value::Int(v.into()));
-                }
-                b'J' => {
-                    let v = self.u32()? as i32;
-                    self.stack.push(Value::Int(v.into()));
-                }
-                0x8a => {
-                    // LONG1
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?;
-                    if n > 8 {
-                        return Err("pickle integer too large".into());
-                    }
-                    let mut v: i64 = 0;
-                    for (i, &x) in b.iter().enumerate() {
-                        v |= i64::from(x) << (8 * i);
-                    }
-                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                        v -= 1i64 << (8 * n);
-                    }
-                    self.stack.push(Value::Int(v));
-                }
-                b'G' => {
-                    self.take(8)?;
-                    self.stack.push(Value::Scalar);
-                }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let v = self.str_value(n)?;
-                    self.stack.push(v);
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let v = self.str_value(n)?;
-                    self.stack.push(v);
-                }
-                b'U' => {
-                    let n = self.u8()? as usize;
-                    let v = self.str_value(n)?;
-                    self.stack.push(v);
-                }
-                b'T' => {
-                    let n = self.u32()? as usize;
-                    let v = self.str_value(n)?;
-                    self.stack.push(v);
-                }
-                b'C' => {
-                    let n = self.u8()? as usize;
-                    self.take(n)?;
-                    self.stack.push(Value::Scalar);
-                }
-                b'B' => {
-                    let n = self.u32()? as usize;
-                    self.take(n)?;
-                    self.stack.push(Value::Scalar);
-                }
-                b'q' => {
-                    let i = self.u8()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i.into(), v);
-                }
-                b'r' => {
-                    let i = self.u32()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
-                }
-                0x94 => {
-                    let i = self.memo.len() as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(i, v);
-                }
-                b'h' => {
-                    let i = self.u8()?;
-                    let v = self.memo.get(&i.into()).ok_or("pickle memo miss")?.clone();
-                    self.stack.push(v);
-                }
-                b'j' => {
-                    let i = self.u32()?;
-                    let v = self.memo.get(&i).ok_or("pickle memo miss")?.clone();
-                    self.stack.push(v);
-                }
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let v = self.top()?.clone();
-                    self.stack.push(v);
-                }
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
-                }
-                0x85 => {
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a]));
-                }
-                0x86 => {
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b]));
-                }
-                0x87 => {
-                    let c = self.pop()?;
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b, c]));
-                }
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items));
-                }
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    let dict = pairs(items)?;
-                    self.stack.push(Value::Dict(dict));
-                }
-                b'a' => {
-                    let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(l) => l.push(v),
-                        Value::Object => {}
-                        _ => return Err("pickle APPEND to a non-list".into()),
-                    }
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    match self.top()? {
-                        Value::List(l) => l.extend(items),
-                        Value::Object => {}
-                        _ => return Err("pickle APPENDS to a non-list".into()),
-                    }
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    match self.top()? {
-                        Value::Dict(d) => d.push((k, v)),
-                        Value::Object => {}
-                        _ => return Err("pickle SETITEM on a non-dict".into()),
-                    }
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let new = pairs(items)?;
-                    match self.top()? {
-                        Value::Dict(d) => d.extend(new),
-                        Value::Object => {}
-                        _ => return Err("pickle SETITEMS on a non-dict".into()),
-                    }
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.stack.push(Value::Global(module, name));
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
-                        _ => return Err("pickle STACK_GLOBAL without strings".into()),
-                    }
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    self.stack.push(persistent_load(pid)?);
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let func = self.pop()?;
-                    self.stack.push(reduce(func, args)?);
-                }
-                0x81 => {
-                    // NEWOBJ
-                    self.pop()?;
-                    self.pop()?;
-                    self.stack.push(Value::Object);
-                }
-                b'b' => {
-                    // BUILD: the state of an object (e.g. a state dict's `_metadata`); ignored.
-                    self.pop()?;
-                }
-                _ => return Err(format!("unsupported pickle opcode 0x{op:02x}")),
-            }
-        }
-    }
-}
-
-fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
-    if !items.len().is_multiple_of(2) {
-        return Err("odd number of dict items in pickle".into());
-    }
-    let mut out = Vec::with_capacity(items.len() / 2);
-    let mut it = items.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        out.push((k, v));
-    }
-    Ok(out)
-}
-
-fn persistent_load(pid: Value) -> Result<Value, String> {
-    let Value::Tuple(items) = pid else {
-        return Err("persistent id is not a tuple".into());
-    };
-    match items.as_slice() {
-        [Value::Str(tag), Value::Global(_, ty), Value::Str(key), ..] if tag == "storage" => {
-            let kind = storage_kind(ty).ok_or_else(|| format!("unsupported storage type {ty}"))?;
-            Ok(Value::Storage(key.clone(), kind))
-        }
-        _ => Err("persistent id is not a ('storage', type, key, ...) tuple".into()),
-    }
-}
-
-fn reduce(func: Value, args: Value) -> Result<Value, String> {
-    let Value::Global(module, name) = func else {
-        return Ok(Value::Object);
-    };
-    let args = match args {
-        Value::Tuple(a) => a,
-        _ => return Ok(Value::Object),
-    };
-    match (module.as_str(), name.as_str()) {
-        ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
-        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
-            match args.as_slice() {
-                [
-                    Value::Storage(key, kind),
-                    Value::Int(offset),
-                    size,
-                    stride,
-                    ..,
-                ] => {
-                    let size = int_list(size).ok_or("tensor size is not a tuple of ints")?;
-                    let stride = int_list(stride).ok_or("tensor stride is not a tuple of ints")?;
-                    if size.len() != stride.len() {
-                        return Err("tensor size and stride differ in length".into());
-                    }
-                    Ok(Value::Tensor(TensorRef {
-                        storage: key.clone(),
-                        kind: *kind,
-                        offset: *offset,
-                        size,
-                        stride,
-                    }))
-                }
-                _ => Err("unexpected _rebuild_tensor_v2 arguments".into()),
-            }
-        }
-        ("torch._utils", "_rebuild_parameter") => match args.into_iter().next() {
-            Some(t @ Value::Tensor(_)) => Ok(t),
-            _ => Err("unexpected _rebuild_parameter arguments".into()),
-        },
-        _ => Ok(Value::Object),
-    }
-}
-
-/// Reads the `"model"` state dict of a `torch.save` zip archive.
-fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+/// Opens a `torch.save` zip and runs its pickle: the state dict, flat or under `"model"`.
+fn open_torch_zip(path: &Path) -> Result<ZipDict, WeightsError> {
     let file = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| not_ckpt(path, format!("not a zip archive: {e}")))?;
@@ -579,51 +280,85 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError>
         .find(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
         .map(str::to_string)
         .ok_or_else(|| not_ckpt(path, "zip archive without data.pkl (not a torch.save file)"))?;
-    let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
-    let read_entry = |zip: &mut zip::ZipArchive<_>, name: &str| -> Result<Vec<u8>, WeightsError> {
-        let mut e = zip
-            .by_name(name)
-            .map_err(|e| not_ckpt(path, format!("missing archive entry {name}: {e}")))?;
-        let mut buf = Vec::with_capacity(e.size() as usize);
-        e.read_to_end(&mut buf)
-            .map_err(|e| read_err(path, format!("{name}: {e}")))?;
-        Ok(buf)
-    };
-    if let Ok(bo) = read_entry(&mut zip, &format!("{prefix}byteorder"))
+    let prefix = pkl_name[..pkl_name.len() - "data.pkl".len()].to_string();
+    if let Ok(bo) = read_entry(path, &mut zip, &format!("{prefix}byteorder"))
         && bo.trim_ascii() != b"little"
     {
         return Err(not_ckpt(path, "big-endian checkpoints are not supported"));
     }
-    let pkl = read_entry(&mut zip, &pkl_name)?;
-    let root = Unpickler::new(&pkl)
+    let pkl = read_entry(path, &mut zip, &pkl_name)?;
+    let root = pickle::Unpickler::new(&pkl)
         .run()
         .map_err(|e| not_ckpt(path, format!("data.pkl: {e}")))?;
     let Value::Dict(items) = root else {
         return Err(not_ckpt(path, "the pickled object is not a dict"));
     };
-    let model = items
-        .into_iter()
-        .find_map(|(k, v)| matches!(&k, Value::Str(s) if s == "model").then_some(v))
-        .ok_or_else(|| {
-            not_ckpt(
+    // `{"model": state_dict}` (as Meta publishes SAM 2) or the state dict itself.
+    let wrapped = items.iter().position(|(k, v)| {
+        matches!(k, Value::Str(s) if s == "model") && matches!(v, Value::Dict(_))
+    });
+    let dict = match wrapped {
+        Some(i) => match items.into_iter().nth(i) {
+            Some((_, Value::Dict(d))) => d,
+            _ => unreachable!("checked above"),
+        },
+        None if !items.is_empty() && items.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) => {
+            items
+        }
+        None => {
+            return Err(not_ckpt(
                 path,
-                "no `model` key (expected torch.save({\"model\": state_dict}))",
-            )
-        })?;
-    let Value::Dict(entries) = model else {
-        return Err(not_ckpt(path, "`model` is not a state dict"));
+                "neither a state dict nor {\"model\": state_dict} (torch.save of the model's weights)",
+            ));
+        }
     };
-    let mut storages: HashMap<String, Tensor> = HashMap::new();
-    let mut out = BTreeMap::new();
-    for (k, v) in entries {
+    let mut entries = Vec::with_capacity(dict.len());
+    for (k, v) in dict {
         let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
             return Err(not_ckpt(
                 path,
-                "`model` holds something other than named tensors",
+                "the state dict holds something other than named tensors",
             ));
         };
+        entries.push((name, t));
+    }
+    Ok(ZipDict {
+        zip,
+        prefix,
+        entries,
+    })
+}
+
+/// The keys of a `torch.save` zip's state dict (only the pickle is read).
+fn torch_zip_keys(path: &Path) -> Result<Vec<String>, WeightsError> {
+    Ok(open_torch_zip(path)?
+        .entries
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect())
+}
+
+/// Reads the tensors of a `torch.save` zip that `choose(all keys)` keeps, under the names it
+/// gives them; the storages of the others are never read.
+fn read_torch_zip<F: Fn(&str) -> Option<String>>(
+    path: &Path,
+    choose: impl FnOnce(&[&str]) -> F,
+) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+    let ZipDict {
+        mut zip,
+        prefix,
+        entries,
+    } = open_torch_zip(path)?;
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    let rename = choose(&keys);
+    let mut storages: std::collections::HashMap<String, Tensor> = Default::default();
+    let mut out = BTreeMap::new();
+    for (name, t) in &entries {
+        let Some(new_name) = rename(name) else {
+            continue;
+        };
         if !storages.contains_key(&t.storage) {
-            let bytes = read_entry(&mut zip, &format!("{prefix}data/{}", t.storage))?;
+            let bytes = read_entry(path, &mut zip, &format!("{prefix}data/{}", t.storage))?;
             let elt = t.kind.elt_size_in_bytes();
             let numel = (bytes.len() / elt) as i64;
             let s = Tensor::f_from_data_size(&bytes[..numel as usize * elt], &[numel], t.kind)
@@ -649,7 +384,112 @@ fn read_torch_zip(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError>
             .f_as_strided(t.size.as_slice(), t.stride.as_slice(), t.offset)
             .and_then(|x| x.f_contiguous())
             .map_err(|e| read_err(path, format!("tensor `{name}`: {e}")))?;
-        out.insert(name, tensor);
+        out.insert(new_name, tensor);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// safetensors
+
+/// One tensor of a safetensors header: kind, shape and byte range in the data section.
+struct SafeEntry {
+    kind: Kind,
+    shape: Vec<i64>,
+    begin: u64,
+    end: u64,
+}
+
+/// The header of a safetensors file and the offset of its data section.
+fn safetensors_header(path: &Path) -> Result<(BTreeMap<String, SafeEntry>, u64), WeightsError> {
+    let mut f = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+    let file_len = f.metadata().map_err(|e| read_err(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| read_err(path, e))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 || 8 + n > file_len {
+        return Err(not_ckpt(path, format!("safetensors header of {n} bytes")));
+    }
+    let mut h = vec![0u8; n as usize];
+    f.read_exact(&mut h).map_err(|e| read_err(path, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&h)
+        .map_err(|e| not_ckpt(path, format!("safetensors header: {e}")))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| not_ckpt(path, "safetensors header is not an object"))?;
+    let data_start = 8 + n;
+    let mut out = BTreeMap::new();
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| not_ckpt(path, format!("safetensors entry `{name}`: {what}"));
+        let dtype = v["dtype"].as_str().ok_or_else(|| bad("no dtype"))?;
+        let kind = match dtype {
+            "F32" => Kind::Float,
+            "F64" => Kind::Double,
+            "F16" => Kind::Half,
+            "BF16" => Kind::BFloat16,
+            "I64" => Kind::Int64,
+            "I32" => Kind::Int,
+            "I16" => Kind::Int16,
+            "I8" => Kind::Int8,
+            "U8" => Kind::Uint8,
+            "BOOL" => Kind::Bool,
+            other => return Err(bad(&format!("unsupported dtype {other}"))),
+        };
+        let shape: Vec<i64> = v["shape"]
+            .as_array()
+            .ok_or_else(|| bad("no shape"))?
+            .iter()
+            .map(|d| d.as_i64().filter(|&d| d >= 0))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("shape is not a list of sizes"))?;
+        let off = v["data_offsets"]
+            .as_array()
+            .filter(|a| a.len() == 2)
+            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
+            .ok_or_else(|| bad("no data_offsets"))?;
+        let numel: i64 = shape.iter().product();
+        let bytes = numel as u64 * kind.elt_size_in_bytes() as u64;
+        if off.1 < off.0 || off.1 - off.0 != bytes || data_start + off.1 > file_len {
+            return Err(bad("data_offsets do not fit its shape or the file"));
+        }
+        out.insert(
+            name.clone(),
+            SafeEntry {
+                kind,
+                shape,
+                begin: off.0,
+                end: off.1,
+            },
+        );
+    }
+    Ok((out, data_start))
+}
+
+/// Reads the tensors of a safetensors file that `choose(all keys)` keeps, under the names it
+/// gives them; the others are never read.
+fn read_safetensors<F: Fn(&str) -> Option<String>>(
+    path: &Path,
+    choose: impl FnOnce(&[&str]) -> F,
+) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+    let (header, data_start) = safetensors_header(path)?;
+    let keys: Vec<&str> = header.keys().map(String::as_str).collect();
+    let rename = choose(&keys);
+    let mut f = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+    let mut out = BTreeMap::new();
+    for (name, e) in &header {
+        let Some(new_name) = rename(name) else {
+            continue;
+        };
+        let mut buf = vec![0u8; (e.end - e.begin) as usize];
+        f.seek(SeekFrom::Start(data_start + e.begin))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|err| read_err(path, format!("tensor `{name}`: {err}")))?;
+        let t = Tensor::f_from_data_size(&buf, &e.shape, e.kind)
+            .map_err(|err| read_err(path, format!("tensor `{name}`: {err}")))?;
+        out.insert(new_name, t);
     }
     Ok(out)
 }
@@ -664,24 +504,50 @@ mod tests {
         assert!(validate_image_size(1024).is_ok());
         assert!(validate_image_size(640).is_ok());
         assert!(validate_image_size(192).is_err());
+        assert!(validate_image_size(336).is_ok());
+        assert!(validate_image_size(1008).is_ok());
         assert!(validate_image_size(1088).is_err());
         assert!(validate_image_size(500).is_err());
     }
 
     #[test]
-    fn pickle_basics() {
-        // {"model": OrderedDict()} with a memo round trip, protocol 2.
-        let p =
-            b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01ccollections\nOrderedDict\nq\x02)Rq\x03s.";
-        let v = Unpickler::new(p).run().unwrap();
-        let Value::Dict(d) = v else {
-            panic!("not a dict")
-        };
-        assert_eq!(d.len(), 1);
-        assert!(matches!(&d[0].0, Value::Str(s) if s == "model"));
-        assert!(matches!(&d[0].1, Value::Dict(x) if x.is_empty()));
-        assert!(Unpickler::new(b"\x80\x02}").run().is_err());
-        assert!(Unpickler::new(b"\x80\x02\xff").run().is_err());
+    fn sam3_names() {
+        let k = |s: &str| sam3_key(s);
+        assert_eq!(
+            k("detector.backbone.vision_backbone.trunk.blocks.3.attn.qkv.weight").as_deref(),
+            Some("image_encoder.trunk.blocks.3.attn.qkv.weight")
+        );
+        assert_eq!(
+            k("detector.backbone.vision_backbone.trunk.blocks.7.attn.freqs_cis"),
+            None
+        );
+        assert_eq!(
+            k("detector.backbone.vision_backbone.sam2_convs.1.dconv_2x2.bias").as_deref(),
+            Some("image_encoder.neck.1.dconv_2x2.bias")
+        );
+        assert_eq!(
+            k("detector.backbone.vision_backbone.convs.1.dconv_2x2.bias"),
+            None
+        );
+        assert_eq!(k("detector.backbone.language_backbone.resizer.bias"), None);
+        assert_eq!(
+            k("tracker.transformer.encoder.layers.0.linear1.weight").as_deref(),
+            Some("memory_attention.layers.0.linear1.weight")
+        );
+        assert_eq!(
+            k("tracker.maskmem_backbone.out_proj.bias").as_deref(),
+            Some("memory_encoder.out_proj.bias")
+        );
+        assert_eq!(k("tracker.no_obj_ptr").as_deref(), Some("no_obj_ptr"));
+        assert_eq!(
+            k("tracker.sam_mask_decoder.transformer.layers.1.mlp.lin2.bias").as_deref(),
+            Some("sam_mask_decoder.transformer.layers.1.mlp.layers.1.bias")
+        );
+        assert!(is_sam3(&[
+            "tracker.no_obj_ptr",
+            "detector.backbone.vision_backbone.trunk.pos_embed"
+        ]));
+        assert!(!is_sam3(&["image_encoder.trunk.pos_embed", "no_obj_ptr"]));
     }
 
     #[test]
@@ -692,7 +558,7 @@ mod tests {
         std::fs::write(&p, "hello, this is not a checkpoint").unwrap();
         let e = read_weights(&p, Device::Cpu).unwrap_err().to_string();
         assert!(
-            e.contains("notes.txt") && e.contains("not a SAM 2 checkpoint"),
+            e.contains("notes.txt") && e.contains("not a SAM 2 or SAM 3 checkpoint"),
             "{e}"
         );
         let e = read_weights(&dir.join("missing.pt"), Device::Cpu)

@@ -1,7 +1,9 @@
-//! The SAM 2 image encoder (`backbones/image_encoder.py`, docs/sam2-inference.md §3.1–§3.2):
+//! The image encoder (`backbones/image_encoder.py`, docs/sam2-inference.md §3.1–§3.2): for SAM 2
 //! the Hiera trunk, the FPN neck (1×1 lateral convolutions, nearest ×2 top-down fusion into
-//! levels 2 and 3 only) and the scalp that drops the coarsest level, plus the 2-D sine position
-//! encoding of the level that memory attention and the mask decoder use (L2, stride 16).
+//! levels 2 and 3 only) and the scalp that drops the coarsest level; for SAM 3 the ViT trunk and
+//! its simple FPN ([`super::vit`], [`super::vit_neck`]). Both give three 256-channel levels at
+//! 4×, 2× and 1× the embedding size, plus the 2-D sine position encoding of the level that
+//! memory attention and the mask decoder use (L2, stride 16 or 14).
 //!
 //! `conv_s0` / `conv_s1` (the mask decoder's projections of L0 / L1) are applied by
 //! `Sam2Model::encode_image`, which owns the mask decoder; [`ImageEncoder::forward_with`]
@@ -9,10 +11,12 @@
 
 use tch::Tensor;
 
-use super::config::{D_MODEL, HieraConfig, Sam2Config};
+use super::config::{BackboneConfig, D_MODEL, HieraConfig, Sam2Config};
 use super::hiera::Hiera;
 use super::layers::{Conv2d, ConvCfg};
 use super::position_encoding::sine_pe_2d;
+use super::vit::Vit;
+use super::vit_neck::SimpleFpn;
 use super::weights::{Weights, WeightsError};
 
 /// `FpnNeck(d_model=256, kernel 1, nearest, sum, top-down levels [2, 3])`.
@@ -69,11 +73,23 @@ impl FpnNeck {
     }
 }
 
+/// A trunk and its neck.
+#[derive(Debug)]
+pub enum Backbone {
+    Hiera {
+        trunk: Hiera,
+        neck: FpnNeck,
+    },
+    Vit {
+        trunk: Box<Vit>,
+        neck: Box<SimpleFpn>,
+    },
+}
+
 /// The image encoder: trunk, neck, scalp 1.
 #[derive(Debug)]
 pub struct ImageEncoder {
-    pub trunk: Hiera,
-    pub neck: FpnNeck,
+    pub backbone: Backbone,
     /// Sine PE of L2 `[1, 256, f, f]` for the configured image size (a constant).
     pos_l2: Tensor,
     image_size: i64,
@@ -92,16 +108,36 @@ pub struct ImageEncoderOut {
 impl ImageEncoder {
     /// `w` is the `image_encoder` path; the image size comes from `config`.
     pub fn new(w: &Weights, config: &Sam2Config) -> Result<Self, WeightsError> {
-        let trunk = Hiera::new(&w.pp("trunk"), &config.hiera)?.with_image_size(config.image_size);
-        let neck = FpnNeck::new(&w.pp("neck"), &config.hiera)?;
+        let s = config.image_size;
+        let (backbone, device) = match &config.backbone {
+            BackboneConfig::Hiera(h) => {
+                let trunk = Hiera::new(&w.pp("trunk"), h)?.with_image_size(s);
+                let device = trunk.pos_embed.device();
+                let neck = FpnNeck::new(&w.pp("neck"), h)?;
+                (Backbone::Hiera { trunk, neck }, device)
+            }
+            BackboneConfig::Vit(v) => {
+                let trunk = Box::new(Vit::new(&w.pp("trunk"), v)?.with_image_size(s));
+                let device = trunk.pos_embed.device();
+                let neck = Box::new(SimpleFpn::new(&w.pp("neck"), v.embed_dim)?);
+                (Backbone::Vit { trunk, neck }, device)
+            }
+        };
         let f = config.feat_size();
-        let pos_l2 = sine_pe_2d(D_MODEL, f, f, trunk.pos_embed.device());
+        let pos_l2 = sine_pe_2d(D_MODEL, f, f, device);
         Ok(ImageEncoder {
-            trunk,
-            neck,
+            backbone,
             pos_l2,
-            image_size: config.image_size,
+            image_size: s,
         })
+    }
+
+    /// The trunk's outputs: Hiera's four stages (finest first) or the ViT's one map.
+    pub fn trunk_forward(&self, images: &Tensor) -> Vec<Tensor> {
+        match &self.backbone {
+            Backbone::Hiera { trunk, .. } => trunk.forward(images),
+            Backbone::Vit { trunk, .. } => vec![trunk.forward(images)],
+        }
     }
 
     /// The configured input size S.
@@ -111,13 +147,20 @@ impl ImageEncoder {
 
     /// `images [B, 3, S, S]` (normalised) -> FPN levels L0..L2 and the PE of L2.
     pub fn forward(&self, images: &Tensor) -> ImageEncoderOut {
-        self.forward_from_trunk(&self.trunk.forward(images))
+        self.forward_from_trunk(&self.trunk_forward(images))
     }
 
-    /// The neck, scalp and PE on given trunk outputs (finest first).
+    /// The neck, scalp and PE on given trunk outputs ([`Self::trunk_forward`]).
     pub fn forward_from_trunk(&self, trunk: &[Tensor]) -> ImageEncoderOut {
-        let mut fpn = self.neck.forward(trunk);
-        fpn.truncate(fpn.len() - 1); // scalp = 1
+        let fpn = match &self.backbone {
+            Backbone::Hiera { neck, .. } => {
+                let mut fpn = neck.forward(trunk);
+                fpn.truncate(fpn.len() - 1); // scalp = 1
+                fpn
+            }
+            // The simple FPN's fourth level is the one the scalp drops: never computed.
+            Backbone::Vit { neck, .. } => neck.forward(&trunk[0]),
+        };
         let l2 = &fpn[fpn.len() - 1];
         let s = l2.size();
         let pos = if s[2] == self.pos_l2.size()[2] && s[3] == self.pos_l2.size()[3] {

@@ -224,6 +224,24 @@ impl Conv2d {
         })
     }
 
+    /// A convolution without bias (SAM 3's patch embedding), no padding.
+    pub fn new_no_bias(
+        w: &Weights,
+        in_ch: i64,
+        out_ch: i64,
+        kernel: i64,
+        stride: i64,
+    ) -> Result<Self, WeightsError> {
+        Ok(Conv2d {
+            weight: w.get("weight", &[out_ch, in_ch, kernel, kernel])?,
+            bias: None,
+            stride,
+            padding: 0,
+            groups: 1,
+            lowered: OnceCell::new(),
+        })
+    }
+
     /// `[B, in, H, W] -> [B, out, H', W']` (bf16 under autocast).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (w, b) = params(&self.weight, self.bias.as_ref(), &self.lowered);

@@ -103,6 +103,10 @@ pub struct MemoryEncoder {
     pub out_proj: Conv2d,
     /// The f32 sine PE of the last output grid `(h, w)`: the same every call, built once.
     pos: RefCell<Option<((i64, i64), Tensor)>>,
+    /// The mask side the downsampler takes (16× the embedding): masks of another size are
+    /// resized to it first (bilinear, antialiased), as SAM 3's `SimpleMaskDownSampler(
+    /// interpol_size)` does; SAM 2's masks already have it.
+    mask_size: Option<i64>,
 }
 
 impl MemoryEncoder {
@@ -122,13 +126,29 @@ impl MemoryEncoder {
                 .collect::<Result<Vec<_>, _>>()?,
             out_proj: Conv2d::new(&w.pp("out_proj"), D_MODEL, MEM_DIM, 1, ConvCfg::default())?,
             pos: RefCell::new(None),
+            mask_size: None,
         })
+    }
+
+    /// Masks are resized to `side` before the downsampler when they have another size.
+    pub fn with_mask_size(mut self, side: i64) -> Self {
+        self.mask_size = Some(side);
+        self
     }
 
     /// `pix_feat [B, 256, f, f]` (raw L2 features), `masks [B, 1, S, S]` already scaled
     /// (`skip_mask_sigmoid=True`) -> `(features [B, 64, f, f], pos [B, 64, f, f])`.
     pub fn forward(&self, pix_feat: &Tensor, masks: &Tensor) -> (Tensor, Tensor) {
-        let m = self.mask_downsampler.forward(masks);
+        let sz = masks.size();
+        let m = match self.mask_size {
+            Some(side) if sz[2] != side || sz[3] != side => {
+                let resized = masks
+                    .to_kind(tch::Kind::Float)
+                    .internal_upsample_bilinear2d_aa([side, side], false, None, None);
+                self.mask_downsampler.forward(&resized)
+            }
+            _ => self.mask_downsampler.forward(masks),
+        };
         let mut x = self.pix_feat_proj.forward(pix_feat) + m;
         for blk in &self.fuser {
             x = blk.forward(&x);

@@ -1,5 +1,7 @@
-//! SAM 2 / SAM 2.1 in tch, one file per module of the official implementation (their forwards
-//! are described in docs/sam2-inference.md §3).
+//! SAM 2 / SAM 2.1 and SAM 3's tracker in tch, one file per module of the official
+//! implementations (their forwards are described in docs/sam2-inference.md §3 and
+//! docs/sam3-tracker.md). SAM 3 brings its own image encoder ([`vit`], [`vit_neck`]) and reuses
+//! every other module with its differences as configuration ([`config`]).
 //!
 //! The model takes its images as normalised tensors; [`image_input`] turns the video layer's
 //! S×S uint8 RGB images into them.
@@ -20,8 +22,11 @@ pub mod layers;
 pub mod mask_decoder;
 pub mod memory_attention;
 pub mod memory_encoder;
+pub mod pickle;
 pub mod position_encoding;
 pub mod prompt_encoder;
 pub mod sam2;
 pub mod two_way_transformer;
+pub mod vit;
+pub mod vit_neck;
 pub mod weights;

@@ -135,12 +135,42 @@ impl PositionEmbeddingRandom {
 /// `[end_x·end_y, dim/2]`. Token `n` is at column `n % end_x`, row `n / end_x`; the first `dim/4`
 /// pairs rotate by `column·f_k`, the last `dim/4` by `row·f_k`, `f_k = 1/θ^(4k/dim)`.
 pub fn axial_rope_cis(dim: i64, end_x: i64, end_y: i64, theta: f64, device: Device) -> Tensor {
+    axial_rope_cis_impl(dim, end_x, end_y, theta, None, device)
+}
+
+/// [`axial_rope_cis`] with positions scaled by `scale_pos` (`compute_axial_cis(...,
+/// scale_pos)` of SAM 3's ViT, which interpolates a global block's table to the window's
+/// frequency range).
+pub fn axial_rope_cis_scaled(
+    dim: i64,
+    end_x: i64,
+    end_y: i64,
+    theta: f64,
+    scale_pos: f64,
+    device: Device,
+) -> Tensor {
+    axial_rope_cis_impl(dim, end_x, end_y, theta, Some(scale_pos), device)
+}
+
+fn axial_rope_cis_impl(
+    dim: i64,
+    end_x: i64,
+    end_y: i64,
+    theta: f64,
+    scale_pos: Option<f64>,
+    device: Device,
+) -> Tensor {
     let opts = (Kind::Float, device);
     let k = Tensor::arange_start_step(0, dim, 4, (Kind::Int64, device)).narrow(0, 0, dim / 4);
     let freqs = Tensor::pow_scalar(theta, &(k.to_kind(Kind::Float) / dim as f64)).reciprocal();
     let t = Tensor::arange(end_x * end_y, opts);
-    let t_x = t.remainder(end_x as f64);
-    let t_y = t.divide_scalar_mode(end_x as f64, "floor");
+    let mut t_x = t.remainder(end_x as f64);
+    let mut t_y = t.divide_scalar_mode(end_x as f64, "floor");
+    if let Some(sc) = scale_pos {
+        // `t * scale + offset` with offset 0 (adding an integer 0 changes no bit).
+        t_x *= sc;
+        t_y *= sc;
+    }
     let fx = t_x.outer(&freqs);
     let fy = t_y.outer(&freqs);
     let cx = Tensor::polar(&fx.ones_like(), &fx);

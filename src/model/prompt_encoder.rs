@@ -27,8 +27,9 @@ pub struct PromptEncoder {
 }
 
 impl PromptEncoder {
-    /// `w` = `sam_prompt_encoder`.
-    pub fn new(w: &Weights, image_size: i64) -> Result<Self, WeightsError> {
+    /// `w` = `sam_prompt_encoder`; `embed_size` the image embedding's side (S/16 for SAM 2,
+    /// S/14 for SAM 3).
+    pub fn new(w: &Weights, image_size: i64, embed_size: i64) -> Result<Self, WeightsError> {
         let pe_layer = PositionEmbeddingRandom::new(&w.pp("pe_layer"), 128)?;
         let point_embeddings = (0..4)
             .map(|i| w.pp("point_embeddings").pp(i).get("weight", &[1, D_MODEL]))
@@ -53,7 +54,7 @@ impl PromptEncoder {
                 LayerNorm2d::new(&md.pp(4), 16, 1e-6)?,
             ],
             image_size,
-            embed_size: image_size / 16,
+            embed_size,
         })
     }
 

@@ -216,16 +216,20 @@ impl Sam2Model {
         device: Device,
     ) -> Result<Self, ModelError> {
         let s = config.image_size;
-        super::config::check_image_size(s).map_err(|e| ModelError::Input(e.to_string()))?;
+        config
+            .family()
+            .check_image_size(s)
+            .map_err(|e| ModelError::Input(e.to_string()))?;
         let f = config.feat_size();
         let v21 = config.is_v2_1();
         let image_encoder = ImageEncoder::new(&w.pp("image_encoder"), &config)?;
-        let prompt_encoder = PromptEncoder::new(&w.pp("sam_prompt_encoder"), s)?;
+        let prompt_encoder = PromptEncoder::new(&w.pp("sam_prompt_encoder"), s, f)?;
         let dense_pe = prompt_encoder.dense_pe();
         let model = Sam2Model {
             image_encoder,
             mask_decoder: MaskDecoder::new(&w.pp("sam_mask_decoder"))?,
-            memory_encoder: MemoryEncoder::new(&w.pp("memory_encoder"))?,
+            memory_encoder: MemoryEncoder::new(&w.pp("memory_encoder"))?
+                .with_mask_size(config.mask_size()),
             memory_attention: MemoryAttention::new(&w.pp("memory_attention"), f)?,
             obj_ptr_proj: Mlp::new(&w.pp("obj_ptr_proj"), D_MODEL, D_MODEL, D_MODEL, 3, false)?,
             obj_ptr_tpos_proj: if v21 {
@@ -509,6 +513,53 @@ impl Sam2Model {
             low_res_masks: low,
             high_res_masks: high,
             ious,
+            obj_ptr,
+            object_score_logits: osl,
+            mask_index: None,
+        }
+    }
+
+    /// SAM 3's `add_new_mask` with the preflight's consolidation (docs/sam3-tracker.md §1):
+    /// `mask [1, 1, H, W]` in {0, 1} at the video's size. The model input is the mask resized
+    /// (bilinear, antialiased) to [`Sam2Config::mask_size`] and *not* re-thresholded; its pointer
+    /// comes from the decoder fed `mask_downsample` of it, its object score is ±10 by whether any
+    /// pixel is positive and its IoU 1. The returned low-res logits are the consolidated output's:
+    /// the video-size mask as ±1024 logits resized (bilinear, antialiased) to the low-res size.
+    pub fn mask_prompt_sam3(&self, feats: &BackboneOut, mask: &Tensor) -> StepOutput {
+        let _span = tracing::trace_span!("mask_prompt_sam3").entered();
+        let _ac = self.autocast();
+        let m = mask.to_kind(Kind::Float);
+        let ms = self.config.mask_size();
+        let sz = m.size();
+        let m_in = if sz[2] != ms || sz[3] != ms {
+            m.internal_upsample_bilinear2d_aa([ms, ms], false, None, None)
+        } else {
+            m.shallow_clone()
+        };
+        let b = sz[0];
+        let inner = self.forward_sam_heads(
+            &feats.vision_feat,
+            feats,
+            None,
+            Some(&self.mask_downsample.forward(&m_in)),
+            false,
+        );
+        let lam = m_in
+            .flatten(1, -1)
+            .gt(0.0)
+            .any_dim(1, true)
+            .to_kind(Kind::Float); // [B, 1]
+        let osl = &lam * 20.0 + (-10.0);
+        let obj_ptr = &lam * inner.step.obj_ptr;
+        let obj_ptr = obj_ptr + (1.0 - &lam) * &self.no_obj_ptr;
+        let r = self.config.low_res_size();
+        let video_logits =
+            Tensor::where_scalar(&m.gt(0.5), -NO_OBJ_SCORE, NO_OBJ_SCORE).to_kind(Kind::Float);
+        let low = video_logits.internal_upsample_bilinear2d_aa([r, r], false, None, None);
+        StepOutput {
+            low_res_masks: low,
+            high_res_masks: &m_in * 20.0 + (-10.0),
+            ious: Tensor::ones([b, 1], (Kind::Float, m.device())),
             obj_ptr,
             object_score_logits: osl,
             mask_index: None,

@@ -12,8 +12,12 @@ use super::{
     FrameInput, FrameNo, FramePrompt, Observer, Progress, Stage, TrackError, Tracker, bad_frame,
     stop_if,
 };
+use crate::model::config::Family;
 use crate::model::fill_holes::fill_holes;
 use crate::model::sam2::{BackboneOut, PointInputs, StepOutput};
+
+/// `max_point_num_in_prompt_enc` of SAM 3's predictor.
+const MAX_POINTS_SAM3: usize = 16;
 
 impl Tracker<'_> {
     /// The pre-pass; the observer sees each prompted frame ([`Progress::Prompted`], then
@@ -86,31 +90,53 @@ impl Tracker<'_> {
         let dev = self.device();
         let mut prev: Option<StepOutput> = None;
         let mut prev_low: Option<Tensor> = None;
+        let sam3 = model.config.family() == Family::Sam3;
         if let Some(m) = &fp.mask {
             let data: Vec<f32> = m.data.iter().map(|&v| v as f32).collect();
             let mask = Tensor::from_slice(&data)
                 .view([1, 1, m.height as i64, m.width as i64])
                 .to_device(dev);
-            let mask01 = if m.height as i64 != s || m.width as i64 != s {
-                mask.internal_upsample_bilinear2d_aa([s, s], false, None, None)
-                    .ge(0.5)
-                    .to_kind(Kind::Float)
+            let out = if sam3 {
+                model.mask_prompt_sam3(feats, &mask)
             } else {
-                mask
+                let mask01 = if m.height as i64 != s || m.width as i64 != s {
+                    mask.internal_upsample_bilinear2d_aa([s, s], false, None, None)
+                        .ge(0.5)
+                        .to_kind(Kind::Float)
+                } else {
+                    mask
+                };
+                model.mask_as_output(feats, &mask01)
             };
-            let out = model.mask_as_output(feats, &mask01);
             prev_low = Some(fill_holes(&out.low_res_masks, fill));
             prev = Some(out);
         }
         if !fp.points.is_empty() {
-            let n = fp.points.len() as i64;
-            let flat: Vec<f32> = fp.points.iter().flat_map(|p| [p[0], p[1]]).collect();
+            // SAM 3's prompt encoder takes at most 16 points: the first 8 and the last 8.
+            let keep: Vec<usize> = match (sam3, fp.points.len()) {
+                (true, n) if n > MAX_POINTS_SAM3 => (0..MAX_POINTS_SAM3 / 2)
+                    .chain(n - MAX_POINTS_SAM3 / 2..n)
+                    .collect(),
+                (_, n) => (0..n).collect(),
+            };
+            let n = keep.len() as i64;
+            let flat: Vec<f32> = keep
+                .iter()
+                .flat_map(|&i| [fp.points[i][0], fp.points[i][1]])
+                .collect();
+            let labels: Vec<i32> = keep.iter().map(|&i| fp.labels[i]).collect();
             let wh = Tensor::from_slice(&[self.setup.video_w as f32, self.setup.video_h as f32]);
             let coords =
                 (Tensor::from_slice(&flat).view([1, n, 2]) / wh * (s as f64)).to_device(dev);
-            let labels = Tensor::from_slice(&fp.labels).view([1, n]).to_device(dev);
+            let labels = Tensor::from_slice(&labels).view([1, n]).to_device(dev);
             let pts = PointInputs { coords, labels };
-            let mask_in = prev_low.as_ref().map(|l| l.clamp(-32.0, 32.0));
+            // SAM 3 keeps no logits of a mask prompt for clicks on the same frame (its
+            // `pred_masks` is None there): the clicks start afresh.
+            let mask_in = if sam3 && fp.mask.is_some() {
+                None
+            } else {
+                prev_low.as_ref().map(|l| l.clamp(-32.0, 32.0))
+            };
             let out = model.prompt_frame(feats, Some(&pts), mask_in.as_ref());
             prev_low = Some(fill_holes(&out.low_res_masks, fill));
             prev = Some(out);

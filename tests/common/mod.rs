@@ -161,6 +161,35 @@ pub fn python_fixture(
     })
 }
 
+/// The shared oracles folder (`$DENSAM_ORACLES`, else `../shared/oracles` beside the
+/// repository or beside the main checkout of a git worktree); asserts that `marker` (a file
+/// relative to it) is there.
+pub fn oracles(marker: &str) -> PathBuf {
+    let p = match std::env::var_os("DENSAM_ORACLES") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            let beside = repo_root().join("../shared/oracles");
+            let main = Command::new("git")
+                .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
+                .current_dir(repo_root())
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| PathBuf::from(s.trim()).join("../../shared/oracles"));
+            match main {
+                Some(m) if !beside.is_dir() && m.is_dir() => m,
+                _ => beside,
+            }
+        }
+    };
+    assert!(
+        p.join(marker).is_file(),
+        "the oracles are not at {} (no {marker}; set DENSAM_ORACLES)",
+        p.display()
+    );
+    p
+}
+
 pub const MAKE_CHECKPOINT: &str = "tools/parity/make_checkpoint.py";
 
 /// A seeded random official checkpoint (`model.pt`, `model.safetensors`, `meta.json`) made by
