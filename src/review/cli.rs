@@ -10,6 +10,7 @@ use clap::Args;
 use super::{Review, Thresholds, review_file};
 use crate::exit::{EXIT_INPUT, EXIT_OK, EXIT_OUTPUT};
 use crate::output::atomic::PartialFile;
+use crate::output::export::csv_field;
 use crate::output::jsonl::OutputError;
 
 #[derive(Debug, Clone, Args)]
@@ -62,15 +63,6 @@ fn write_file(
         .map_err(|e| OutputError::io(path, e))?;
     drop(w);
     pf.commit()
-}
-
-/// A CSV field: quoted when it holds a comma, a quote or a line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// Writes the report files of `review` into `dir`.
