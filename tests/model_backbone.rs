@@ -287,7 +287,10 @@ fn checkpoint_errors_name_file_and_key() {
     );
 
     for (variant, needle) in [
-        ("no-model-key", "no `model` key"),
+        (
+            "no-model-key",
+            "neither a state dict nor {\"model\": state_dict}",
+        ),
         ("not-sam2", "image_encoder.trunk.pos_embed"),
         ("legacy", "legacy"),
     ] {

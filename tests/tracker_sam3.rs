@@ -4,7 +4,9 @@
 //! oracle's own clip (8 JPEG frames 320×240: a bright ellipse moving right, a dark box moving
 //! down; decoded by PIL and handed to densam losslessly as PNG):
 //! box on frame 0, a late box (reverse pass), clicks with a negative, a mask prompt with a second
-//! conditioning frame, and two objects in one densam run, each equal to its own oracle run.
+//! conditioning frame, two objects in one densam run, each equal to its own oracle run, and an
+//! object the model finds absent after its mask prompt (a second checkpoint whose object-score
+//! head is biased to −10: empty masks, no-object pointers, every tracked frame filtered out).
 //! Every object-frame's mask must reach IoU 0.99 with the oracle's, and every tracked frame's
 //! read-set (memories and pointers, SAM 3's memory selection) must be the oracle's.
 //! Oracle outputs are cached under `.cache/` keyed by the scripts and arguments.
@@ -83,12 +85,18 @@ fn mask_a(i: u64) -> String {
     )
 }
 
-/// The cases: a prompts file and the objects compared.
+/// The cases: a prompts file, the objects compared and the checkpoint's object-score bias.
 struct Case {
     name: &'static str,
     prompts: String,
     objects: &'static [&'static str],
+    obj_bias: &'static str,
 }
+
+/// The object-score bias of the standard checkpoint (every object present).
+const PRESENT: &str = "10";
+/// The bias of the checkpoint of the absent-object case.
+const ABSENT: &str = "-10";
 
 fn cases() -> Vec<Case> {
     vec![
@@ -101,6 +109,7 @@ fn cases() -> Vec<Case> {
                 box_b(0)
             ),
             objects: &["a", "b"],
+            obj_bias: PRESENT,
         },
         Case {
             name: "late",
@@ -109,6 +118,7 @@ fn cases() -> Vec<Case> {
                 box_a(4)
             ),
             objects: &["a"],
+            obj_bias: PRESENT,
         },
         Case {
             name: "points",
@@ -121,6 +131,7 @@ fn cases() -> Vec<Case> {
                 )
             },
             objects: &["a"],
+            obj_bias: PRESENT,
         },
         Case {
             name: "mask",
@@ -130,6 +141,16 @@ fn cases() -> Vec<Case> {
                 box_a(5)
             ),
             objects: &["a"],
+            obj_bias: PRESENT,
+        },
+        Case {
+            name: "absent",
+            prompts: format!(
+                r#"{{"objects": [{{"id": "a", "prompts": [{{"frame": 2, "mask": {}}}]}}]}}"#,
+                mask_a(2)
+            ),
+            objects: &["a"],
+            obj_bias: ABSENT,
         },
     ]
 }
@@ -141,10 +162,14 @@ fn oracle_script() -> String {
         .to_string()
 }
 
-/// The random `sam3.pt` (the same fixture as tests/model_sam3.rs).
-fn sam3_checkpoint() -> PathBuf {
+/// The random `sam3.pt` with the object-score head's bias `obj_bias` (the standard one, `PRESENT`,
+/// is the fixture of tests/model_sam3.rs).
+fn sam3_checkpoint(obj_bias: &str) -> PathBuf {
     let script = oracle_script();
-    let args: Vec<String> = vec!["make-checkpoint".into(), "--seed".into(), "0".into()];
+    let mut args: Vec<String> = vec!["make-checkpoint".into(), "--seed".into(), "0".into()];
+    if obj_bias != PRESENT {
+        args.extend(["--obj-bias".into(), obj_bias.into()]);
+    }
     let dir = common::fixture_dir("sam3-ckpt", &[&script], &args, |tmp| {
         let mut a = args.clone();
         a.push("--out".into());
@@ -156,12 +181,15 @@ fn sam3_checkpoint() -> PathBuf {
 
 /// The clip (`clip/` JPEG for the oracle, `frames/` PNG for densam), each case's prompts and
 /// the oracle's run of each of its objects (`<case>.<object>.json`).
-fn fixture(ckpt: &Path) -> PathBuf {
+fn fixture() -> PathBuf {
     let script = oracle_script();
     let cs = cases();
     let mut args = vec![format!("frames {FRAMES}"), format!("size {IMAGE_SIZE}")];
     for c in &cs {
-        args.push(format!("{} {} {:?}", c.name, c.prompts, c.objects));
+        args.push(format!(
+            "{} {} {:?} bias {}",
+            c.name, c.prompts, c.objects, c.obj_bias
+        ));
     }
     common::fixture_dir("tracker-sam3", &[&script], &args, |tmp| {
         let t = |p: &str| tmp.join(p).display().to_string();
@@ -184,7 +212,7 @@ fn fixture(ckpt: &Path) -> PathBuf {
                     &[
                         "track".into(),
                         "--checkpoint".into(),
-                        ckpt.display().to_string(),
+                        sam3_checkpoint(c.obj_bias).display().to_string(),
                         "--frames".into(),
                         t("clip"),
                         "--prompts".into(),
@@ -303,7 +331,8 @@ fn decode_rle(v: &serde_json::Value) -> Vec<u8> {
         .decode_row_major()
 }
 
-/// "[0,1,noobj]" -> [Some(0), Some(1), None].
+/// "[0,1,noobj]" -> [Some(0), Some(1), None] (`noobj`: the learned no-object pointer, which
+/// every absent frame stores).
 fn parse_list(v: &serde_json::Value) -> Vec<Option<i64>> {
     let s = v.as_str().unwrap_or("[]");
     let inner = s.trim_start_matches('[').trim_end_matches(']');
@@ -317,25 +346,31 @@ fn parse_list(v: &serde_json::Value) -> Vec<Option<i64>> {
 fn sam3_tracker_matches_the_official_predictor() {
     let _heavy = common::one_heavy_run();
     tch::set_num_threads(common::test_threads() as i32);
-    let ckpt = sam3_checkpoint();
-    let fx = fixture(&ckpt);
-    let model = Sam2Model::load(&ckpt, Device::Cpu, IMAGE_SIZE).unwrap();
+    let fx = fixture();
+    let mut models: BTreeMap<&str, Sam2Model> = BTreeMap::new();
     let mut failures = Vec::new();
     for c in cases() {
-        let (reads, masks) = run_case(&fx, &model, &fx.join(format!("{}.prompts.json", c.name)));
+        let model = models.entry(c.obj_bias).or_insert_with(|| {
+            Sam2Model::load(&sam3_checkpoint(c.obj_bias), Device::Cpu, IMAGE_SIZE).unwrap()
+        });
+        let (reads, masks) = run_case(&fx, model, &fx.join(format!("{}.prompts.json", c.name)));
         for (oi, id) in c.objects.iter().enumerate() {
             let path = fx.join(format!("{}.{id}.json", c.name));
             let reference: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let recs = reference["frames"].as_array().unwrap();
+            let osl: BTreeMap<i64, f64> = recs
+                .iter()
+                .map(|r| (r["frame"].as_i64().unwrap(), r["osl"].as_f64().unwrap()))
+                .collect();
             let mut min_iou = 1.0f64;
-            let (mut tracked, mut same) = (0, 0);
-            for r in reference["frames"].as_array().unwrap() {
+            let (mut tracked, mut same, mut absent) = (0, 0, 0);
+            for r in recs {
                 let f = r["frame"].as_u64().unwrap() as usize;
-                let Some(ours) = masks.get(&(oi, f)) else {
-                    failures.push(format!("{} {id} frame {f}: no mask", c.name));
-                    continue;
-                };
-                let iou = common::mask_iou(ours, &decode_rle(&r["segmentation"]));
+                // An empty mask is not in the results.
+                let ours = masks.get(&(oi, f)).cloned().unwrap_or_default();
+                absent += ours.iter().all(|&p| p == 0) as usize;
+                let iou = common::mask_iou(&ours, &decode_rle(&r["segmentation"]));
                 min_iou = min_iou.min(iou);
                 if iou < GOAL_IOU {
                     failures.push(format!("{} {id} frame {f}: mask IoU {iou:.5}", c.name));
@@ -353,7 +388,10 @@ fn sam3_tracker_matches_the_official_predictor() {
                 let ok = mems.len() == rs.memories.len()
                     && mems.iter().zip(&rs.memories).all(|(a, b)| *a == Some(*b))
                     && ptrs.len() == rs.pointers.len()
-                    && ptrs.iter().zip(&rs.pointers).all(|(a, b)| *a == Some(*b));
+                    && ptrs.iter().zip(&rs.pointers).all(|(a, b)| match a {
+                        Some(x) => x == b,
+                        None => osl.get(b).is_some_and(|&o| o <= 0.0),
+                    });
                 if ok {
                     same += 1;
                 } else {
@@ -364,10 +402,77 @@ fn sam3_tracker_matches_the_official_predictor() {
                 }
             }
             eprintln!(
-                "{} object {id}: read-sets {same}/{tracked}, min mask IoU {min_iou:.6}",
+                "{} object {id}: read-sets {same}/{tracked}, min mask IoU {min_iou:.6}, \
+                 {absent} empty masks",
                 c.name
             );
+            if c.obj_bias == ABSENT {
+                assert!(absent >= tracked, "the absent case must lose the object");
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Through the binary with a SAM 3 checkpoint and only `--image-size`: SAM 3's own defaults
+/// (recorded resolved in run.json with the family) and the oracle's masks; an image size of
+/// SAM 2's rule is refused naming SAM 3's, before anything is created.
+#[test]
+fn annotate_runs_sam3_with_its_defaults() {
+    let _heavy = common::one_heavy_run();
+    let fx = fixture();
+    let ckpt = sam3_checkpoint(PRESENT);
+    let work = tempfile::tempdir().unwrap();
+    let run = |out: &Path, size: &str| {
+        Command::new(env!("CARGO_BIN_EXE_densam"))
+            .env("OMP_NUM_THREADS", common::test_threads().to_string())
+            .arg("annotate")
+            .arg("--video")
+            .arg(fx.join("frames"))
+            .arg("--prompts")
+            .arg(fx.join("late.prompts.json"))
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .args(["--image-size", size, "--device", "cpu", "--quiet", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let bad = work.path().join("bad");
+    let o = run(&bad, "1024");
+    common::assert_exit_says(&o, Some(2), "multiple of 14 in 336..=1008");
+    assert!(
+        common::stderr(&o).contains("SAM 3"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(!bad.exists(), "the output folder was created");
+
+    let out = work.path().join("out");
+    let o = run(&out, &IMAGE_SIZE.to_string());
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let manifest = common::run_json(&out);
+    assert_eq!(manifest["model"]["family"], "sam3");
+    assert!(manifest["model"].get("size").is_none());
+    assert_eq!(manifest["model"]["version"], "3");
+    let p = &manifest["params"];
+    assert_eq!(p["image_size"], IMAGE_SIZE);
+    assert_eq!(p["fill_hole_area"], 0);
+    assert_eq!(p["max_cond_frames"], 4);
+    assert_eq!(
+        p["memory_policy"],
+        "sam3:mf_threshold=0.01,use_memory_selection=true"
+    );
+    let masks = common::masks_of(&common::output_of(&out, "frames"));
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.join("late.a.json")).unwrap()).unwrap();
+    for r in reference["frames"].as_array().unwrap() {
+        let f = r["frame"].as_u64().unwrap();
+        let ours = masks
+            .get(&(f, "a".to_string()))
+            .cloned()
+            .unwrap_or_default();
+        let iou = common::mask_iou(&ours, &decode_rle(&r["segmentation"]));
+        assert!(iou >= GOAL_IOU, "frame {f}: mask IoU {iou}");
+    }
 }

@@ -558,7 +558,7 @@ mod tests {
         std::fs::write(&p, "hello, this is not a checkpoint").unwrap();
         let e = read_weights(&p, Device::Cpu).unwrap_err().to_string();
         assert!(
-            e.contains("notes.txt") && e.contains("not a SAM 2 checkpoint"),
+            e.contains("notes.txt") && e.contains("not a SAM 2 or SAM 3 checkpoint"),
             "{e}"
         );
         let e = read_weights(&dir.join("missing.pt"), Device::Cpu)

@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 pub enum WeightsError {
     #[error("{path}: cannot read checkpoint: {msg}")]
     Read { path: PathBuf, msg: String },
-    #[error("{path}: not a SAM 2 checkpoint: {msg}")]
+    #[error("{path}: not a SAM 2 or SAM 3 checkpoint: {msg}")]
     NotACheckpoint { path: PathBuf, msg: String },
     #[error("{source_name}: missing key `{key}`")]
     Missing { source_name: String, key: String },
