@@ -19,5 +19,6 @@ pub mod model;
 pub mod output;
 pub mod profile;
 pub mod prompts;
+pub mod review;
 pub mod tracker;
 pub mod video;

@@ -28,6 +28,9 @@ enum Command {
     Render(densam::output::cli::RenderArgs),
     /// Score a result against ground truth: J, F, J&F (DAVIS 2017) and box IoU.
     Eval(densam::eval::cli::EvalArgs),
+    /// Flag the stretches of object-frames of a result that most likely need a human (lost,
+    /// reappeared, fragmented, box or area jumps, low predicted IoU): flags.jsonl, flags.csv.
+    Review(densam::review::cli::ReviewArgs),
     /// Describe a video (file, frame directory or image) as JSON: size, exact frame count, fps,
     /// duration, codec, VFR, first/last pts.
     Probe {
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => std::process::exit(densam::output::cli::export_main(&args)),
         Command::Render(args) => std::process::exit(densam::output::cli::render_main(&args)),
         Command::Eval(args) => std::process::exit(densam::eval::cli::eval_main(&args)),
+        Command::Review(args) => std::process::exit(densam::review::cli::review_main(&args)),
         Command::Probe {
             video,
             decode_count,

@@ -25,6 +25,7 @@ from .errors import (
     OutputError,
     TrackingError,
 )
+from ._review import review
 from .results import Frame, TrackedObject, read_results
 from .rle import decode as decode_rle
 
@@ -50,5 +51,6 @@ __all__ = [
     "decode_rle",
     "option_args",
     "read_results",
+    "review",
     "track",
 ]

@@ -266,7 +266,8 @@ def annotate(
             "labels" | "mask"}]}``); ``None`` with ``hd_epic_assoc``. Dicts are written to a
             temporary file; the job recognises prompts by content, so resuming works with the
             same dicts (not with a file of other formatting).
-        checkpoint: a SAM 2 / 2.1 checkpoint (official ``.pt`` or safetensors).
+        checkpoint: a SAM 2 / 2.1 checkpoint or SAM 3's ``sam3.pt`` (official ``.pt`` or
+            safetensors); options left out take the model's own defaults.
         out: the output folder.
         log: where the job's log goes: ``True`` (``sys.stderr``), ``False`` (nowhere) or a
             text stream.

@@ -262,6 +262,23 @@ def t_errors() -> None:
     raises(densam.InputError, lambda: list(it))
 
 
+def t_review() -> None:
+    flags = densam.review(REF_JSONL, W / "review", low_iou=0.5)
+    assert isinstance(flags, list) and (W / "review" / "summary.json").is_file()
+    lines = (W / "review" / "flags.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == flags
+    try:
+        densam.review(REF_JSONL, W / "review2", lowiou=1)
+        raise AssertionError("no TypeError")
+    except TypeError:
+        pass
+    try:
+        densam.review(W / "missing.jsonl", W / "review3")
+        raise AssertionError("no InputError")
+    except densam.InputError as e:
+        assert e.exit_code == 3 and "missing.jsonl" in str(e), e
+
+
 def t_options_match_help() -> None:
     text = densam_cli("annotate", "--help").stdout
     flags = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z0-9_-]*)", text, re.M))
@@ -284,6 +301,7 @@ for name, fn in [
     ("densam.track: frames and masks as the reference; loaded libraries", t_track),
     ("densam.track closed early: job stopped, folder removed", t_track_close),
     ("errors: exceptions per exit code", t_errors),
+    ("densam.review: the flags of a result, its errors", t_review),
     ("options: the Python names cover `densam annotate --help`", t_options_match_help),
 ]:
     check(name, fn)

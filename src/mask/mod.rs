@@ -3,12 +3,13 @@
 //! ...}` that prompts files and result lines share ([`CocoRle`]), mask PNGs (binary and DAVIS
 //! index PNGs, [`png`]), a decoded row-major mask ([`BinaryMask`], what a mask prompt becomes)
 //! and one object's run-length mask with its area and box ([`MaskRuns`], what the tracker
-//! hands out per object-frame).
+//! hands out per object-frame); connected components on runs ([`components`]).
 //!
 //! Used by `prompts` (mask prompts), `tracker` (results), `output` (result lines, exports) and
 //! `eval`; it depends on none of them.
 
 mod coco;
+pub mod components;
 pub mod png;
 pub mod rle;
 
