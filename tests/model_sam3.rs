@@ -20,28 +20,12 @@ use densam::model::position_encoding::axial_rope_cis_scaled;
 use densam::model::sam2::Sam2Model;
 use tch::{Device, Kind, Tensor};
 
-const RUN_TRACKER: &str = "sam3/run_tracker.py";
 const DUMP: &str = "tools/parity/dump_sam3_backbone.py";
 const IMAGE_SIZE: i64 = 336;
 
-fn oracle_script() -> String {
-    common::oracles(RUN_TRACKER)
-        .join(RUN_TRACKER)
-        .display()
-        .to_string()
-}
-
 /// The random `sam3.pt` (flat state dict), cached.
 fn sam3_checkpoint() -> PathBuf {
-    let script = oracle_script();
-    let args: Vec<String> = vec!["make-checkpoint".into(), "--seed".into(), "0".into()];
-    let dir = common::fixture_dir("sam3-ckpt", &[&script], &args, |tmp| {
-        let mut a = args.clone();
-        a.push("--out".into());
-        a.push(tmp.join("sam3.pt").display().to_string());
-        common::run_python(&script, &a);
-    });
-    dir.join("sam3.pt")
+    common::sam3_checkpoint(None)
 }
 
 #[test]
@@ -104,7 +88,7 @@ fn sam3_image_encoder_matches_official_at_336() {
     let _heavy = common::one_heavy_run();
     tch::set_num_threads(common::test_threads() as i32);
     let ckpt = sam3_checkpoint();
-    let orc = common::oracles(RUN_TRACKER);
+    let orc = common::oracles(common::SAM3_ORACLE);
     let args: Vec<String> = vec![
         "--oracles".into(),
         orc.display().to_string(),
@@ -117,7 +101,7 @@ fn sam3_image_encoder_matches_official_at_336() {
         "--batch".into(),
         "1".into(),
     ];
-    let script = oracle_script();
+    let script = common::sam3_oracle_script();
     let dump = common::python_fixture(
         "sam3-backbone",
         DUMP,

@@ -29,7 +29,6 @@ use densam::tracker::{
 use densam::video::VideoSource;
 use tch::Device;
 
-const RUN_TRACKER: &str = "sam3/run_tracker.py";
 const IMAGE_SIZE: i64 = 336;
 const FRAMES: u64 = 8;
 const GOAL_IOU: f64 = 0.99;
@@ -155,34 +154,16 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn oracle_script() -> String {
-    common::oracles(RUN_TRACKER)
-        .join(RUN_TRACKER)
-        .display()
-        .to_string()
-}
-
-/// The random `sam3.pt` with the object-score head's bias `obj_bias` (the standard one, `PRESENT`,
-/// is the fixture of tests/model_sam3.rs).
+/// The random `sam3.pt` with the object-score head's bias `obj_bias` (`PRESENT`: the
+/// oracle's default, the fixture of tests/model_sam3.rs).
 fn sam3_checkpoint(obj_bias: &str) -> PathBuf {
-    let script = oracle_script();
-    let mut args: Vec<String> = vec!["make-checkpoint".into(), "--seed".into(), "0".into()];
-    if obj_bias != PRESENT {
-        args.extend(["--obj-bias".into(), obj_bias.into()]);
-    }
-    let dir = common::fixture_dir("sam3-ckpt", &[&script], &args, |tmp| {
-        let mut a = args.clone();
-        a.push("--out".into());
-        a.push(tmp.join("sam3.pt").display().to_string());
-        common::run_python(&script, &a);
-    });
-    dir.join("sam3.pt")
+    common::sam3_checkpoint((obj_bias != PRESENT).then_some(obj_bias))
 }
 
 /// The clip (`clip/` JPEG for the oracle, `frames/` PNG for densam), each case's prompts and
 /// the oracle's run of each of its objects (`<case>.<object>.json`).
 fn fixture() -> PathBuf {
-    let script = oracle_script();
+    let script = common::sam3_oracle_script();
     let cs = cases();
     // The checkpoints first: a fixture cannot be made while another one is being made.
     let checkpoints: BTreeMap<&str, PathBuf> = cs

@@ -494,11 +494,27 @@ impl Sam2Model {
         let r = self.config.low_res_size();
         let low = high.internal_upsample_bilinear2d_aa([r, r], false, None, None);
         let ious = Tensor::ones([b, 1], (Kind::Float, m.device()));
+        let (obj_ptr, osl) = self.mask_input_pointer(feats, &m);
+        StepOutput {
+            low_res_masks: low,
+            high_res_masks: high,
+            ious,
+            obj_ptr,
+            object_score_logits: osl,
+            mask_index: None,
+        }
+    }
+
+    /// `_use_mask_as_output`'s pointer and object score for a mask input `m [B, 1, M, M]`
+    /// (M = [`Sam2Config::mask_size`]): the decoder fed `mask_downsample(m)` gives the pointer,
+    /// the score is ±10 by whether any pixel is positive, and an empty mask gets the no-object
+    /// pointer. Returns `(obj_ptr [B, 256], object_score_logits [B, 1])`.
+    fn mask_input_pointer(&self, feats: &BackboneOut, m: &Tensor) -> (Tensor, Tensor) {
         let inner = self.forward_sam_heads(
             &feats.vision_feat,
             feats,
             None,
-            Some(&self.mask_downsample.forward(&m)),
+            Some(&self.mask_downsample.forward(m)),
             false,
         );
         let lam = m
@@ -509,14 +525,7 @@ impl Sam2Model {
         let osl = &lam * 20.0 + (-10.0);
         let obj_ptr = &lam * inner.step.obj_ptr;
         let obj_ptr = obj_ptr + (1.0 - &lam) * &self.no_obj_ptr;
-        StepOutput {
-            low_res_masks: low,
-            high_res_masks: high,
-            ious,
-            obj_ptr,
-            object_score_logits: osl,
-            mask_index: None,
-        }
+        (obj_ptr, osl)
     }
 
     /// SAM 3's `add_new_mask` with the preflight's consolidation (docs/sam3-tracker.md §1):
@@ -537,21 +546,7 @@ impl Sam2Model {
             m.shallow_clone()
         };
         let b = sz[0];
-        let inner = self.forward_sam_heads(
-            &feats.vision_feat,
-            feats,
-            None,
-            Some(&self.mask_downsample.forward(&m_in)),
-            false,
-        );
-        let lam = m_in
-            .flatten(1, -1)
-            .gt(0.0)
-            .any_dim(1, true)
-            .to_kind(Kind::Float); // [B, 1]
-        let osl = &lam * 20.0 + (-10.0);
-        let obj_ptr = &lam * inner.step.obj_ptr;
-        let obj_ptr = obj_ptr + (1.0 - &lam) * &self.no_obj_ptr;
+        let (obj_ptr, osl) = self.mask_input_pointer(feats, &m_in);
         let r = self.config.low_res_size();
         let video_logits =
             Tensor::where_scalar(&m.gt(0.5), -NO_OBJ_SCORE, NO_OBJ_SCORE).to_kind(Kind::Float);

@@ -190,6 +190,32 @@ pub fn oracles(marker: &str) -> PathBuf {
     p
 }
 
+/// The SAM 3 tracker oracle, relative to [`oracles`].
+pub const SAM3_ORACLE: &str = "sam3/run_tracker.py";
+
+/// The SAM 3 tracker oracle's script, as a path.
+pub fn sam3_oracle_script() -> String {
+    oracles(SAM3_ORACLE).join(SAM3_ORACLE).display().to_string()
+}
+
+/// The seeded random `sam3.pt` of the SAM 3 tracker oracle (`make-checkpoint --seed 0`, 1.9 GB,
+/// cached), its object-score head's last bias `obj_bias` (`None`: the oracle's default +10,
+/// every object present).
+pub fn sam3_checkpoint(obj_bias: Option<&str>) -> PathBuf {
+    let script = sam3_oracle_script();
+    let mut args: Vec<String> = vec!["make-checkpoint".into(), "--seed".into(), "0".into()];
+    if let Some(b) = obj_bias {
+        args.extend(["--obj-bias".into(), b.into()]);
+    }
+    let dir = fixture_dir("sam3-ckpt", &[&script], &args, |tmp| {
+        let mut a = args.clone();
+        a.push("--out".into());
+        a.push(tmp.join("sam3.pt").display().to_string());
+        run_python(&script, &a);
+    });
+    dir.join("sam3.pt")
+}
+
 pub const MAKE_CHECKPOINT: &str = "tools/parity/make_checkpoint.py";
 
 /// A seeded random official checkpoint (`model.pt`, `model.safetensors`, `meta.json`) made by
